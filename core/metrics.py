@@ -1,0 +1,58 @@
+"""Names of every metric the simulator reports (DESIGN §4).
+
+One list, used by ``Machine.metrics()``, ``run_workload``, the results store and MLflow,
+so a metric has the same name everywhere.  Values are floats; counts are cumulative over
+the workload; ``*_pages`` are 4 KiB pages, ``*_ns`` virtual nanoseconds.
+"""
+
+GFP_CLASSES = ("kernel", "nofs", "nowait", "atomic", "nofail")
+
+# where reclaim ran (DESIGN §4, kernel-facts §8.4.5)
+RECLAIM_PLACES = ("charge", "locked", "return_to_user", "kswapd", "direct")
+
+MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill")
+
+METRICS = tuple(
+    [f"alloc_{c}_attempts" for c in GFP_CLASSES]
+    + [f"alloc_{c}_failures" for c in GFP_CLASSES]
+    + [f"latency_{c}_p50_ns" for c in GFP_CLASSES]
+    + [f"latency_{c}_p99_ns" for c in GFP_CLASSES]
+    + [
+        "requests",                 # requests issued by the workload / scenario
+        "enomem_user_visible",      # GFP_KERNEL/NOFS request failed after its fallback
+        "nowait_failures",          # GFP_NOWAIT requests that failed
+        "nowait_fallbacks",         # ... of which the caller retried with GFP_KERNEL
+        "charge_forced",            # charges forced past memory.max (NOFAIL, HIGH, dying)
+        "charge_forced_pages",
+        "charge_bypassed_pages",    # pages a bypass left uncharged or charged to root
+        "overshoot_max_peak_pages",     # peak of usage - memory.max over all memcgs
+        "overshoot_high_peak_pages",    # peak of usage - memory.high over all memcgs
+        "overshoot_high_integral_page_ms",  # time integral of (usage - high)+
+        "overshoot_high_syscall_peak_pages",  # peak overage seen at a syscall exit
+    ]
+    + [f"events_{e}" for e in MEMCG_EVENTS]
+    + [
+        "reclaim_rounds",           # try_to_free_*_pages invocations
+        "reclaim_scanned_pages",
+        "reclaim_reclaimed_pages",
+        "reclaim_slab_objects",     # dentries/inodes freed by shrinkers
+    ]
+    + [f"reclaim_rounds_{p}" for p in RECLAIM_PLACES]
+    + [f"reclaim_ns_{p}" for p in RECLAIM_PLACES]
+    + [
+        "slab_pages_allocated",     # slabs created (any order)
+        "slub_high_order_attempts",  # allocate_slab tries at oo > min
+        "slub_order_fallbacks",     # ORDER_FALLBACK
+        "slab_wrong_node_pages",    # slab pages placed off the requested node
+        "slab_node_probe_failures",  # SLAB gfp_exact_node grows that failed
+        "slab_lazy_uncharged_objects",  # objects put in root caches while a clone was created
+        "kswapd_wakeups",
+        "compaction_attempts",
+        "compaction_successes",
+        "buddy_failures",           # alloc_pages returned NULL
+        "oom_kills_global",
+        "oom_kills_memcg",
+        "accounting_error_pages",   # |memory.current - pages really used| at the end (stock, bypass, lazy)
+        "sim_ns",                   # virtual time simulated
+    ]
+)
