@@ -1,0 +1,207 @@
+"""``python -m sweep``: run a sweep, or log / report / export a finished one.
+
+    python -m sweep CONFIG.yaml [key=value ...] [--dry-run] [--fresh] [--shard i/N]
+    python -m sweep log    SWEEP_DIR       # (re)log to MLflow
+    python -m sweep report SWEEP_DIR       # (re)build the report
+    python -m sweep export SWEEP_DIR [--parquet FILE] [--all]
+
+Exit status: 0 done; 1 some workloads failed (stored as error rows); 2 bad config or
+usage (nothing started); 3 results stored but report or tracking failed; 4 another
+driver is using the sweep folder; 130 interrupted (finished work kept; rerun resumes).
+Ray is imported only when there is work for it, so config errors never start Ray.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sweep import config, grid, plan
+from sweep.config import ConfigError
+from sweep.outdir import SweepBusy, SweepDir
+from sweep.store import Store
+
+OK, FAILED, USAGE, POSTPROCESS, BUSY, INTERRUPTED = 0, 1, 2, 3, 4, 130
+SUBCOMMANDS = ("log", "report", "export")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        return _subcommand(argv)
+    args = _run_parser().parse_intermixed_args(argv)
+    try:
+        cfg = config.load(args.config, args.overrides)
+        cells = grid.build_cells(cfg, config.load_mixes(cfg, args.config))
+        shard = grid.Shard.parse(args.shard) if args.shard else None
+        cells = [c for c in cells if shard is None or shard.holds(c)]
+        _check_stats_available(cfg)
+    except ConfigError as err:
+        print(f"config error: {err}", file=sys.stderr)
+        return USAGE
+    sweep_dir = SweepDir.for_config(cfg, shard)
+    if args.dry_run:
+        return _dry_run(cfg, cells, sweep_dir, shard)
+    return _run(cfg, cells, sweep_dir, args.fresh, shard)
+
+
+# --- run ----------------------------------------------------------------------------
+
+
+def _run_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sweep", description=__doc__.split("\n\n")[0],
+                                     epilog="Subcommands: log|report|export SWEEP_DIR (see docs/sweep.md)")
+    parser.add_argument("config", help="sweep YAML, e.g. configs/grid.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value, e.g. grid.nodes=[1,2] replications=4")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and an estimated time; run nothing")
+    parser.add_argument("--fresh", action="store_true", help="discard stored results and start over")
+    parser.add_argument("--shard", metavar="i/N", help="run only shard i of N (whole cells, by key hash)")
+    return parser
+
+
+def _check_stats_available(cfg) -> None:
+    if not config.is_adaptive(cfg):
+        return
+    try:
+        from sweep.stats import cells_needing_more  # noqa: F401
+    except ImportError as err:
+        raise ConfigError(f"stats.max_replications: adding replications needs "
+                          f"sweep.stats.cells_needing_more, which is not available ({err})") from None
+
+
+def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard) -> int:
+    from sweep import runner   # imports Ray: only now that there is something to run
+
+    try:
+        summary = runner.run_sweep(cfg, cells, sweep_dir, fresh=fresh, shard=shard)
+    except SweepBusy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return BUSY
+    _print_summary(cfg, summary, sweep_dir)
+    if summary.interrupted:
+        print(f"interrupted: finished work is stored in {sweep_dir.results}; "
+              "rerun the same command to resume", file=sys.stderr)
+        return INTERRUPTED
+    failed = FAILED if summary.errors or summary.lost else OK
+    if shard:
+        print(f"shard {shard.index}/{shard.count} done. When every shard is done: "
+              f"python -m sweep report {sweep_dir.path.parent} && python -m sweep log {sweep_dir.path.parent}",
+              file=sys.stderr)
+        return failed
+    post = _report_and_log(sweep_dir, cfg, log=cfg.tracking.enabled)
+    return failed or post
+
+
+def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
+    cpus = f" on {summary.ray_cpus} CPUs" if summary.ray_cpus else ""
+    print(f"sweep {cfg.name!r}: {summary.cells} cells, {summary.planned} workloads; "
+          f"{summary.skipped} already stored, {summary.ran} ran ({summary.ok} ok, {summary.errors} errors, "
+          f"{summary.lost} lost) in {plan.format_seconds(summary.seconds)}{cpus}; "
+          f"results: {sweep_dir.results}", file=sys.stderr)
+    with Store(sweep_dir.results) as store:
+        for cell_id, design, error in store.errors(limit=5):
+            print(f"  error in {cell_id} [{design}]: {error}", file=sys.stderr)
+
+
+# --- dry run ------------------------------------------------------------------------
+
+
+def _dry_run(cfg, cells, sweep_dir: SweepDir, shard) -> int:
+    import os
+
+    import core
+
+    workloads = grid.workloads(cells, cfg.designs, cfg.replications, cfg.seed, core.MODEL_VERSION)
+    stored = _stored_ok_keys(sweep_dir)
+    missing = plan.ordered([w for w in workloads if w.key not in stored])
+    per_cell = {}
+    for w in missing:
+        per_cell[w.cell.cell_id] = per_cell.get(w.cell.cell_id, 0) + 1
+    print("cells (id: workloads to run):")
+    for cell in cells:
+        print(f"  {cell.cell_id}: {per_cell.get(cell.cell_id, 0)}")
+    calibration = plan.calibrate(missing or workloads)
+    spw = calibration.seconds_per_workload
+    chunks = plan.chunks(missing, spw, cfg.ray.chunk_seconds)
+    cpus = cfg.ray.num_cpus or os.cpu_count() or 1
+    where = f"the cluster at {cfg.ray.address or os.environ.get('RAY_ADDRESS')}" \
+        if (cfg.ray.address or os.environ.get("RAY_ADDRESS")) else f"a local Ray, {cpus} CPUs"
+    axes = ", ".join(f"{a}={_axis_text(cfg.grid[a])}" for a in config.GRID_AXES)
+    print(f"sweep {cfg.name!r} (model {core.MODEL_VERSION}){' ' + shard.label if shard else ''}")
+    print(f"axes: {axes}")
+    print(f"designs: {', '.join(cfg.designs)}; replications: {cfg.replications}"
+          + (f" (adaptive up to {cfg.stats.max_replications})" if config.is_adaptive(cfg) else ""))
+    print(f"cells: {len(cells)}")
+    print(f"workloads: {len(workloads)} ({len(workloads) - len(missing)} stored in {sweep_dir.results}, "
+          f"{len(missing)} to run)")
+    print(f"calibration: {len(calibration.workloads)} workloads ran, {spw:.3f}s each on average")
+    size = len(chunks[0]) if chunks else 0
+    print(f"Ray tasks: {len(chunks)} (up to {size} workloads, ~{size * spw:.2f}s of work each), "
+          f"at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
+    est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=True)
+    print(f"estimated time: {plan.format_seconds(est)} on {where} (incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)")
+    print("dry run: nothing was started or stored")
+    return OK
+
+
+def _axis_text(values) -> str:
+    if isinstance(values, (str, int, float)):
+        return str(values)
+    return "[" + ",".join(map(str, values)) + f"] ({len(values)})"
+
+
+def _stored_ok_keys(sweep_dir: SweepDir) -> set[str]:
+    if not sweep_dir.results.exists():
+        return set()
+    with Store(sweep_dir.results) as store:
+        return store.keys("ok")
+
+
+# --- report and tracking ---------------------------------------------------------------
+
+
+def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = True) -> int:
+    """Build the report, then log to MLflow; a failure here loses nothing (results are stored)."""
+    status = OK
+    if report:
+        try:
+            from sweep.report import build_report
+
+            print(f"report: {build_report(sweep_dir.path)}", file=sys.stderr)
+        except Exception as err:   # incl. ImportError while sweep.report is not installed
+            print(f"report failed: {type(err).__name__}: {err}\n  results are safe in {sweep_dir.results}; "
+                  f"retry with: python -m sweep report {sweep_dir.path}", file=sys.stderr)
+            status = POSTPROCESS
+    if log:
+        try:
+            from sweep.tracking import log_sweep
+
+            print(f"MLflow: parent run {log_sweep(sweep_dir.path, cfg)}", file=sys.stderr)
+        except Exception as err:
+            print(f"tracking failed: {type(err).__name__}: {err}\n  results are safe in {sweep_dir.results}; "
+                  f"retry with: python -m sweep log {sweep_dir.path}", file=sys.stderr)
+            status = POSTPROCESS
+    return status
+
+
+def _subcommand(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"python -m sweep {argv[0]}")
+    parser.add_argument("sweep_dir", help="a sweep folder (output.dir), e.g. sweeps/grid")
+    if argv[0] == "export":
+        parser.add_argument("--parquet", metavar="FILE", help="default: SWEEP_DIR/results.parquet")
+        parser.add_argument("--all", action="store_true", help="include rows cached from earlier grids")
+    args = parser.parse_args(argv[1:])
+    sweep_dir = SweepDir(args.sweep_dir)
+    merged = sweep_dir.merge_shards()
+    if merged:
+        print(f"merged {merged} rows from {len(sweep_dir.shard_dirs())} shards into {sweep_dir.results}",
+              file=sys.stderr)
+    if not sweep_dir.results.exists():
+        print(f"error: {sweep_dir.path} is not a sweep folder (no results.sqlite)", file=sys.stderr)
+        return USAGE
+    if argv[0] == "export":
+        with Store(sweep_dir.results) as store:
+            path = store.to_parquet(args.parquet or sweep_dir.path / "results.parquet", all_rows=args.all)
+            print(f"exported {store.count(planned_only=not args.all)} rows to {path}", file=sys.stderr)
+        return OK
+    return _report_and_log(sweep_dir, None, log=argv[0] == "log", report=argv[0] == "report")

@@ -1,0 +1,320 @@
+"""Load and check a sweep config: YAML + ``key=value`` overrides against a dataclass schema.
+
+Every problem becomes a :class:`ConfigError` whose message starts with the YAML path of the
+bad value and says what is allowed, so the CLI can print it and exit 2 before anything
+starts.  Workload-spec fields are checked later by ``core.validate_spec`` (see
+``sweep.grid``); this module checks the sweep's own keys and finds the GFP mixes.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CORRECTIONS = ("holm", "bh", "fdr_bh")   # names sweep.stats accepts
+GRID_AXES = ("limit", "high", "order", "nodes", "mix")
+
+
+class ConfigError(ValueError):
+    """A bad sweep config; the message starts with the YAML path of the bad value."""
+
+
+@dataclass
+class GridSchema:
+    limit: List[str] = field(default_factory=lambda: ["64M"])   # memory.max sizes
+    high: Any = 0.75            # memory.high: ratio of max, a size or "max"; a list = axis
+    order: List[int] = field(default_factory=lambda: [3])      # slub_max_order
+    nodes: List[int] = field(default_factory=lambda: [1])      # NUMA nodes
+    mix: List[str] = field(default_factory=lambda: ["kernel"])  # configs/mixes/<name>.yaml
+
+
+@dataclass
+class RaySchema:
+    address: Optional[str] = None    # None: RAY_ADDRESS if set, else a local Ray
+    num_cpus: Optional[int] = None   # local Ray only; None: all CPUs
+    chunk_seconds: float = 0.5       # work per Ray task
+    max_in_flight: Optional[int] = None  # None: 2 x cluster CPUs
+    max_retries: int = 3             # re-runs of a task whose worker died (-1: forever)
+
+
+@dataclass
+class OutputSchema:
+    dir: Optional[str] = None        # None: sweeps/<name>
+
+
+@dataclass
+class TrackingSchema:
+    enabled: bool = True
+    uri: Optional[str] = None        # None: MLflow's default (sqlite:///mlflow.db in cwd)
+    experiment: str = "kmemcg-sweep"
+
+
+@dataclass
+class StatsSchema:
+    alpha: float = 0.05
+    min_replications: Optional[int] = None   # None: replications
+    max_replications: Optional[int] = None   # None: replications (no adaptive rounds)
+    ci_halfwidth: float = 0.05
+    correction: str = "holm"
+
+
+@dataclass
+class SweepSchema:
+    name: str = "sweep"
+    seed: int = 0
+    replications: int = 8
+    designs: List[str] = field(default_factory=lambda: ["v4.3", "way1", "way2"])
+    grid: GridSchema = field(default_factory=GridSchema)
+    workload: Dict[str, Any] = field(default_factory=dict)
+    ray: RaySchema = field(default_factory=RaySchema)
+    output: OutputSchema = field(default_factory=OutputSchema)
+    tracking: TrackingSchema = field(default_factory=TrackingSchema)
+    stats: StatsSchema = field(default_factory=StatsSchema)
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> DictConfig:
+    """The checked, resolved config of ``path`` with ``key=value`` overrides applied."""
+    raw = _read_yaml(Path(path))
+    dots = _parse_overrides(overrides)
+    base = OmegaConf.structured(SweepSchema)
+    for layer in (raw, dots):
+        _check_sections(layer, base, "")
+        _listify_axes(layer)
+    try:
+        cfg = OmegaConf.merge(base, raw, dots)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_omegaconf_message(err)) from None
+    _check_values(cfg)
+    _resolve_defaults(cfg)
+    return cfg
+
+
+def mix_dirs(config_path: str | Path) -> list[Path]:
+    """Where mix names are looked up: next to the config, then ./configs/mixes."""
+    return [Path(config_path).resolve().parent / "mixes", Path.cwd() / "configs" / "mixes"]
+
+
+def load_mixes(cfg: DictConfig, config_path: str | Path) -> dict[str, dict]:
+    """name -> mix mapping for every ``grid.mix`` entry (a name or a path to a YAML file)."""
+    dirs = mix_dirs(config_path)
+    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
+    mixes = {}
+    for i, name in enumerate(cfg.grid.mix):
+        file = _find_mix(name, dirs)
+        if file is None:
+            raise ConfigError(f"grid.mix[{i}]: unknown mix {name!r}{_did_you_mean(name, known)}; "
+                              f"allowed: {', '.join(known) or '(no configs/mixes/*.yaml found)'}")
+        mix = _read_yaml(file)
+        mix.setdefault("name", Path(name).stem)
+        mixes[name] = mix
+    return mixes
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)
+
+
+def from_yaml_file(path: str | Path) -> DictConfig:
+    """A resolved config written by a sweep (``<sweep_dir>/config.yaml``), schema-checked."""
+    return OmegaConf.merge(OmegaConf.structured(SweepSchema), OmegaConf.load(path))
+
+
+def is_adaptive(cfg: DictConfig) -> bool:
+    """True when the runner adds replications to imprecise cells (stats.max_replications)."""
+    return cfg.stats.max_replications > cfg.replications
+
+
+# --- reading -------------------------------------------------------------------------
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _parse_overrides(overrides: list[str]) -> dict:
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"{item}: an override must look like key=value (e.g. replications=4)")
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"overrides: {err}") from None
+
+
+def _find_mix(name: str, dirs: list[Path]) -> Path | None:
+    if name.endswith((".yaml", ".yml")):
+        return Path(name) if Path(name).is_file() else None
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        return None
+    return next((d / f"{name}.yaml" for d in dirs if (d / f"{name}.yaml").is_file()), None)
+
+
+# --- structure and types (before merging) --------------------------------------------
+
+
+def _check_sections(layer: dict, schema: DictConfig, prefix: str) -> None:
+    """A section given as a scalar (``ray: 3``) gets a clear message; OmegaConf's has no path."""
+    for key, value in layer.items():
+        if key not in schema or not isinstance(schema[key], DictConfig) or key == "workload":
+            continue
+        path = f"{prefix}{key}"
+        if not isinstance(value, dict):
+            keys = ", ".join(schema[key].keys())
+            raise ConfigError(f"{path}: must be a section with keys {keys}, got {value!r}")
+        _check_sections(value, schema[key], path + ".")
+    if prefix == "" and "workload" in layer and not isinstance(layer["workload"], dict):
+        raise ConfigError(f"workload: must be a section of workload-spec fields, got {layer['workload']!r}")
+
+
+def _listify_axes(layer: dict) -> None:
+    """``grid.nodes=2`` means a one-value axis; lists stay lists."""
+    grid = layer.get("grid")
+    if isinstance(grid, dict):
+        for axis in ("limit", "order", "nodes", "mix"):
+            if axis in grid and not isinstance(grid[axis], (list, tuple)):
+                grid[axis] = [grid[axis]]
+
+
+_TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
+               "String": "a string"}
+
+
+def _omegaconf_message(err: OmegaConfBaseException) -> str:
+    path = err.full_key or "config"
+    text = str(err).splitlines()[0]
+    if m := re.match(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", text):
+        want = _TYPE_WORDS.get(m.group(3), m.group(3))
+        return f"{path}: expected {want}, got {m.group(1)!r} ({m.group(2)})"
+    if m := re.match(r"Incompatible value 'None' for field of type '(\w+)'", text):
+        return f"{path}: must not be null (expected {m.group(1)})"
+    if m := re.match(r"Key '(.*)' not in '\w+'\.?(.*)", text):
+        parent = path.rpartition(".")[0]
+        where = f"in {parent}" if parent else "at the top level"
+        hint = m.group(2).strip()
+        return f"{path}: unknown key {where}.{(' ' + hint) if hint else ''}"
+    return f"{path}: {text}"
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- values (after merging) ----------------------------------------------------------
+
+
+def _check_values(cfg: DictConfig) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", cfg.name):
+        raise ConfigError(f"name: must be letters, digits, '.', '_' or '-' (it names the output "
+                          f"folder), got {cfg.name!r}")
+    _in_range("seed", cfg.seed, 0, 2**63 - 1)
+    _in_range("replications", cfg.replications, 1, 100_000)
+    _check_designs(cfg.designs)
+    for axis in ("limit", "order", "nodes", "mix"):
+        _check_axis(f"grid.{axis}", cfg.grid[axis])
+    _check_high(cfg.grid.high)
+    _check_ray(cfg.ray)
+    if not cfg.tracking.experiment:
+        raise ConfigError("tracking.experiment: must be a non-empty name")
+    _check_stats(cfg)
+
+
+def _in_range(path: str, value, low, high) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{path}: must be in {low}..{high}, got {value}")
+
+
+def _check_designs(designs: ListConfig) -> None:
+    import core  # the design names live in the simulator
+
+    allowed = tuple(core.DESIGNS)
+    if len(designs) == 0:
+        raise ConfigError(f"designs: must list at least one design; allowed: {', '.join(allowed)}")
+    for i, name in enumerate(designs):
+        if name not in allowed:
+            raise ConfigError(f"designs[{i}]: unknown design {name!r}{_did_you_mean(name, allowed)}; "
+                              f"allowed: {', '.join(allowed)}")
+    _no_duplicates("designs", designs)
+
+
+def _check_axis(path: str, values: ListConfig) -> None:
+    if len(values) == 0:
+        raise ConfigError(f"{path}: must list at least one value")
+    _no_duplicates(path, values)
+
+
+def _no_duplicates(path: str, values) -> None:
+    seen = set()
+    for i, value in enumerate(values):
+        if value in seen:
+            raise ConfigError(f"{path}[{i}]: {value!r} is listed twice")
+        seen.add(value)
+
+
+def _check_high(high) -> None:
+    values = list(high) if isinstance(high, ListConfig) else [high]
+    if isinstance(high, ListConfig):
+        _check_axis("grid.high", high)
+    for value in values:
+        if isinstance(value, (DictConfig, ListConfig)) or value is None or isinstance(value, bool):
+            raise ConfigError(f"grid.high: must be a ratio of memory.max in (0, 1], a size "
+                              f"(\"32M\") or \"max\", got {value!r}")
+
+
+def _check_ray(ray: DictConfig) -> None:
+    if ray.num_cpus is not None:
+        _in_range("ray.num_cpus", ray.num_cpus, 1, 4096)
+    if not 0 < ray.chunk_seconds <= 3600:
+        raise ConfigError(f"ray.chunk_seconds: must be in (0, 3600], got {ray.chunk_seconds}")
+    if ray.max_in_flight is not None:
+        _in_range("ray.max_in_flight", ray.max_in_flight, 1, 100_000)
+    _in_range("ray.max_retries", ray.max_retries, -1, 1000)
+    if ray.address is not None and ray.num_cpus is not None:
+        raise ConfigError("ray.num_cpus: only for a local Ray; a cluster (ray.address) has its own CPUs")
+
+
+def _check_stats(cfg: DictConfig) -> None:
+    stats = cfg.stats
+    if not 0 < stats.alpha < 1:
+        raise ConfigError(f"stats.alpha: must be in (0, 1), got {stats.alpha}")
+    if stats.correction not in CORRECTIONS:
+        raise ConfigError(f"stats.correction: unknown method {stats.correction!r}"
+                          f"{_did_you_mean(stats.correction, CORRECTIONS)}; allowed: {', '.join(CORRECTIONS)}")
+    if not stats.ci_halfwidth > 0:
+        raise ConfigError(f"stats.ci_halfwidth: must be > 0, got {stats.ci_halfwidth}")
+    if stats.min_replications is not None:
+        _in_range("stats.min_replications", stats.min_replications, 1, 100_000)
+    if stats.max_replications is not None:
+        _in_range("stats.max_replications", stats.max_replications, cfg.replications, 100_000)
+    low = stats.min_replications or 1
+    if stats.max_replications is not None and low > stats.max_replications:
+        raise ConfigError(f"stats.min_replications: must be <= stats.max_replications "
+                          f"({stats.max_replications}), got {low}")
+
+
+def _resolve_defaults(cfg: DictConfig) -> None:
+    """Fill the ``None`` defaults that depend on other keys, so config.yaml is explicit."""
+    if cfg.output.dir is None:
+        cfg.output.dir = f"sweeps/{cfg.name}"
+    if cfg.stats.max_replications is None:
+        cfg.stats.max_replications = max(cfg.replications, cfg.stats.min_replications or 0)
+    if cfg.stats.min_replications is None:
+        cfg.stats.min_replications = min(cfg.replications, cfg.stats.max_replications)

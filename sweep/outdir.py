@@ -1,0 +1,116 @@
+"""The sweep folder: where results, the resolved config and the run record live.
+
+    <output.dir>/results.sqlite   results store (sweep.store)
+    <output.dir>/config.yaml      the resolved config
+    <output.dir>/sweep.json       name, model version, git commit, host, Ray CPUs, times, counts
+    <output.dir>/shard-i-of-N/    the same three files for one shard (--shard i/N);
+                                  ``merge_shards`` folds them into the top folder
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from sweep import config as sweep_config
+from sweep.store import Store
+
+
+class SweepBusy(RuntimeError):
+    """Another driver is running in this sweep folder."""
+
+
+class SweepDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    results = property(lambda self: self.path / "results.sqlite")
+    config = property(lambda self: self.path / "config.yaml")
+    meta = property(lambda self: self.path / "sweep.json")
+
+    @classmethod
+    def for_config(cls, cfg: DictConfig, shard=None) -> "SweepDir":
+        path = Path(cfg.output.dir)
+        return cls(path / shard.label if shard else path)
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Exclusive use of the folder; the OS drops the lock when the driver dies."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SweepBusy(f"{self.path}: another sweep is running in this folder") from None
+            yield
+
+    def write_config(self, cfg: DictConfig) -> None:
+        self.config.write_text(sweep_config.to_yaml(cfg))
+
+    def read_config(self) -> DictConfig:
+        return sweep_config.from_yaml_file(self.config)
+
+    def read_meta(self) -> dict:
+        return json.loads(self.meta.read_text()) if self.meta.exists() else {}
+
+    def update_meta(self, **fields) -> dict:
+        meta = self.read_meta() | fields
+        tmp = self.meta.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        tmp.replace(self.meta)   # atomic: a killed driver never leaves half a file
+        return meta
+
+    def shard_dirs(self) -> list["SweepDir"]:
+        return [SweepDir(p) for p in sorted(self.path.glob("shard-*-of-*")) if (p / "results.sqlite").exists()]
+
+    def merge_shards(self) -> int:
+        """Fold every shard's results into this folder's store; returns the rows copied."""
+        shards = self.shard_dirs()
+        if not shards:
+            return 0
+        copied = 0
+        with Store(self.results) as store:
+            for shard in shards:
+                copied += store.merge_from(shard.results)
+            counts = {"workloads": store.count(), "ok": store.count("ok"), "errors": store.count("error")}
+        if not self.config.exists():
+            self.config.write_text(shards[0].config.read_text())
+        metas = [s.read_meta() for s in shards]
+        self.update_meta(**{k: metas[0].get(k) for k in ("name", "model_version", "git_commit", "host")},
+                         shards=[s.path.name for s in shards], counts=counts,
+                         started=min((m.get("started") or "") for m in metas) or None,
+                         finished=max((m.get("finished") or "") for m in metas) or None,
+                         status="merged")
+        return copied
+
+
+def run_record() -> dict:
+    """Where and from what code this sweep runs."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "git_commit": git_commit()}
+
+
+def git_commit() -> str | None:
+    """HEAD of the source tree this package runs from (+ "-dirty"), or None outside git."""
+    source = Path(__file__).resolve().parent.parent
+    try:
+        head = _git(source, "rev-parse", "HEAD")
+        dirty = _git(source, "status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True,
+                          timeout=10).stdout.strip()
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,159 @@
+"""The results store: one SQLite file (WAL mode) per sweep folder.
+
+Tables:
+  results  one row per workload run, primary key = the workload key (sha256 of normalised
+           spec incl. design, seed, model version), every metric a REAL column;
+  plan     the keys the latest run of this folder asked for.  ``dataframe()`` shows the
+           planned rows only, so rows cached from an earlier grid stay reusable (changing
+           an axis back costs nothing) without leaking into this sweep's statistics.
+
+Each ``put`` is one transaction, so a driver killed mid-write loses at most that chunk.
+"""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pandas as pd
+
+HASH_METRICS = ("request_hash_lo", "request_hash_hi")
+ID_COLUMNS = ("cell_id", "design", "replication", "seed", "status", "error")
+AXIS_COLUMNS = ("limit", "high", "order", "nodes", "mix")
+INFO_COLUMNS = ("elapsed_s", "worker", "model_version", "finished_at")
+_SQL_TYPES = {"replication": "INTEGER", "seed": "INTEGER", "order": "INTEGER", "nodes": "INTEGER",
+              "limit": "REAL", "elapsed_s": "REAL", "finished_at": "REAL"}
+
+
+def metric_names() -> tuple[str, ...]:
+    import core
+
+    return tuple(core.METRICS) + HASH_METRICS
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+        self._create_tables()
+
+    @staticmethod
+    def remove(path: str | Path) -> None:
+        """Delete a store and its WAL side files (``--fresh``)."""
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- writing ----------------------------------------------------------------------
+
+    def put(self, rows: Iterable[Mapping]) -> int:
+        """Insert or replace result rows (dicts keyed by column name) in one transaction."""
+        rows = list(rows)
+        if not rows:
+            return 0
+        self._add_missing_columns({name for row in rows for name in row})
+        columns = sorted({name for row in rows for name in row})
+        sql = (f"INSERT OR REPLACE INTO results ({', '.join(map(_quote, columns))}) "
+               f"VALUES ({', '.join('?' * len(columns))})")
+        with self._db:
+            self._db.executemany(sql, [[row.get(c) for c in columns] for row in rows])
+        return len(rows)
+
+    def set_plan(self, keys: Iterable[str], replace: bool = True) -> None:
+        with self._db:
+            if replace:
+                self._db.execute("DELETE FROM plan")
+            self._db.executemany("INSERT OR IGNORE INTO plan (key) VALUES (?)", ((k,) for k in keys))
+
+    def merge_from(self, other: str | Path) -> int:
+        """Copy every result and plan entry of another store (a shard) into this one."""
+        with Store(other) as source:
+            rows = source._rows("SELECT * FROM results")
+            keys = [k for (k,) in source._db.execute("SELECT key FROM plan")]
+        self.put(rows)
+        self.set_plan(keys, replace=False)
+        return len(rows)
+
+    # --- reading ----------------------------------------------------------------------
+
+    def keys(self, status: str | None = None) -> set[str]:
+        """Stored workload keys (optionally only those with ``status``)."""
+        if status is None:
+            cursor = self._db.execute("SELECT key FROM results")
+        else:
+            cursor = self._db.execute("SELECT key FROM results WHERE status = ?", (status,))
+        return {key for (key,) in cursor}
+
+    def count(self, status: str | None = None, planned_only: bool = True) -> int:
+        where = ["key IN (SELECT key FROM plan)"] if planned_only else []
+        args = []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status)
+        sql = "SELECT COUNT(*) FROM results" + (f" WHERE {' AND '.join(where)}" if where else "")
+        return self._db.execute(sql, args).fetchone()[0]
+
+    def errors(self, limit: int = 5) -> list[tuple[str, str, str]]:
+        """(cell_id, design, error) of planned error rows, first ``limit``."""
+        return self._db.execute(
+            "SELECT cell_id, design, error FROM results WHERE status = 'error' "
+            "AND key IN (SELECT key FROM plan) ORDER BY cell_id, design LIMIT ?", (limit,)).fetchall()
+
+    def dataframe(self, all_rows: bool = False) -> pd.DataFrame:
+        """One row per workload: ids, grid-axis columns, one column per metric.
+
+        Only this sweep's planned workloads unless ``all_rows``; sorted by cell, design,
+        replication so two stores with the same results give equal frames."""
+        where = "" if all_rows else " WHERE key IN (SELECT key FROM plan)"
+        frame = pd.read_sql_query(f"SELECT * FROM results{where}", self._db)
+        ordered = [*ID_COLUMNS, *AXIS_COLUMNS, *metric_names(), *INFO_COLUMNS, "key"]
+        for name in ordered:
+            if name not in frame.columns:
+                frame[name] = pd.NA
+        extra = [c for c in frame.columns if c not in ordered]
+        frame = frame[ordered + extra]
+        return frame.sort_values(["cell_id", "design", "replication"], ignore_index=True)
+
+    def to_parquet(self, path: str | Path, all_rows: bool = False) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.dataframe(all_rows=all_rows).to_parquet(path, index=False)
+        return path
+
+    # --- schema -----------------------------------------------------------------------
+
+    def _create_tables(self) -> None:
+        columns = [*ID_COLUMNS, *AXIS_COLUMNS, *INFO_COLUMNS]
+        defs = ", ".join(f"{_quote(c)} {_SQL_TYPES.get(c, 'TEXT')}" for c in columns)
+        with self._db:
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, {defs})")
+            self._db.execute("CREATE TABLE IF NOT EXISTS plan (key TEXT PRIMARY KEY)")
+        self._add_missing_columns(set(metric_names()))
+
+    def _add_missing_columns(self, names: set[str]) -> None:
+        """Metric columns follow core.METRICS; a metric added to the model adds a column."""
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+        with self._db:
+            for name in sorted(names - have):
+                self._db.execute(f"ALTER TABLE results ADD COLUMN {_quote(name)} {_SQL_TYPES.get(name, 'REAL')}")
+
+    def _rows(self, sql: str, args=()) -> list[dict]:
+        cursor = self._db.execute(sql, args)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, values)) for values in cursor]
+
+
+def _quote(name: str) -> str:
+    """Column names like ``limit`` and ``order`` are SQL keywords."""
+    return '"' + name.replace('"', '""') + '"'

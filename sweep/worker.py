@@ -1,0 +1,39 @@
+"""What runs on a worker: a chunk of workloads, each in ``core.run_workload``.
+
+Plain dicts in, plain dicts out (no classes from the driver), so a Ray worker on any node
+only needs the installed ``core`` and ``sweep`` packages.  A workload that raises becomes
+an error result carrying the message; the rest of the chunk still runs.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+
+
+def run_chunk(items: list[dict]) -> list[dict]:
+    """``items``: ``{"key", "spec", "seed"}`` each; returns one result dict per item."""
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    return [dict(run_one(item["spec"], item["seed"]), key=item["key"], worker=worker) for item in items]
+
+
+def run_one(spec: dict, seed: int) -> dict:
+    """``{"status", "error", "metrics", "elapsed_s"}`` of one workload."""
+    import core
+
+    start = time.perf_counter()
+    try:
+        metrics = core.run_workload(spec, seed)
+    except Exception as err:  # a bad workload must not stop the sweep: keep its message
+        return {"status": "error", "error": _describe(err), "metrics": {},
+                "elapsed_s": time.perf_counter() - start}
+    return {"status": "ok", "error": None, "metrics": {k: float(v) for k, v in metrics.items()},
+            "elapsed_s": time.perf_counter() - start}
+
+
+def _describe(err: Exception) -> str:
+    """Type, message and the innermost frames: enough to find the bug, short enough to store."""
+    frames = traceback.extract_tb(err.__traceback__)[-3:]
+    where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames)
+    return f"{type(err).__name__}: {err} [{where}]"
