@@ -1,0 +1,429 @@
+"""Paired statistics of a sweep: which design is better where, and how sure we are.
+
+Input is the results table of the store (one row per workload: ``cell_id, design, seed,
+status``, the grid axes and one column per ``core.METRICS`` name).  Replication r of a cell
+ran with the same seed under every design (common random numbers), so designs are compared
+**pairwise by seed** within a cell:
+
+* binary outcome "the workload saw a user-visible ENOMEM": McNemar's exact test on the
+  discordant pairs (statsmodels), Wilson intervals on each design's rate;
+* continuous metrics: Wilcoxon signed-rank test of the paired differences (scipy) and a BCa
+  bootstrap CI of the mean paired difference (``scipy.stats.bootstrap``, paired, fixed rng);
+* across cells, per (comparison, metric) family: Holm and Benjamini-Hochberg adjusted
+  p-values (statsmodels ``multipletests`` with the method named explicitly).
+
+Every metric here is "lower is better".  Nothing in this module knows Ray or MLflow.
+"""
+from __future__ import annotations
+
+import gc
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
+
+from core.metrics import GFP_CLASSES, METRICS
+
+BASELINE = "v4.3"                      # the kernel as shipped: compared against every design
+AXES = ("limit", "high", "order", "nodes", "mix")
+ALPHA = 0.05
+BOOTSTRAP_RESAMPLES = 1999             # BCa CI of a mean; more moves the bounds < 1 %
+BOOTSTRAP_SEED = 20150915              # fixed rng: the report is reproducible
+CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "fdr_bh": "fdr_bh"}  # config name -> statsmodels
+VERDICTS = ("better", "worse", "indistinguishable", "untestable")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str          # column of the workload table (a core metric or a derived one)
+    label: str         # what a reader of the report sees
+    binary: bool = False
+    lower_is_better: bool = True
+
+
+ENOMEM = Metric("enomem", "workloads with a user-visible ENOMEM", binary=True)
+KEY_METRICS = (
+    ENOMEM,
+    Metric("overshoot_high_peak_pages", "peak overshoot over memory.high (pages)"),
+    Metric("overshoot_high_integral_page_ms", "overshoot over memory.high (page*ms)"),
+    Metric("overshoot_max_peak_pages", "peak overshoot over memory.max (pages)"),
+    Metric("reclaim_scanned_pages", "pages scanned by reclaim"),
+    Metric("reclaim_rounds_locked", "reclaim rounds run under a lock"),
+    Metric("slub_order_fallback_rate", "SLUB ORDER_FALLBACK per high-order attempt"),
+    Metric("latency_kernel_p99_ns", "GFP_KERNEL allocation latency p99 (ns)"),
+    Metric("slab_wrong_node_pages", "slab pages placed on the wrong node"),
+    Metric("nowait_failures", "failed GFP_NOWAIT requests"),
+)
+METRICS_BY_NAME = {m.name: m for m in KEY_METRICS}
+
+# Rates with Wilson intervals: name -> (numerator, denominator).  Workload-level rates count
+# workloads (indicator columns added by ``workload_values``); request-level rates pool the
+# counters of all workloads of a (cell, design).
+RATES = {
+    "enomem_workloads": ("enomem", "one"),
+    "oom_kill_workloads": ("oom_killed", "one"),
+    "slub_order_fallback": ("slub_order_fallbacks", "slub_high_order_attempts"),
+    "nowait_fallback": ("nowait_fallbacks", "alloc_nowait_attempts"),
+    **{f"alloc_{c}_failure": (f"alloc_{c}_failures", f"alloc_{c}_attempts") for c in GFP_CLASSES},
+}
+
+
+# ---------------------------------------------------------------- small helpers
+
+def wilson(count, nobs, alpha: float = ALPHA) -> tuple[float, float]:
+    """Wilson score interval of count/nobs (NaN when nobs is 0)."""
+    if nobs <= 0:
+        return (np.nan, np.nan)
+    lo, hi = proportion_confint(count, nobs, alpha=alpha, method="wilson")
+    return float(lo), float(hi)
+
+
+def _cfg(cfg, key: str, default):
+    """Read ``key`` from a dict, an OmegaConf node or a dataclass alike."""
+    if cfg is None:
+        return default
+    if isinstance(cfg, Mapping):
+        value = cfg.get(key, default)
+    else:
+        value = getattr(cfg, key, default)
+    return default if value is None else value
+
+
+def correction_method(name: str) -> str:
+    try:
+        return CORRECTIONS[str(name).lower()]
+    except KeyError:
+        raise ValueError(f"stats.correction: must be one of {sorted(CORRECTIONS)}, got {name!r}")
+
+
+def comparisons(designs: Iterable[str]) -> list[tuple[str, str]]:
+    """(baseline, candidate) pairs: v4.3 against each design, then the designs pairwise."""
+    designs = list(dict.fromkeys(designs))
+    others = sorted(d for d in designs if d != BASELINE)
+    pairs = [(BASELINE, d) for d in others] if BASELINE in designs else []
+    pairs += [(a, b) for i, a in enumerate(others) for b in others[i + 1:]]
+    return pairs
+
+
+def cell_label(row) -> str:
+    """Short human name of a cell: '64M o3 n2 kernel'."""
+    return f"{format_size(row['limit'])} o{int(row['order'])} n{int(row['nodes'])} {row['mix']}"
+
+
+def format_size(nbytes) -> str:
+    nbytes = int(nbytes)
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if nbytes >= 1 << shift and nbytes % (1 << shift) == 0:
+            return f"{nbytes >> shift}{unit}"
+    return str(nbytes)
+
+
+# ---------------------------------------------------------------- per-workload values
+
+def workload_values(df: pd.DataFrame) -> pd.DataFrame:
+    """The successful workloads, with the derived columns the statistics use."""
+    ok = df[df["status"] == "ok"].copy()
+    ok["enomem"] = (ok["enomem_user_visible"] > 0).astype(float)
+    ok["oom_killed"] = ((ok["oom_kills_memcg"] + ok["oom_kills_global"]) > 0).astype(float)
+    ok["one"] = 1.0
+    attempts = ok["slub_high_order_attempts"]
+    # no high-order attempt -> no rate (NaN), rather than a misleading 0
+    ok["slub_order_fallback_rate"] = ok["slub_order_fallbacks"].where(attempts > 0) / attempts.where(attempts > 0)
+    return ok
+
+
+def cell_axes(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell_id with its grid-axis values."""
+    return df.groupby("cell_id", sort=True)[list(AXES)].first()
+
+
+def _paired_wide(values: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """(cell_id, seed) x design table of one metric; pairing is by seed, not row order."""
+    return values.pivot_table(index=["cell_id", "seed"], columns="design", values=metric,
+                              aggfunc="first", dropna=False)
+
+
+def _pairs(wide: pd.DataFrame, baseline: str, candidate: str) -> pd.DataFrame:
+    if baseline not in wide or candidate not in wide:
+        return wide.iloc[0:0, 0:0]
+    return wide[[baseline, candidate]].dropna()
+
+
+# ---------------------------------------------------------------- tests of one cell
+
+def _mcnemar(base: np.ndarray, cand: np.ndarray) -> dict:
+    b = int(np.sum((base > 0) & (cand == 0)))     # only the baseline failed
+    c = int(np.sum((base == 0) & (cand > 0)))     # only the candidate failed
+    both = int(np.sum((base > 0) & (cand > 0)))
+    table = [[both, b], [c, len(base) - both - b - c]]
+    p = float(mcnemar(table, exact=True).pvalue) if b + c else 1.0
+    return {"test": "mcnemar-exact", "p_value": p, "direction": int(np.sign(c - b)),
+            "discordant_base": b, "discordant_cand": c}
+
+
+def _wilcoxon(base: np.ndarray, cand: np.ndarray) -> dict:
+    d = cand - base
+    nonzero = d[d != 0]
+    if nonzero.size == 0:                          # identical: no evidence of a difference
+        return {"test": "wilcoxon", "p_value": 1.0, "direction": 0}
+    p = float(sps.wilcoxon(nonzero, method=wilcoxon_method(nonzero)).pvalue)
+    # direction of the signed-rank statistic (R+ vs R-), the quantity the test is about
+    ranks = sps.rankdata(np.abs(nonzero))
+    direction = int(np.sign(ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum()))
+    return {"test": "wilcoxon", "p_value": p, "direction": direction}
+
+
+def wilcoxon_method(nonzero: np.ndarray) -> str:
+    """Exact null distribution without ties (n <= 50), else the normal approximation with
+    tie correction - R's wilcox.test rule.  (scipy's "auto" would run a 2**n permutation
+    test for n <= 13 with ties: seconds per cell, for a p-value we only need to ~1e-3.)"""
+    has_ties = np.unique(np.abs(nonzero)).size < nonzero.size
+    return "exact" if nonzero.size <= 50 and not has_ties else "asymptotic"
+
+
+def _mean_diff(base, cand, axis=-1):
+    return np.mean(cand - base, axis=axis)
+
+
+def bootstrap_ci(base: np.ndarray, cand: np.ndarray, alpha: float = ALPHA,
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """BCa bootstrap CI of the mean paired difference cand - base (resampling pairs)."""
+    d = cand - base
+    if d.size < 2 or np.ptp(d) == 0:               # degenerate: every resample is the same
+        value = float(np.mean(d)) if d.size else np.nan
+        return (value, value) if d.size else (np.nan, np.nan)
+    res = sps.bootstrap((base, cand), _mean_diff, paired=True, vectorized=True, method="BCa",
+                        n_resamples=resamples, confidence_level=1 - alpha,
+                        rng=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # BCa undefined (e.g. one outlier pair)
+        res = sps.bootstrap((base, cand), _mean_diff, paired=True, vectorized=True,
+                            method="percentile", n_resamples=resamples,
+                            confidence_level=1 - alpha, rng=np.random.default_rng(seed))
+        lo, hi = res.confidence_interval
+    return float(lo), float(hi)
+
+
+def pct_change(base_mean: float, cand_mean: float) -> float:
+    """(candidate - baseline) / |baseline| in %; 0 when both are 0, +-inf from a zero baseline."""
+    if base_mean == 0:
+        return 0.0 if cand_mean == 0 else float(np.copysign(np.inf, cand_mean))
+    return float((cand_mean - base_mean) / abs(base_mean) * 100.0)
+
+
+def compare_pair(base: np.ndarray, cand: np.ndarray, metric: Metric, alpha: float = ALPHA,
+                 resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+    """Paired comparison of one metric in one cell (arrays aligned by seed)."""
+    base = np.asarray(base, dtype=float)
+    cand = np.asarray(cand, dtype=float)
+    row = {"n_pairs": len(base), "base_mean": float(np.mean(base)) if len(base) else np.nan,
+           "cand_mean": float(np.mean(cand)) if len(cand) else np.nan}
+    row["diff_mean"] = row["cand_mean"] - row["base_mean"]
+    if not len(base):
+        return {**row, "test": "none", "p_value": np.nan, "direction": 0}
+    row["pct_change"] = pct_change(row["base_mean"], row["cand_mean"])
+    row.update(_mcnemar(base, cand) if metric.binary else _wilcoxon(base, cand))
+    if metric.binary:
+        n = len(base)
+        row["base_ci_lo"], row["base_ci_hi"] = wilson(int((base > 0).sum()), n, alpha)
+        row["cand_ci_lo"], row["cand_ci_hi"] = wilson(int((cand > 0).sum()), n, alpha)
+    if resamples:
+        row["diff_ci_lo"], row["diff_ci_hi"] = bootstrap_ci(base, cand, alpha, resamples)
+    return row
+
+
+# ---------------------------------------------------------------- the whole sweep
+
+def compare_cells(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Metric] = KEY_METRICS,
+                  pairs: Iterable[tuple[str, str]] | None = None,
+                  resamples: int = BOOTSTRAP_RESAMPLES, correction: str = "holm") -> pd.DataFrame:
+    """One row per (cell, baseline, candidate, metric) with tests, adjusted p and verdict."""
+    values = workload_values(df)
+    pairs = list(pairs) if pairs is not None else comparisons(values["design"].unique())
+    axes = cell_axes(df)
+    rows = []
+    for metric in metrics:
+        wide = _paired_wide(values, metric.name)
+        for baseline, candidate in pairs:
+            paired = _pairs(wide, baseline, candidate)
+            by_cell = dict(iter(paired.groupby(level="cell_id"))) if len(paired) else {}
+            for cell_id in axes.index:
+                cell = by_cell.get(cell_id, paired.iloc[0:0])
+                result = compare_pair(cell[baseline].to_numpy() if len(cell) else [],
+                                      cell[candidate].to_numpy() if len(cell) else [],
+                                      metric, alpha, resamples)
+                rows.append({"cell_id": cell_id, **axes.loc[cell_id].to_dict(),
+                             "baseline": baseline, "candidate": candidate,
+                             "metric": metric.name, **result})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return add_verdicts(adjust(table, alpha), alpha, correction)
+
+
+def adjust(table: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Holm and Benjamini-Hochberg across cells, separately per (comparison, metric)."""
+    table = table.copy()
+    table["p_holm"] = np.nan
+    table["p_bh"] = np.nan
+    with _gc_frozen():
+        for _, family in table.groupby(["baseline", "candidate", "metric"], sort=False):
+            tested = family["p_value"].notna()
+            if not tested.any():
+                continue
+            index = family.index[tested]
+            p = family.loc[tested, "p_value"].to_numpy()
+            table.loc[index, "p_holm"] = multipletests(p, alpha=alpha, method="holm")[1]
+            table.loc[index, "p_bh"] = multipletests(p, alpha=alpha, method="fdr_bh")[1]
+    return table
+
+
+@contextmanager
+def _gc_frozen():
+    """statsmodels' Holm branch calls gc.collect(): ~50 ms per family in a process that has
+    imported pandas and MLflow.  Freezing the existing objects makes that collection cheap."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def add_verdicts(table: pd.DataFrame, alpha: float = ALPHA, correction: str = "holm") -> pd.DataFrame:
+    """verdict of the candidate against the baseline, under the configured correction."""
+    column = "p_holm" if correction_method(correction) == "holm" else "p_bh"
+    table = table.copy()
+    table["correction"] = column
+    lower_better = table["metric"].map(lambda m: METRICS_BY_NAME.get(m, Metric(m, m)).lower_is_better)
+    improves = np.where(lower_better, table["direction"] < 0, table["direction"] > 0)
+    significant = table[column] < alpha
+    verdict = np.where(significant & improves, "better",
+                       np.where(significant, "worse", "indistinguishable"))
+    table["verdict"] = np.where(table[column].isna(), "untestable", verdict)
+    return table
+
+
+def summarize_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (baseline, candidate, metric): how many cells are better/worse/... and where."""
+    rows = []
+    for (baseline, candidate, metric), family in table.groupby(["baseline", "candidate", "metric"], sort=False):
+        counts = family["verdict"].value_counts()
+        row = {"baseline": baseline, "candidate": candidate, "metric": metric,
+               **{v: int(counts.get(v, 0)) for v in VERDICTS}}
+        for verdict in ("better", "worse"):
+            row[f"where_{verdict}"] = where(family[family["verdict"] == verdict])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def where(cells: pd.DataFrame) -> str:
+    """'limit 32M x3, 64M x1; nodes 2 x4; ...' — the axis values of a set of cells."""
+    if cells.empty:
+        return ""
+    parts = []
+    for axis in ("limit", "nodes", "mix", "order"):
+        counts = Counter(cells[axis])
+        shown = ", ".join(f"{format_size(v) if axis == 'limit' else v} x{n}"
+                          for v, n in sorted(counts.items(), key=lambda kv: kv[0]))
+        parts.append(f"{axis} {shown}")
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------- per (cell, design) aggregates
+
+def aggregate(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """One row per (cell_id, design): counts, means, p50/p99 and Wilson-bounded rates.
+
+    Column names are the MLflow metric keys (``mean/<metric>``, ``rate/<name>``,
+    ``rate/<name>/ci_lo`` ...) so the report and the tracking server say the same thing.
+    """
+    values = workload_values(df)
+    counts = df.groupby(["cell_id", "design"]).agg(
+        n_workloads=("status", "size"), n_errors=("status", lambda s: int((s != "ok").sum())))
+    groups = values.groupby(["cell_id", "design"])
+    present = [m for m in METRICS if m in values]
+    means = groups[present].mean().add_prefix("mean/")
+    key = [m.name for m in KEY_METRICS if not m.binary]
+    p50 = groups[key].quantile(0.5).add_prefix("p50/")
+    p99 = groups[key].quantile(0.99).add_prefix("p99/")
+    out = counts.join([means, p50, p99, _rates(groups, alpha)])
+    out["n_ok"] = out["n_workloads"] - out["n_errors"]
+    return out.reset_index()
+
+
+def _rates(groups, alpha: float) -> pd.DataFrame:
+    columns = sorted({c for pair in RATES.values() for c in pair})
+    sums = groups[columns].sum()
+    out = pd.DataFrame(index=sums.index)
+    for name, (num, den) in RATES.items():
+        k, n = sums[num].to_numpy(), sums[den].to_numpy()
+        out[f"rate/{name}"] = np.where(n > 0, k / np.where(n > 0, n, 1), np.nan)
+        bounds = [wilson(ki, ni, alpha) for ki, ni in zip(k, n)]
+        out[f"rate/{name}/ci_lo"] = [b[0] for b in bounds]
+        out[f"rate/{name}/ci_hi"] = [b[1] for b in bounds]
+        out[f"count/{name}"] = k
+    return out
+
+
+# ---------------------------------------------------------------- precision-based stopping
+
+def cells_needing_more(df: pd.DataFrame, stats_cfg=None) -> list[str]:
+    """cell_ids that should get more replications.
+
+    A cell needs more while it has fewer than ``max_replications`` replications and either
+    fewer than ``min_replications`` or a paired-difference CI of a key metric wider than
+    ``ci_halfwidth`` (for the ENOMEM rate in absolute proportion units; for continuous
+    metrics relative to the larger of the two design means).  The rule looks at precision
+    only, never at p-values, so stopping does not bias the tests (no "peeking").  It uses
+    the paired t interval (cheap, run after every round); the report uses the bootstrap.
+    """
+    alpha = float(_cfg(stats_cfg, "alpha", ALPHA))
+    min_reps = int(_cfg(stats_cfg, "min_replications", 2))
+    max_reps = int(_cfg(stats_cfg, "max_replications", 0))
+    target = float(_cfg(stats_cfg, "ci_halfwidth", np.inf))
+    replications = df.groupby("cell_id")["replication"].nunique()
+    values = workload_values(df)
+    pairs = comparisons(df["design"].unique())
+    widest = _widest_halfwidth(values, pairs, alpha)
+    needing = []
+    for cell_id, n in replications.items():
+        if n >= max_reps:
+            continue
+        if n < min_reps or widest.get(cell_id, np.inf) > target:
+            needing.append(cell_id)
+    return needing
+
+
+def _widest_halfwidth(values: pd.DataFrame, pairs, alpha: float) -> dict[str, float]:
+    widest: dict[str, float] = {}
+    for metric in KEY_METRICS:
+        wide = _paired_wide(values, metric.name)
+        for baseline, candidate in pairs:
+            paired = _pairs(wide, baseline, candidate)
+            for cell_id, cell in paired.groupby(level="cell_id"):
+                hw = relative_halfwidth(cell[baseline].to_numpy(), cell[candidate].to_numpy(),
+                                        metric, alpha)
+                widest[cell_id] = max(widest.get(cell_id, 0.0), hw)
+    return widest
+
+
+def relative_halfwidth(base: np.ndarray, cand: np.ndarray, metric: Metric, alpha: float = ALPHA) -> float:
+    """Half-width of the paired t CI of mean(cand - base), scaled as ``ci_halfwidth`` is."""
+    d = cand - base
+    if len(d) < 2:
+        return np.inf
+    if np.ptp(d) == 0:
+        return 0.0
+    lo, hi = sps.ttest_rel(cand, base).confidence_interval(1 - alpha)
+    halfwidth = (hi - lo) / 2
+    if metric.binary:
+        return float(halfwidth)
+    scale = max(abs(np.mean(base)), abs(np.mean(cand)))
+    return float(halfwidth / scale) if scale > 0 else 0.0
