@@ -1,0 +1,273 @@
+# buddy: the page allocator of 4.2/4.3 (mm/page_alloc.c, kernel-facts §5).
+# One zone (NORMAL) per node, free_area[0..10] as lists of real PFNs, so splitting and
+# merging are the kernel's and fragmentation is real. Simplified (docs/model.md): a single
+# migratetype, no per-CPU (pcp) lists, no lowmem_reserve, no fair-zone batches.
+
+cdef inline zone_t *page_zone(mm_t *mm, int32_t pfn) noexcept nogil:
+    return &mm.zones[pfn // mm.node_span]
+
+cdef inline int page_to_nid(mm_t *mm, int32_t pfn) noexcept nogil:
+    return pfn // mm.node_span
+
+
+cdef inline void add_to_free_area(mm_t *mm, zone_t *z, int32_t pfn, int order, bint tail) noexcept nogil:
+    mm.pg_flags[pfn] = PG_buddy
+    mm.pg_order[pfn] = order
+    if tail:
+        list_add_tail(&z.free_area[order], mm.pg_next, mm.pg_prev, pfn)
+    else:
+        list_add(&z.free_area[order], mm.pg_next, mm.pg_prev, pfn)
+
+
+cdef inline void del_from_free_area(mm_t *mm, zone_t *z, int32_t pfn) noexcept nogil:
+    list_del(&z.free_area[mm.pg_order[pfn]], mm.pg_next, mm.pg_prev, pfn)
+    mm.pg_flags[pfn] = 0
+    mm.pg_order[pfn] = -1
+
+
+cdef inline bint page_is_buddy(mm_t *mm, zone_t *z, int64_t idx, int order) noexcept nogil:
+    if idx + (1 << order) > z.managed:
+        return False
+    cdef int32_t pfn = <int32_t>(z.start_pfn + idx)
+    return (mm.pg_flags[pfn] & PG_buddy) != 0 and mm.pg_order[pfn] == order
+
+
+cdef void __free_one_page(mm_t *mm, zone_t *z, int32_t pfn, int order) noexcept nogil:
+    """Free a block and merge it with its buddy (pfn ^ (1 << order)) while possible (§5.1)."""
+    cdef int64_t idx = pfn - z.start_pfn, buddy_idx, combined, higher_buddy
+    mm.pg_flags[pfn] = 0
+    mm.pg_order[pfn] = -1
+    z.nr_free += 1 << order
+    while order < MAX_ORDER - 1:
+        buddy_idx = idx ^ (1 << order)
+        if not page_is_buddy(mm, z, buddy_idx, order):
+            break
+        del_from_free_area(mm, z, <int32_t>(z.start_pfn + buddy_idx))
+        idx &= buddy_idx
+        order += 1
+        mm.now_ns += COST_BUDDY_MERGE
+    # if the buddy one level up is free, this block will likely merge soon: put it at the
+    # tail so it is not handed out first (4.2 __free_one_page)
+    cdef bint tail = False
+    if order < MAX_ORDER - 2:
+        combined = (idx ^ (1 << order)) & idx
+        higher_buddy = combined ^ (1 << (order + 1))
+        tail = page_is_buddy(mm, z, higher_buddy, order + 1)
+    add_to_free_area(mm, z, <int32_t>(z.start_pfn + idx), order, tail)
+
+
+cdef int32_t __rmqueue_smallest(mm_t *mm, zone_t *z, int order) noexcept nogil:
+    """Take the first block of the smallest order >= order; expand() the rest (§5.1)."""
+    cdef int cur
+    cdef int32_t pfn
+    for cur in range(order, MAX_ORDER):
+        if z.free_area[cur].nr == 0:
+            continue
+        pfn = z.free_area[cur].head
+        del_from_free_area(mm, z, pfn)
+        while cur > order:                      # expand(): upper halves go back
+            cur -= 1
+            add_to_free_area(mm, z, pfn + (1 << cur), cur, False)
+            mm.now_ns += COST_BUDDY_SPLIT
+        z.nr_free -= 1 << order
+        mm.pg_flags[pfn] = PG_head
+        mm.pg_order[pfn] = order
+        return pfn
+    return -1
+
+
+cdef void __free_pages(mm_t *mm, int32_t pfn, int order) noexcept nogil:
+    mm.pg_memcg[pfn] = 0
+    mm.pg_private[pfn] = -1
+    mm.now_ns += COST_BUDDY_FREE
+    __free_one_page(mm, page_zone(mm, pfn), pfn, order)
+
+
+cdef bint __zone_watermark_ok(int64_t free_pages, const int64_t *nr_free, int order,
+                              int64_t mark, int alloc_flags) noexcept nogil:
+    """4.2/4.3 __zone_watermark_ok (§5.3); lowmem_reserve is 0 with one zone per node."""
+    cdef int64_t min_ = mark
+    cdef int o
+    free_pages -= (1 << order) - 1
+    if alloc_flags & ALLOC_HIGH:
+        min_ -= min_ // 2
+    if alloc_flags & ALLOC_HARDER:
+        min_ -= min_ // 4
+    if free_pages <= min_:
+        return False
+    for o in range(order):
+        free_pages -= nr_free[o] << o           # lower-order pages are useless here
+        min_ >>= 1                              # ... but need fewer of the higher ones
+        if free_pages <= min_:
+            return False
+    return True
+
+
+cdef bint zone_watermark_ok(zone_t *z, int order, int64_t mark, int alloc_flags) noexcept nogil:
+    cdef int64_t nr_free[11]
+    cdef int o
+    for o in range(MAX_ORDER):
+        nr_free[o] = z.free_area[o].nr
+    return __zone_watermark_ok(z.nr_free, nr_free, order, mark, alloc_flags)
+
+
+cdef int zonelist(mm_t *mm, int preferred, uint32_t gfp_mask, int *nodes) noexcept nogil:
+    """node_zonelist(): the preferred node, then the others in order; only it with THISNODE.
+    All remote nodes are at the same distance in this model, so the order is by node id."""
+    cdef int i
+    nodes[0] = preferred
+    if gfp_mask & __GFP_THISNODE:
+        return 1
+    for i in range(1, mm.nr_nodes):
+        nodes[i] = (preferred + i) % mm.nr_nodes
+    return mm.nr_nodes
+
+
+cdef int32_t get_page_from_freelist(mm_t *mm, uint32_t gfp_mask, int order, int alloc_flags,
+                                    int preferred) noexcept nogil:
+    cdef int nodes[8]
+    cdef int n = zonelist(mm, preferred, gfp_mask, nodes), i
+    cdef zone_t *z
+    cdef int32_t pfn
+    for i in range(n):
+        z = &mm.zones[nodes[i]]
+        if not (alloc_flags & ALLOC_NO_WATERMARKS):
+            if not zone_watermark_ok(z, order, z.wmark[alloc_flags & ALLOC_WMARK_MASK], alloc_flags):
+                continue
+        pfn = __rmqueue_smallest(mm, z, order)
+        if pfn >= 0:
+            return pfn
+    return -1
+
+
+cdef int gfp_to_alloc_flags(uint32_t gfp_mask, task_t *t) noexcept nogil:
+    """4.2/4.3 gfp_to_alloc_flags (§5.4): a plain GFP_NOWAIT gets ALLOC_HARDER."""
+    cdef int alloc_flags = ALLOC_WMARK_MIN | ALLOC_CPUSET
+    cdef bint atomic = not (gfp_mask & (__GFP_WAIT | __GFP_NO_KSWAPD))
+    if gfp_mask & __GFP_HIGH:
+        alloc_flags |= ALLOC_HIGH
+    if atomic:
+        if not (gfp_mask & __GFP_NOMEMALLOC):
+            alloc_flags |= ALLOC_HARDER
+        alloc_flags &= ~ALLOC_CPUSET
+    if not (gfp_mask & __GFP_NOMEMALLOC):
+        if gfp_mask & __GFP_MEMALLOC:
+            alloc_flags |= ALLOC_NO_WATERMARKS
+        elif t != NULL and t.memdie:
+            alloc_flags |= ALLOC_NO_WATERMARKS
+    return alloc_flags
+
+
+cdef void wake_all_kswapds(mm_t *mm, int order, int preferred, uint32_t gfp_mask) noexcept nogil:
+    """wakeup_kswapd(): a node not balanced at its high watermark gets background reclaim.
+    Simplified: kswapd runs to completion at once, on its own clock (not the caller's)."""
+    cdef int nodes[8]
+    cdef int n = zonelist(mm, preferred, gfp_mask, nodes), i
+    cdef zone_t *z
+    for i in range(n):
+        z = &mm.zones[nodes[i]]
+        if zone_watermark_ok(z, order, z.wmark[ALLOC_WMARK_HIGH], 0):
+            continue
+        mm.stats[M_KSWAPD_WAKEUPS] += 1
+        kswapd_balance_node(mm, nodes[i])
+
+
+cdef int32_t __alloc_pages_may_oom(mm_t *mm, task_t *t, uint32_t gfp_mask, int order,
+                                   int preferred, bint *did_some_progress) noexcept nogil:
+    """§5.5 m: last try at the HIGH watermark, then the global OOM killer for order <= 3."""
+    cdef int32_t pfn
+    did_some_progress[0] = False
+    pfn = get_page_from_freelist(mm, gfp_mask, order, ALLOC_WMARK_HIGH | ALLOC_CPUSET, preferred)
+    if pfn >= 0:
+        return pfn
+    if not (gfp_mask & __GFP_NOFAIL):
+        if order > PAGE_ALLOC_COSTLY_ORDER:
+            return -1
+        if not (gfp_mask & __GFP_FS):
+            did_some_progress[0] = True         # "per tradition": keep looping
+            return -1
+        if gfp_mask & __GFP_THISNODE:
+            return -1
+    if out_of_memory(mm, t) or (gfp_mask & __GFP_NOFAIL):
+        did_some_progress[0] = True
+    return -1
+
+
+cdef int32_t __alloc_pages_slowpath(mm_t *mm, task_t *t, uint32_t gfp_mask, int order,
+                                    int preferred) noexcept nogil:
+    """The slowpath in the kernel's order (§5.5 a-o)."""
+    cdef int alloc_flags, loops = 0
+    cdef int32_t pfn
+    cdef int64_t progress, pages_reclaimed = 0
+    cdef bint oom_progress
+    if order >= MAX_ORDER:                                        # a
+        return -1
+    if (gfp_mask & __GFP_THISNODE) and not (gfp_mask & __GFP_WAIT):   # b (CONFIG_NUMA)
+        return -1
+    while True:                                                   # c: retry
+        loops += 1
+        if not (gfp_mask & __GFP_NO_KSWAPD):
+            wake_all_kswapds(mm, order, preferred, gfp_mask)
+        alloc_flags = gfp_to_alloc_flags(gfp_mask, t)             # d
+        pfn = get_page_from_freelist(mm, gfp_mask, order, alloc_flags & ~ALLOC_NO_WATERMARKS, preferred)
+        if pfn >= 0:
+            return pfn
+        if alloc_flags & ALLOC_NO_WATERMARKS:                     # e
+            pfn = get_page_from_freelist(mm, gfp_mask, order, alloc_flags, preferred)
+            if pfn >= 0:
+                return pfn
+        if not (gfp_mask & __GFP_WAIT):                           # f
+            return -1
+        if t != NULL and t.memdie and not (gfp_mask & __GFP_NOFAIL):   # g
+            return -1
+        if order > 0:                                             # h: async compaction
+            pfn = try_to_compact_pages(mm, gfp_mask, order, preferred, False)
+            if pfn >= 0:
+                return pfn
+        progress = direct_reclaim(mm, t, gfp_mask, order, preferred)   # j
+        pfn = get_page_from_freelist(mm, gfp_mask, order, alloc_flags & ~ALLOC_NO_WATERMARKS, preferred)
+        if pfn >= 0:
+            return pfn
+        if gfp_mask & __GFP_NORETRY:                              # k
+            break
+        pages_reclaimed += progress                               # l
+        if loops < SLOWPATH_MAX_LOOPS and (
+                (progress > 0 and order <= PAGE_ALLOC_COSTLY_ORDER)
+                or ((gfp_mask & __GFP_REPEAT) and pages_reclaimed < (1 << order))):
+            mm.now_ns += COST_CONGESTION_WAIT                     # wait_iff_congested()
+            continue
+        pfn = __alloc_pages_may_oom(mm, t, gfp_mask, order, preferred, &oom_progress)   # m
+        if pfn >= 0:
+            return pfn
+        if oom_progress and loops < SLOWPATH_MAX_LOOPS:           # n
+            continue
+        break
+    if order > 0:                                                 # o: last sync compaction
+        pfn = try_to_compact_pages(mm, gfp_mask, order, preferred, True)
+        if pfn >= 0:
+            return pfn
+    if gfp_mask & __GFP_NOFAIL:
+        # A real kernel would keep looping here; the simulator lets NOFAIL dip into the
+        # reserves instead of livelocking (docs/model.md), and stops if even they are gone.
+        pfn = get_page_from_freelist(mm, gfp_mask, order, ALLOC_NO_WATERMARKS, preferred)
+        if pfn < 0:
+            mm.fatal = FATAL_NOFAIL_OOM
+        return pfn
+    return -1
+
+
+cdef int32_t __alloc_pages_nodemask(mm_t *mm, task_t *t, uint32_t gfp_mask, int order,
+                                    int nid) noexcept nogil:
+    """alloc_pages_node(): fast path at the LOW watermark, then the slowpath."""
+    cdef int preferred = nid
+    cdef int32_t pfn
+    if preferred < 0:
+        preferred = t.node if t != NULL else 0
+    mm.now_ns += COST_BUDDY_ALLOC
+    pfn = get_page_from_freelist(mm, gfp_mask, order, ALLOC_WMARK_LOW | ALLOC_CPUSET | ALLOC_FAIR,
+                                 preferred)
+    if pfn < 0:
+        pfn = __alloc_pages_slowpath(mm, t, gfp_mask, order, preferred)
+    if pfn < 0:
+        mm.stats[M_BUDDY_FAIL] += 1
+    return pfn

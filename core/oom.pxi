@@ -1,0 +1,63 @@
+# oom: victim selection and kill (mm/oom_kill.c), global and per memcg.
+# badness = resident anon pages (oom_badness() without page tables and swap); ties go to
+# the lowest task id. Simplified: a victim that is not the running task exits at once (as
+# if the OOM reaper had run); the running task is marked TIF_MEMDIE and exits when its
+# current request returns.
+
+cdef int select_bad_process(mm_t *mm, int memcg_root) noexcept nogil:
+    """The alive task with the most anon pages (in memcg_root's subtree unless ROOT_MEMCG)."""
+    cdef int i, best = -1
+    cdef int64_t best_points = -1
+    for i in range(mm.nr_tasks):
+        if not mm.tasks[i].alive or mm.tasks[i].killed:
+            continue
+        if memcg_root != ROOT_MEMCG and not mem_cgroup_is_descendant(mm, mm.tasks[i].memcg, memcg_root):
+            continue
+        if mm.tasks[i].rss > best_points:
+            best_points = mm.tasks[i].rss
+            best = i
+    return best
+
+
+cdef void oom_kill_process(mm_t *mm, int victim, int memcg_id) noexcept nogil:
+    cdef task_t *v = &mm.tasks[victim]
+    v.killed = True
+    v.memdie = True
+    v.dying = True
+    mm.memcgs[memcg_id if memcg_id != ROOT_MEMCG else v.memcg].events[MEMCG_OOM_KILL] += 1
+    mm.now_ns += COST_OOM_KILL
+    if memcg_id == ROOT_MEMCG:
+        mm.stats[M_OOM_GLOBAL] += 1
+    else:
+        mm.stats[M_OOM_MEMCG] += 1
+    if victim != mm.current:
+        task_exit(mm, victim)
+    else:
+        free_task_anon(mm, victim)           # exit_mmap() of the running victim
+
+
+cdef bint out_of_memory(mm_t *mm, task_t *t) noexcept nogil:
+    """Global OOM: a dying current task just gets TIF_MEMDIE; else kill the worst task."""
+    cdef int victim
+    if t != NULL and (t.dying or t.memdie):
+        t.memdie = True
+        return True
+    victim = select_bad_process(mm, ROOT_MEMCG)
+    if victim < 0:
+        return False
+    oom_kill_process(mm, victim, ROOT_MEMCG)
+    return True
+
+
+cdef bint mem_cgroup_oom_synchronize(mm_t *mm, task_t *t) noexcept nogil:
+    """End of a user page fault (pagefault_out_of_memory): kill in the memcg whose limit was
+    hit. Returns True if the running task was the victim."""
+    cdef int memcg_id = t.memcg_oom, victim
+    if memcg_id < 0:
+        return False
+    t.memcg_oom = -1
+    victim = select_bad_process(mm, memcg_id)
+    if victim < 0:
+        return False
+    oom_kill_process(mm, victim, memcg_id)
+    return victim == mm.current

@@ -1,0 +1,115 @@
+# slub: the SLUB allocation and free paths of 4.3 (mm/slub.c, kernel-facts §3.1-§3.2, §3.7).
+# Per-CPU active slab, per-node partial lists, empty slabs kept up to min_partial.
+# Simplified (docs/model.md): no per-CPU partial lists (frees go to the node partial list),
+# get_any_partial() is always allowed (remote_node_defrag_ratio gate not modelled).
+
+cdef inline void add_partial(mm_t *mm, kmem_cache_t *s, int32_t sid) noexcept nogil:
+    mm.slabs[sid].where = SL_PARTIAL
+    list_add_tail(&s.partial[mm.slabs[sid].node], mm.slab_next, mm.slab_prev, sid)
+
+
+cdef inline void remove_partial(mm_t *mm, kmem_cache_t *s, int32_t sid) noexcept nogil:
+    list_del(&s.partial[mm.slabs[sid].node], mm.slab_next, mm.slab_prev, sid)
+    mm.slabs[sid].where = SL_NONE
+
+
+cdef void deactivate_slab(mm_t *mm, int32_t cid, int32_t sid) noexcept nogil:
+    """A CPU gives up its slab: empty -> freed unless the node keeps min_partial; partly
+    used -> partial list; full -> untracked."""
+    cdef kmem_cache_t *s = &mm.caches[cid]
+    cdef slab_t *sl = &mm.slabs[sid]
+    sl.where = SL_NONE
+    sl.cpu = -1
+    if sl.inuse == 0 and s.partial[sl.node].nr >= s.min_partial:
+        discard_slab(mm, sid)
+    elif sl.inuse < sl.objects:
+        add_partial(mm, s, sid)
+
+
+cdef int32_t get_partial(mm_t *mm, kmem_cache_t *s, int node, int local_node) noexcept nogil:
+    """get_partial(): the requested (or local) node's list; for NUMA_NO_NODE also
+    get_any_partial() over nodes with more than min_partial partial slabs (§3.7)."""
+    cdef int searchnode = node if node >= 0 else local_node, i, n
+    cdef int32_t sid = s.partial[searchnode].head
+    if sid < 0 and node < 0:
+        for i in range(1, mm.nr_nodes):
+            n = (searchnode + i) % mm.nr_nodes
+            if s.partial[n].nr > s.min_partial:
+                sid = s.partial[n].head
+                break
+    if sid >= 0:
+        remove_partial(mm, s, sid)
+    return sid
+
+
+cdef int32_t allocate_slab(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, int node) noexcept nogil:
+    """4.3 allocate_slab() (§3.1, §3.2): the preferred order oo without __GFP_WAIT when
+    oo > min (Joonsoo Kim, 6af3142bed1f), then s->min with the caller's full flags. Which
+    of these masks the memcg charge sees is the design's slab_charge_caller_gfp."""
+    cdef kmem_cache_t *s = &mm.caches[cid]
+    cdef uint32_t flags = gfp_mask & (GFP_RECLAIM_MASK | GFP_CONSTRAINT_MASK)
+    cdef uint32_t alloc_gfp
+    cdef bint high = s.oo_order > s.min_order
+    cdef int32_t pfn
+    cdef int order = s.oo_order
+    if s.reclaimable:
+        flags |= __GFP_RECLAIMABLE
+    alloc_gfp = (flags | __GFP_NOWARN | __GFP_NORETRY) & ~__GFP_NOFAIL
+    if high and (alloc_gfp & __GFP_WAIT):
+        alloc_gfp = (alloc_gfp | __GFP_NOMEMALLOC) & ~__GFP_WAIT
+    if high:
+        mm.stats[M_SLUB_HIGH_ATTEMPTS] += 1
+    pfn = alloc_slab_page(mm, t, cid, alloc_gfp,
+                          flags if mm.policy.slab_charge_caller_gfp else alloc_gfp,
+                          node, order)
+    if pfn < 0:
+        order = s.min_order
+        pfn = alloc_slab_page(mm, t, cid, flags, flags, node, order)
+        if pfn >= 0 and high:
+            mm.stats[M_SLUB_FALLBACKS] += 1          # stat(s, ORDER_FALLBACK)
+    if pfn < 0:
+        return -1
+    return register_slab(mm, cid, pfn, order)
+
+
+cdef int32_t slub_alloc(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, int node) noexcept nogil:
+    """slab_alloc_node(): the CPU slab's freelist (fast path), else ___slab_alloc():
+    a partial slab, else new_slab(). Returns the slab the object came from, or -1."""
+    cdef kmem_cache_t *s = &mm.caches[cid]
+    cdef int cpu = t.cpu
+    cdef int32_t sid = s.cpu_slab[cpu]
+    if sid >= 0:
+        if (node < 0 or mm.slabs[sid].node == node) and mm.slabs[sid].inuse < mm.slabs[sid].objects:
+            mm.slabs[sid].inuse += 1
+            mm.now_ns += COST_SLAB_FAST
+            return sid
+        s.cpu_slab[cpu] = -1
+        deactivate_slab(mm, cid, sid)
+    mm.now_ns += COST_SLAB_SLOW
+    sid = get_partial(mm, s, node, t.node)
+    if sid < 0:
+        sid = allocate_slab(mm, t, cid, gfp_mask, node)
+        if sid < 0:
+            return -1
+        s = &mm.caches[cid]
+    mm.slabs[sid].where = SL_CPU
+    mm.slabs[sid].cpu = cpu
+    s.cpu_slab[cpu] = sid
+    mm.slabs[sid].inuse += 1
+    return sid
+
+
+cdef void slub_free(mm_t *mm, int32_t cid, int32_t sid) noexcept nogil:
+    """__slab_free(): a full slab goes back on the partial list; an empty partial slab is
+    discarded once the node has more than min_partial of them."""
+    cdef kmem_cache_t *s = &mm.caches[cid]
+    cdef slab_t *sl = &mm.slabs[sid]
+    sl.inuse -= 1
+    mm.now_ns += COST_SLAB_FAST
+    if sl.where == SL_CPU:
+        return
+    if sl.where == SL_NONE:
+        add_partial(mm, s, sid)
+    if sl.inuse == 0 and s.partial[sl.node].nr > s.min_partial:
+        remove_partial(mm, s, sid)
+        discard_slab(mm, sid)
