@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 import rayjob_schema
+from sweep.cli import SUBCOMMANDS
 from k8s_manifests import (K8S, REPO, CommandLine, all_pod_specs, container_commands, containers,
                            defined_env, dockerfile_command, dockerfile_env, dockerfile_stages, find,
                            literal_env, load_objects, object_id, substitute, var_refs, volume_of, workdir)
@@ -37,7 +38,7 @@ KUBERNETES_VERSION = "1.33.0"
 NAMESPACE = "kmemcg-sweep"
 KUBECTL = Path(sys.executable).parent / "kubectl"
 DOCS = REPO / "docs" / "kubernetes.md"
-SUBCOMMANDS = ("log", "report", "export")
+PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 OBJECTS = load_objects()
 CORE_OBJECTS = [o for o in OBJECTS if not o["apiVersion"].startswith("ray.io/")]
@@ -50,9 +51,10 @@ def validate(obj: dict) -> None:
     kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
 
 
-def the(objects: list[dict]) -> dict:
-    assert len(objects) == 1, [object_id(o) for o in objects]
-    return objects[0]
+def the(items: list):
+    """The one item of ``items`` (a manifest that grew a second one needs a new test)."""
+    assert len(items) == 1, f"expected exactly one, got {len(items)}: {items!r}"[:1000]
+    return items[0]
 
 
 def sweep_runs() -> list[CommandLine]:
@@ -67,9 +69,6 @@ def shards_job() -> dict:
 def command_of(obj: dict) -> CommandLine:
     return the([c for c in COMMANDS if c.where.startswith(object_id(obj) + " ") and c.is_sweep()
                 and c.sweep_args()[0] not in SUBCOMMANDS])
-
-
-PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
 
 
 def ray_version_pin() -> str:
