@@ -1,0 +1,240 @@
+"""The slab layer: SLUB geometry (kernel-facts §3.5), kmalloc size classes (§3.6), large
+kmalloc as kmem pages (§2.4, §3.6), SLAB geometry (§4.5) and reclaimable dentries (§2.6).
+
+Geometry is observed the way a user would: by allocating objects on a fresh machine and
+counting the slab pages that appear (one slab until it is full, then the next).
+"""
+from pathlib import Path
+
+import pytest
+
+import core
+from kernel_selftest import MB, PAGE_SIZE, cg_read_long, warm_kmalloc
+
+CPUS = (1, 2, 4, 8, 16, 64, 256)
+
+# §3.5 table, transcribed: size -> (order, objects) per CPU count of CPUS; then s->min
+SLUB_TABLE = {
+    8: ["o0/512"] * 7,
+    16: ["o0/256"] * 7,
+    32: ["o0/128"] * 7,
+    64: ["o0/64"] * 7,
+    96: ["o0/42"] * 7,
+    128: ["o0/32"] * 6 + ["o1/64"],
+    192: ["o0/21"] * 4 + ["o1/42"] * 3,
+    256: ["o0/16"] * 3 + ["o1/32"] * 3 + ["o2/64"],
+    512: ["o0/8", "o1/16", "o1/16", "o2/32", "o2/32", "o2/32", "o3/64"],
+    1024: ["o1/8", "o2/16", "o2/16", "o3/32", "o3/32", "o3/32", "o3/32"],
+    2048: ["o2/8"] + ["o3/16"] * 6,
+    4096: ["o3/8"] * 7,
+    8192: ["o3/4"] * 7,
+}
+SLUB_MIN = {size: "o1/1" if size == 8192 else f"o0/{PAGE_SIZE // size}" for size in SLUB_TABLE}
+
+
+def parse(cell):
+    order, objects = cell[1:].split("/")
+    return int(order), int(objects)
+
+
+@pytest.mark.parametrize("size", sorted(SLUB_TABLE))
+@pytest.mark.parametrize("cpus", CPUS)
+def test_slub_geometry_matches_the_table(size, cpus):
+    order, objects = parse(SLUB_TABLE[size][CPUS.index(cpus)])
+    min_order, min_objects = parse(SLUB_MIN[size])
+    assert core.slub_geometry(size, cpus, slub_max_order=3) == {
+        "order": order, "objects": objects, "min_order": min_order, "min_objects": min_objects}
+
+
+@pytest.mark.parametrize("size,cpus,max_order,expected", [
+    # calculate_order with a lower slub_max_order: min_objects is capped at what fits
+    (2048, 2, 1, (1, 4)),      # 12 objects wanted, 4 fit in order 1
+    (2048, 2, 0, (0, 2)),
+    (8192, 2, 0, (1, 1)),      # one object needs order 1: the "up to MAX_ORDER" step
+    (512, 256, 2, (2, 32)),
+])
+def test_slub_geometry_respects_slub_max_order(size, cpus, max_order, expected):
+    geometry = core.slub_geometry(size, cpus, slub_max_order=max_order)
+    assert (geometry["order"], geometry["objects"]) == expected
+
+
+def present_cpus():
+    # /sys/devices/system/cpu/present is a list like "0-1" or "0,2-3"
+    text = Path("/sys/devices/system/cpu/present").read_text().strip()
+    count = 0
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        count += int(high or low) - int(low) + 1
+    return count
+
+
+def real_kmalloc_caches():
+    """(size, order, objs_per_slab) of this machine's undebugged kmalloc-* caches."""
+    root = Path("/sys/kernel/slab")
+    for size in SLUB_TABLE:
+        name = f"kmalloc-{size // 1024}k" if size >= 1024 else f"kmalloc-{size}"
+        cache = root / name
+        read = lambda f: int((cache / f).read_text())   # noqa: E731
+        if cache.is_dir() and read("slab_size") == read("object_size") == size:
+            yield size, read("order"), read("objs_per_slab")
+
+
+def slub_sysfs_with_default_geometry():
+    cmdline = Path("/proc/cmdline")
+    return (Path("/sys/kernel/slab/kmalloc-8").is_dir()
+            and not (cmdline.exists() and "slub_" in cmdline.read_text()))
+
+
+@pytest.mark.skipif(not slub_sysfs_with_default_geometry(),
+                    reason="needs SLUB sysfs and default slub_* boot parameters")
+def test_slub_geometry_matches_this_machines_kernel():
+    # kernels since 4.2 keep the §3.5 rules for undebugged kmalloc caches (6.x counts
+    # present CPUs); caches with debug metadata (slab_size != object_size) are left out
+    cpus = present_cpus()
+    compared = 0
+    for size, order, objects in real_kmalloc_caches():
+        geometry = core.slub_geometry(size, cpus, slub_max_order=3)
+        assert (geometry["order"], geometry["objects"]) == (order, objects), size
+        compared += 1
+    assert compared >= 8
+
+
+# ---- geometry observed through allocations ------------------------------------------------
+
+def slab_pages(m):
+    return sum(m.node_pages(node)["slab"] for node in range(len(m.buddyinfo())))
+
+
+def slab_pages_after(m, size, count):
+    """Slab pages a root task holds after `count` kmalloc(size) on a fresh machine."""
+    task = m.spawn("/")
+    with task.syscall():
+        for _ in range(count):
+            assert task.kmalloc(size, "GFP_KERNEL") is not None
+    return slab_pages(m)
+
+
+def fresh(allocator, **kw):
+    return core.Machine(nodes=1, mem_mib=kw.pop("mem_mib", 64), cpus=2, allocator=allocator,
+                        seed=0, **kw)
+
+
+# request size -> (class, order, objects per slab) for SLUB at 2 CPUs (§3.6, §3.5 table)
+SLUB_CLASSES = [
+    (1, 8, 0, 512), (8, 8, 0, 512), (9, 16, 0, 256), (33, 64, 0, 64),
+    (65, 96, 0, 42), (96, 96, 0, 42), (97, 128, 0, 32), (129, 192, 0, 21),
+    (192, 192, 0, 21), (193, 256, 0, 16), (257, 512, 1, 16), (1025, 2048, 3, 16),
+    (4097, 8192, 3, 4), (8192, 8192, 3, 4),
+]
+
+
+@pytest.mark.parametrize("size,size_class,order,objects", SLUB_CLASSES)
+def test_slub_kmalloc_size_classes(size, size_class, order, objects):
+    # one slab holds exactly `objects` of them; one more object opens a second slab
+    assert slab_pages_after(fresh("slub"), size, objects) == 1 << order
+    assert slab_pages_after(fresh("slub"), size, objects + 1) == 2 << order
+
+
+@pytest.mark.parametrize("size,order", [(8193, 2), (16384, 2), (65536, 4), (MB(1), 8)])
+def test_slub_large_kmalloc_is_kmem_pages(size, order):
+    m = fresh("slub")
+    task = m.spawn("/")
+    free = m.zoneinfo(0)["free"]
+    with task.syscall():
+        handle = task.kmalloc(size, "GFP_KERNEL")
+        assert handle is not None
+        assert slab_pages(m) == 0                       # kmalloc_large bypasses slab
+        assert m.zoneinfo(0)["free"] == free - (1 << order)
+        task.kfree(handle)
+    assert m.zoneinfo(0)["free"] == free
+
+
+def test_slub_large_kmalloc_is_charged_as_kernel_memory():
+    m = fresh("slub")
+    m.mkdir("/a")
+    task = m.spawn("/a")
+    with task.syscall():
+        handle = task.kmalloc(3 * PAGE_SIZE, "GFP_KERNEL")     # order 2
+    assert m.stat("/a")["kernel"] == 4 * PAGE_SIZE
+    assert m.stat("/a")["slab"] == 0
+    with task.syscall():
+        task.kfree(handle)
+    assert m.stat("/a")["kernel"] == 0
+
+
+# SLAB with slab_max_order 1 (RAM > 32 MiB): the freelist is off-slab from 128 bytes, so a
+# class of size s holds (PAGE_SIZE << order) // s objects at the first order that fits one
+SLAB_CLASSES = [
+    (100, 128, 0, 32), (200, 256, 0, 16), (512, 512, 0, 8), (1000, 1024, 0, 4),
+    (3000, 4096, 0, 1), (5000, 8192, 1, 1), (8193, 16384, 2, 1), (65536, 65536, 4, 1),
+    (MB(4), MB(4), 10, 1),
+]
+
+
+@pytest.mark.parametrize("size,size_class,order,objects", SLAB_CLASSES)
+def test_slab_geometry_and_size_classes(size, size_class, order, objects):
+    def machine():
+        return fresh("slab", slub_max_order=1)
+    assert slab_pages_after(machine(), size, objects) == 1 << order
+    assert slab_pages_after(machine(), size, objects + 1) == 2 << order
+
+
+def test_slab_smallest_class_is_32_bytes():
+    # SLAB: KMALLOC_SHIFT_LOW = 5; an 8-byte request takes a 32-byte object (§3.6)
+    def pages_for(size):
+        return slab_pages_after(fresh("slab", slub_max_order=1), size, 2000)
+    assert pages_for(8) == pages_for(32) < pages_for(33)
+    # SLUB goes down to 8 bytes
+    assert slab_pages_after(fresh("slub"), 8, 2000) < slab_pages_after(fresh("slub"), 32, 2000)
+
+
+def test_machine_rejects_unknown_allocator():
+    with pytest.raises(ValueError, match="allocator") as err:
+        core.Machine(nodes=1, mem_mib=64, cpus=1, allocator="slob")
+    assert "slub" in str(err.value)
+
+
+# ---- reclaimable slab: dentries are shrunk only with __GFP_FS (§2.6) ---------------------
+
+@pytest.mark.parametrize("design", core.DESIGNS)
+def test_dentries_are_reclaimable_only_with_fs(design):
+    m = core.Machine(nodes=1, mem_mib=256, cpus=2, allocator="slub", design=design, seed=0)
+    m.mkdir("/a")
+    m.write("/a", "memory.max", "8M")
+    task = m.spawn("/a")
+    with task.syscall():
+        for _ in range(200):                 # far more than 8M of dentries + inodes
+            assert task.create_dentries(100) == 100
+    assert m.stat("/a")["slab_reclaimable"] > MB(4)
+    assert m.metrics()["reclaim_slab_objects"] > 0       # the shrinker made the room
+    assert cg_read_long(m, "/a", "memory.current") <= MB(8)
+    shrunk = m.metrics()["reclaim_slab_objects"]
+    with task.syscall():
+        # GFP_NOFS cannot run the superblock shrinker and nothing else is reclaimable:
+        # once the margin and the stock are used up, NOFS charges fail
+        for _ in range(MB(8) // PAGE_SIZE):
+            if task.alloc_pages(0, "GFP_NOFS") is None:
+                break
+        else:
+            raise AssertionError("GFP_NOFS charges kept succeeding at memory.max")
+        assert m.metrics()["reclaim_slab_objects"] == shrunk
+        # GFP_KERNEL shrinks dentries and succeeds
+        assert task.alloc_pages(0, "GFP_KERNEL") is not None
+    assert m.metrics()["reclaim_slab_objects"] > shrunk
+
+
+def test_memcg_slab_is_charged_per_slab_page():
+    # §2.4: a clone's slab pages are charged when a slab is created, not per object, so
+    # the charge grows in whole slabs (kmalloc-512 at 2 CPUs: order 1, 16 objects)
+    m = fresh("slub")
+    m.mkdir("/a")
+    task = m.spawn("/a")
+    warm_kmalloc(m, task, 512)
+    steps = []
+    with task.syscall():
+        for _ in range(16 * 3):
+            slab = m.stat("/a")["slab"]
+            assert task.kmalloc(512, "GFP_KERNEL") is not None
+            steps.append(m.stat("/a")["slab"] - slab)
+    assert set(steps) == {0, 2 * PAGE_SIZE}
+    assert steps.count(2 * PAGE_SIZE) in (2, 3)      # 48 objects; the warm slab may be reused
