@@ -3,11 +3,13 @@
 one translation unit, so the per-request path inlines across layers)."""
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset, memmove
+from libc.math cimport log, exp
 from core.mm_types cimport *
 
 from core.metrics import GFP_CLASSES, MEMCG_EVENTS, RECLAIM_PLACES, METRICS
 
 MODEL_VERSION = "2026.11.1"   # bump on any change that can alter a metric
+MAX_NODES_ = MAX_NODES
 
 include "lists.pxi"
 include "gfp.pxi"
@@ -23,3 +25,4 @@ include "slab.pxi"
 include "task.pxi"
 include "metrics.pxi"
 include "machine.pxi"
+include "workload.pxi"

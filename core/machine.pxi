@@ -329,6 +329,17 @@ cdef class Machine:
         self._check_fatal()
         return Task(self, tid)
 
+    def _task_node(self, tid):
+        return self.mm.tasks[tid].node
+
+    def _setup_background(self, int root_tid, int64_t file_pages, double fragment):
+        """Background pressure outside the cgroups: a root task's page cache, then
+        scattered pinned order-0 pages (every 1/fragment-th free page) that break up the
+        high-order blocks (fragmentation). Statistics start after it."""
+        with nogil:
+            setup_background(self.mm, root_tid, file_pages, fragment)
+        self._check_fatal()
+
     # ---- observation ------------------------------------------------------------------
     def metrics(self):
         return collect_metrics(self.mm)
@@ -423,8 +434,7 @@ cdef class Task:
         self._alive()
         nested = self._t().in_kernel
         if not nested:
-            self._t().in_kernel = True
-            self.m.mm.now_ns += COST_SYSCALL
+            syscall_enter(self.m.mm, self.tid)
         try:
             yield self
         finally:
@@ -457,8 +467,7 @@ cdef class Task:
             raise ValueError("fault_anon: a user page fault cannot be made inside a syscall")
         cdef bint entered = False
         if k != REQ_FAULT_ANON and not self._t().in_kernel:
-            self._t().in_kernel = True
-            self.m.mm.now_ns += COST_SYSCALL
+            syscall_enter(self.m.mm, self.tid)
             entered = True
         cdef int64_t result, n = arg
         cdef bint fb = fallback
@@ -505,6 +514,16 @@ cdef class Task:
         _check_int("nbytes", nbytes, 0, 1 << 46)
         self.request("fault_anon", (nbytes + PAGE_SIZE - 1) // PAGE_SIZE)
         return not self._t().killed
+
+    def enter_kernel(self):
+        """The low-level form of syscall(): a kernel entry left with return_to_user()."""
+        self._alive()
+        syscall_enter(self.m.mm, self.tid)
+
+    def return_to_user(self):
+        if self._t().alive and self._t().in_kernel:
+            return_to_user(self.m.mm, self.tid)
+            self.m._check_fatal()
 
     def kill(self):
         """A fatal signal: in user mode the task dies now, in the kernel on its way out."""

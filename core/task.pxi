@@ -44,6 +44,47 @@ cdef int task_new(mm_t *mm, int memcg_id, int cpu) noexcept nogil:
     return tid
 
 
+cdef inline void syscall_enter(mm_t *mm, int tid) noexcept nogil:
+    mm.tasks[tid].in_kernel = True
+    mm.now_ns += COST_SYSCALL
+
+
+cdef void setup_background(mm_t *mm, int root_tid, int64_t file_pages, double fragment) noexcept nogil:
+    cdef int32_t pfn, first = -1, last = -1, nxt
+    cdef int node, stride
+    cdef int32_t oid
+    read_file(mm, root_tid, file_pages)
+    if fragment > 0:
+        stride = max(2, <int>(1.0 / fragment + 0.5))
+        # take every free page above the high watermarks, chained through pg_next
+        for node in range(mm.nr_nodes):
+            while True:
+                pfn = get_page_from_freelist(mm, GFP_KERNEL | __GFP_THISNODE, 0, ALLOC_WMARK_HIGH, node)
+                if pfn < 0:
+                    break
+                mm.pg_next[pfn] = first
+                first = pfn
+        pfn = first
+        while pfn >= 0:
+            nxt = mm.pg_next[pfn]
+            mm.pg_next[pfn] = -1
+            if pfn % stride == 0:                    # pinned: unmovable kernel memory
+                oid = obj_new(mm, OBJ_PAGES, root_tid)
+                if oid >= 0:
+                    mm.pg_flags[pfn] = PG_head | PG_kmem
+                    mm.objs[oid].pfn = pfn
+                    mm.objs[oid].order = 0
+                    mm.objs[oid].size = PAGE_SIZE
+                    mm.memcgs[ROOT_MEMCG].stat[MS_KERNEL] += 1
+                    mm.zones[page_to_nid(mm, pfn)].nr_kmem += 1
+                    pfn = nxt
+                    continue
+            __free_pages(mm, pfn, 0)
+            pfn = nxt
+    memset(mm.stats, 0, sizeof(mm.stats))
+    memset(mm.lat, 0, sizeof(mm.lat))
+
+
 cdef void record_syscall_overage(mm_t *mm, task_t *t) noexcept nogil:
     """Overage over memory.high seen when the task returns to user mode."""
     cdef int level = t.memcg
