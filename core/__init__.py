@@ -5,8 +5,9 @@ from core._mm import (DESIGNS, GFP_FLAGS, MODEL_VERSION, POLICIES, Machine, Task
                       slub_geometry, watermark_ok, workload_events)
 from core.metrics import GFP_CLASSES, METRICS, RECLAIM_PLACES
 from core.spec import SpecError, validate_mix, validate_spec
+from core.replay import replay
 
 __all__ = ["DESIGNS", "GFP_CLASSES", "GFP_FLAGS", "METRICS", "MODEL_VERSION", "POLICIES",
            "RECLAIM_PLACES", "Machine", "SpecError", "Task", "WorkloadEvents", "gfp",
-           "parse_size", "run_workload", "slab_geometry", "slub_geometry", "validate_mix",
+           "parse_size", "replay", "run_workload", "slab_geometry", "slub_geometry", "validate_mix",
            "validate_spec", "watermark_ok", "workload_events"]

@@ -113,6 +113,9 @@ cdef mm_t *mm_create(int nodes, int mem_mib, int cpus, int allocator, policy_t p
     for i, size in enumerate(sizes):
         mm.kmalloc_sizes[i] = size
         mm.kmalloc_caches[i] = kmem_cache_create(mm, size, False, -1, ROOT_MEMCG)
+    for i in range(32):
+        mm.kmalloc_first[i] = next((k for k, size in enumerate(sizes) if size >= (1 << i) // 2 + 1),
+                                   len(sizes))
     mm.dentry_cache = kmem_cache_create(mm, DENTRY_SIZE, True, -1, ROOT_MEMCG)
     mm.inode_cache = kmem_cache_create(mm, INODE_SIZE, True, -1, ROOT_MEMCG)
     mm.nr_root_caches = nr_roots
@@ -329,6 +332,12 @@ cdef class Machine:
         self._check_fatal()
         return Task(self, tid)
 
+    def _respawn(self, tid):
+        """core.replay's twin of wl_respawn()."""
+        cdef int new = wl_respawn(self.mm, tid)
+        self._check_fatal()
+        return Task(self, new)
+
     def _task_node(self, tid):
         return self.mm.tasks[tid].node
 
@@ -384,6 +393,12 @@ cdef class Machine:
         return sum(self.mm.stock_nr[c] for c in range(self.cpus)
                    if self.mm.stock_memcg[c] >= 0
                    and mem_cgroup_is_descendant(self.mm, self.mm.stock_memcg[c], root))
+
+    def _owner(self, handle):
+        """The task owning a live kmalloc/alloc_pages handle, -1 if it is not live."""
+        if not 0 <= handle < self.mm.cap_objs or self.mm.objs[handle].kind not in (OBJ_SLAB, OBJ_PAGES):
+            return -1
+        return self.mm.objs[handle].owner
 
     def node_of(self, handle):
         cdef int32_t oid = self._object(handle)

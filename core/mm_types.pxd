@@ -365,6 +365,7 @@ cdef struct mm_t:            # the machine
     int32_t kmalloc_caches[24]
     int32_t kmalloc_sizes[24]
     int32_t nr_kmalloc
+    int8_t kmalloc_first[32]  # fls(size - 1) -> first class to look at
     int32_t dentry_cache
     int32_t inode_cache
     int32_t current          # task running the current request (-1: none)

@@ -78,12 +78,13 @@ cdef int grow_slabs(mm_t *mm) noexcept nogil:
 
 # ---- geometry ---------------------------------------------------------------------------
 
+cdef extern from *:
+    int __builtin_clzll(unsigned long long) nogil
+
+
 cdef inline int fls(int64_t x) noexcept nogil:
-    cdef int r = 0
-    while x:
-        x >>= 1
-        r += 1
-    return r
+    """Find last set bit, 1-based (fls(0) == 0), as the kernel's fls64()."""
+    return 0 if x == 0 else 64 - __builtin_clzll(<unsigned long long>x)
 
 
 cdef inline int get_order(int64_t size) noexcept nogil:
@@ -160,10 +161,11 @@ cdef void slab_calculate_order(int64_t size, int slab_max_order, bint reclaimabl
 cdef int kmalloc_index(mm_t *mm, int64_t size) noexcept nogil:
     """Index into mm.kmalloc_sizes: 65..96 -> 96, 129..192 -> 192, else the next power of
     two, never below the allocator's KMALLOC_MIN_SIZE (§3.6)."""
-    cdef int i
-    for i in range(mm.nr_kmalloc):
+    cdef int i = mm.kmalloc_first[fls(size - 1)] if size > 1 else 0
+    while i < mm.nr_kmalloc:
         if size <= mm.kmalloc_sizes[i]:
             return i
+        i += 1
     return -1
 
 

@@ -73,7 +73,9 @@ def _size(path, value, allow_zero=False):
         nbytes = parse_size(value, path)
     except ValueError as err:
         raise SpecError(str(err)) from None
-    if nbytes is not None and nbytes < 4096 and not (allow_zero and nbytes == 0):
+    if nbytes is None:
+        return "max"
+    if nbytes < 4096 and not (allow_zero and nbytes == 0):
         _fail(path, f"{nbytes} bytes is less than a page; sizes are bytes or '64M' "
                     "(a ratio must be written as a float, e.g. 1.0)")
     return nbytes
@@ -169,15 +171,15 @@ def validate_spec(spec):
     if isinstance(high, float) and not isinstance(high, bool):
         if not 0 < high <= 1:
             _fail("cgroup.high", f'must be a size ("32M"), "max", or a ratio in (0, 1], got {high!r}')
-        if cg["max"] is None:
+        if cg["max"] == "max":
             _fail("cgroup.high", "a ratio needs cgroup.max to be a size")
         cg["high"] = int(cg["max"] * high)
     else:
         cg["high"] = _size("cgroup.high", high)
-    cg["low"] = _size("cgroup.low", cg["low"], allow_zero=True) or 0
+    cg["low"] = _size("cgroup.low", cg["low"], allow_zero=True)
     mem_bytes = mach["mem_mib"] << 20
     for key in ("max", "high", "low"):
-        if cg[key] is not None and cg[key] > mem_bytes:
+        if cg[key] != "max" and cg[key] > mem_bytes:
             _fail(f"cgroup.{key}", f"{cg[key]} bytes is more than the machine's memory ({mem_bytes})")
     out["sibling"]["tasks"] = _int("sibling.tasks", out["sibling"]["tasks"], 0, 64)
     out["sibling"]["max"] = _size("sibling.max", out["sibling"]["max"])

@@ -20,6 +20,8 @@ cdef struct wl_req_t:        # one request kind of the GFP mix
     uint32_t gfp_mask
     int64_t size_min
     int64_t size_max
+    double log_min           # log(size_min), precomputed
+    double log_span          # log(size_max) - log(size_min)
     int64_t arg              # order, count or pages
     int node                 # -1 none, NODE_REMOTE, NODE_LOCAL or a node
 
@@ -34,9 +36,8 @@ cdef struct wl_event_t:
     int64_t arg
     int64_t seq
 
-cdef struct heap_item_t:
-    int64_t expiry
-    int64_t seq
+cdef struct heap_item_t:   # key = expiry << 32 | (seq & 0xffffffff): one compare, ties by seq
+    uint64_t key
     int32_t slot
     int32_t task
 
@@ -60,7 +61,7 @@ cdef struct wl_gen_t:
     heap_item_t *heap
     int64_t heap_len
     int64_t heap_cap
-    uint64_t hash            # FNV-1a over the request stream
+    uint64_t hash            # a 64-bit hash over the request stream
     int32_t *slot_oid        # slot -> object made by the request (filled in by the driver)
     int32_t nr_slots
     int32_t slot_free
@@ -97,10 +98,7 @@ cdef void rng_seed(wl_gen_t *g, uint64_t seed) noexcept nogil:
 
 
 cdef inline void hash_mix(wl_gen_t *g, uint64_t v) noexcept nogil:
-    cdef int i
-    for i in range(8):
-        g.hash ^= (v >> (8 * i)) & 0xff
-        g.hash *= 0x100000001b3ULL
+    g.hash = rotl(g.hash ^ v, 27) * 0x9E3779B97F4A7C15ULL
 
 
 cdef int32_t slot_get(wl_gen_t *g) noexcept nogil:
@@ -119,48 +117,41 @@ cdef int32_t slot_get(wl_gen_t *g) noexcept nogil:
 
 cdef void heap_push(wl_gen_t *g, int64_t expiry, int64_t seq, int32_t slot, int32_t task) noexcept nogil:
     cdef int64_t i, parent
-    cdef heap_item_t tmp
+    cdef heap_item_t item
     if g.heap_len == g.heap_cap:
         g.heap_cap = max(<int64_t>1024, 2 * g.heap_cap)
         g.heap = <heap_item_t *>realloc(g.heap, g.heap_cap * sizeof(heap_item_t))
+    item.key = (<uint64_t>expiry << 32) | (<uint64_t>seq & 0xffffffffULL)
+    item.slot = slot
+    item.task = task
     i = g.heap_len
     g.heap_len += 1
-    g.heap[i].expiry = expiry
-    g.heap[i].seq = seq
-    g.heap[i].slot = slot
-    g.heap[i].task = task
-    while i > 0:                            # ties broken by seq: a total, stable order
-        parent = (i - 1) // 2
-        if (g.heap[parent].expiry < g.heap[i].expiry or
-                (g.heap[parent].expiry == g.heap[i].expiry and g.heap[parent].seq < g.heap[i].seq)):
+    while i > 0:
+        parent = (i - 1) >> 1
+        if g.heap[parent].key <= item.key:
             break
-        tmp = g.heap[parent]
-        g.heap[parent] = g.heap[i]
-        g.heap[i] = tmp
+        g.heap[i] = g.heap[parent]
         i = parent
+    g.heap[i] = item
 
 
 cdef heap_item_t heap_pop(wl_gen_t *g) noexcept nogil:
-    cdef heap_item_t top = g.heap[0], tmp
-    cdef int64_t i = 0, l, r, m
+    cdef heap_item_t top = g.heap[0], last
+    cdef int64_t i = 0, child, n
     g.heap_len -= 1
-    g.heap[0] = g.heap[g.heap_len]
+    n = g.heap_len
+    last = g.heap[n]
     while True:
-        l = 2 * i + 1
-        r = l + 1
-        m = i
-        if l < g.heap_len and (g.heap[l].expiry < g.heap[m].expiry or
-                               (g.heap[l].expiry == g.heap[m].expiry and g.heap[l].seq < g.heap[m].seq)):
-            m = l
-        if r < g.heap_len and (g.heap[r].expiry < g.heap[m].expiry or
-                               (g.heap[r].expiry == g.heap[m].expiry and g.heap[r].seq < g.heap[m].seq)):
-            m = r
-        if m == i:
+        child = 2 * i + 1
+        if child >= n:
             break
-        tmp = g.heap[m]
-        g.heap[m] = g.heap[i]
-        g.heap[i] = tmp
-        i = m
+        if child + 1 < n and g.heap[child + 1].key < g.heap[child].key:
+            child += 1
+        if last.key <= g.heap[child].key:
+            break
+        g.heap[i] = g.heap[child]
+        i = child
+    g.heap[i] = last
     return top
 
 
@@ -181,8 +172,7 @@ cdef void gen_request(wl_gen_t *g, wl_event_t *ev) noexcept nogil:
     ev.locked = lock_u < g.locked_share
     ev.node = -1
     if r.kind == REQ_KMALLOC or r.kind == REQ_KMALLOC_NODE:   # log-uniform size
-        ln = log(<double>r.size_min) + size_u * (log(<double>r.size_max) - log(<double>r.size_min))
-        ev.arg = min(r.size_max, max(r.size_min, <int64_t>exp(ln)))
+        ev.arg = min(r.size_max, max(r.size_min, <int64_t>exp(r.log_min + size_u * r.log_span)))
     else:
         ev.arg = r.arg
     if r.kind == REQ_KMALLOC_NODE:
@@ -219,10 +209,10 @@ cdef bint gen_next(wl_gen_t *g, wl_event_t *ev) noexcept nogil:
             ev.task = g.cur_task
             return True
         if g.phase == 1:                                          # inside the syscall
-            if g.heap_len > 0 and g.heap[0].expiry <= g.seq:
+            if g.heap_len > 0 and (g.heap[0].key >> 32) <= <uint64_t>g.seq:
                 it = heap_pop(g)
                 ev.type = EV_FREE
-                ev.seq = it.seq
+                ev.seq = <int64_t>(it.key & 0xffffffffULL)
                 ev.task = it.task
                 ev.slot = it.slot
                 ev.arg = g.slot_oid[it.slot]          # the object, read before the slot is reused
@@ -262,7 +252,13 @@ cdef struct wl_trace_t:      # one traced request
     uint8_t locked
 
 
-cdef int64_t wl_execute(mm_t *mm, wl_gen_t *g, const int *tids, wl_trace_t **trace,
+cdef int wl_respawn(mm_t *mm, int tid) noexcept nogil:
+    """A workload task that was OOM-killed is restarted (as a service supervisor would) in
+    the same cgroup on the same CPU, so the request stream goes on identically."""
+    return task_new(mm, mm.tasks[tid].memcg, mm.tasks[tid].cpu)
+
+
+cdef int64_t wl_execute(mm_t *mm, wl_gen_t *g, int *tids, wl_trace_t **trace,
                         int64_t *trace_len) noexcept nogil:
     """Run every event on the model; returns the number of requests issued."""
     cdef wl_event_t ev
@@ -275,8 +271,11 @@ cdef int64_t wl_execute(mm_t *mm, wl_gen_t *g, const int *tids, wl_trace_t **tra
             break
         tid = tids[ev.task]
         if ev.type == EV_ENTER:
-            if mm.tasks[tid].alive:
-                syscall_enter(mm, tid)
+            if not mm.tasks[tid].alive:
+                tid = tids[ev.task] = wl_respawn(mm, tid)
+                if tid < 0:
+                    break
+            syscall_enter(mm, tid)
         elif ev.type == EV_EXIT:
             if mm.tasks[tid].alive and mm.tasks[tid].in_kernel:
                 return_to_user(mm, tid)
@@ -348,7 +347,7 @@ cdef void gen_init(wl_gen_t *g, dict s, uint64_t seed, list task_nodes) except *
     cdef double cum = 0.0
     cdef int i
     rng_seed(g, seed)
-    g.hash = 0xcbf29ce484222325ULL
+    g.hash = 0xcbf29ce484222325ULL      # any fixed start
     g.nr_mix = len(mix["requests"])
     for i, req in enumerate(mix["requests"]):
         cum += req["weight"]
@@ -357,6 +356,9 @@ cdef void gen_init(wl_gen_t *g, dict s, uint64_t seed, list task_nodes) except *
         g.mix[i].gfp_mask = gfp(req["gfp"])
         g.mix[i].size_min = req.get("size", {}).get("min", 0)
         g.mix[i].size_max = req.get("size", {}).get("max", 0)
+        if g.mix[i].size_min > 0:
+            g.mix[i].log_min = log(<double>g.mix[i].size_min)
+            g.mix[i].log_span = log(<double>g.mix[i].size_max) - g.mix[i].log_min
         g.mix[i].arg = req.get("order", req.get("count", req.get("pages", 0)))
         node = req.get("node", -1)
         g.mix[i].node = NODE_REMOTE if node == "remote" else NODE_LOCAL if node == "local" else node
@@ -385,28 +387,33 @@ def build_workload_machine(dict s):
     m = Machine(nodes=mach["nodes"], mem_mib=mach["mem_mib"], cpus=mach["cpus"],
                 allocator=mach["allocator"], design=s["design"],
                 slub_max_order=mach["slub_max_order"], swap=mach["swap"])
-    cg = s["cgroup"]
     m.mkdir("/w")
     for key in ("max", "high", "low"):
-        m.write("/w", f"memory.{key}", "max" if cg[key] is None else cg[key])
+        m.write("/w", f"memory.{key}", s["cgroup"][key])
     if s["sibling"]["tasks"]:
         m.mkdir("/s")
-        m.write("/s", "memory.max", "max" if s["sibling"]["max"] is None else s["sibling"]["max"])
+        m.write("/s", "memory.max", s["sibling"]["max"])
     root = m.spawn("/", cpu=0)
     m._setup_background(root.tid, s["background"]["file_mib"] * 256, s["background"]["fragment"])
     tasks = [m.spawn("/w") for _ in range(s["tasks"])]
     tasks += [m.spawn("/s") for _ in range(s["sibling"]["tasks"])]
+    assert [m._task_node(t.tid) for t in tasks] == _task_nodes(s)
     return m, tasks
+
+
+def _task_nodes(dict s):
+    """Nodes of the workload tasks: spawned on CPUs 0, 1, ... round-robin (task_new)."""
+    cpus, nodes = s["machine"]["cpus"], s["machine"]["nodes"]
+    return [(i % cpus) * nodes // cpus for i in range(s["tasks"] + s["sibling"]["tasks"])]
 
 
 def workload_events(spec, seed):
     """The event stream of (spec, seed) - identical for every design."""
     from core.spec import validate_spec
     s = validate_spec(spec)
-    m, tasks = build_workload_machine(s)
-    ev = WorkloadEvents()
-    gen_init(&ev.g, s, _workload_seed(seed), [m._task_node(t.tid) for t in tasks])
-    ev.nr_tasks = len(tasks)
+    cdef WorkloadEvents ev = WorkloadEvents()
+    gen_init(&ev.g, s, _workload_seed(seed), _task_nodes(s))
+    ev.nr_tasks = len(_task_nodes(s))
     return ev
 
 
@@ -421,7 +428,7 @@ def run_workload(spec, seed, trace=None):
     m, tasks = build_workload_machine(s)
     cdef wl_gen_t g
     memset(&g, 0, sizeof(wl_gen_t))
-    gen_init(&g, s, seed, [m._task_node(t.tid) for t in tasks])
+    gen_init(&g, s, seed, _task_nodes(s))
     cdef int tids[256]
     for i, t in enumerate(tasks):
         tids[i] = t.tid

@@ -1,0 +1,46 @@
+"""Replay a workload through the scenario API, request by request.
+
+`core.run_workload` runs the event stream of (spec, seed) in C; `replay` drives the very
+same events through `core.Machine`/`core.Task` from Python. Both call the same C request
+function, so their metrics must be equal: one model, two drivers (tests/test_workload.py).
+Slow (Python per request); meant for small workloads and for debugging one of them.
+"""
+from core._mm import build_workload_machine, workload_events
+from core.spec import validate_spec
+
+_KINDS = ("kmalloc", "kmalloc_node", "alloc_pages", "dentries", "read_file", "fault_anon")
+
+
+def replay(spec, seed):
+    s = validate_spec(spec)
+    machine, tasks = build_workload_machine(s)
+    events = workload_events(s, seed)
+    for kind, task, req_kind, arg, gfp, node, locked, seq, slot in events:
+        t = tasks[task]
+        if kind == "enter":
+            if not t.alive:
+                t = tasks[task] = machine._respawn(t.tid)
+            t.enter_kernel()
+        elif kind == "exit":
+            if t.alive and t.in_kernel:
+                t.return_to_user()
+        elif kind == "free":
+            if arg >= 0 and t.alive and machine._owner(arg) == t.tid:
+                t.kfree(arg)
+        elif t.alive:
+            with t.lock() if locked else _nothing():
+                result = t.request(_KINDS[req_kind], arg, gfp, None if node < 0 else node,
+                                   fallback=True)
+            events.set_result(slot, result)
+    out = machine.metrics()
+    out["request_hash_lo"] = float(events.request_hash & 0xffffffff)
+    out["request_hash_hi"] = float(events.request_hash >> 32)
+    return out
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
