@@ -89,7 +89,7 @@ def load(path: str | Path, overrides: list[str] = ()) -> DictConfig:
     try:
         cfg = OmegaConf.merge(base, raw, dots)
     except OmegaConfBaseException as err:
-        raise ConfigError(_omegaconf_message(err)) from None
+        raise ConfigError(_omegaconf_message(err, base)) from None
     _check_values(cfg)
     _resolve_defaults(cfg)
     return cfg
@@ -197,7 +197,7 @@ _TYPE_WORDS = {"Integer": "an integer", "Float": "a number", "Boolean": "true or
                "String": "a string"}
 
 
-def _omegaconf_message(err: OmegaConfBaseException) -> str:
+def _omegaconf_message(err: OmegaConfBaseException, schema: DictConfig) -> str:
     path = err.full_key or "config"
     text = str(err).splitlines()[0]
     if m := re.match(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", text):
@@ -205,12 +205,16 @@ def _omegaconf_message(err: OmegaConfBaseException) -> str:
         return f"{path}: expected {want}, got {m.group(1)!r} ({m.group(2)})"
     if m := re.match(r"Incompatible value 'None' for field of type '(\w+)'", text):
         return f"{path}: must not be null (expected {m.group(1)})"
-    if m := re.match(r"Key '(.*)' not in '\w+'\.?(.*)", text):
-        parent = path.rpartition(".")[0]
-        where = f"in {parent}" if parent else "at the top level"
-        hint = m.group(2).strip()
-        return f"{path}: unknown key {where}.{(' ' + hint) if hint else ''}"
+    if text.startswith("Key '"):
+        parent, _, key = path.rpartition(".")
+        return unknown_key_message(path, key, list(OmegaConf.select(schema, parent) if parent else schema))
     return f"{path}: {text}"
+
+
+def unknown_key_message(path: str, key: str, allowed: list[str]) -> str:
+    parent = path.rpartition(".")[0]
+    where = f"in {parent}" if parent else "at the top level"
+    return f"{path}: unknown key {where}{_did_you_mean(key, allowed)}; allowed: {', '.join(allowed)}"
 
 
 def _did_you_mean(word: str, choices) -> str:

@@ -17,7 +17,7 @@ from typing import Iterable, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sweep.config import ConfigError
+from sweep.config import ConfigError, unknown_key_message
 
 # workload-spec fields that a grid axis (or the design list) sets: never pinned
 AXIS_FIELDS = {
@@ -79,7 +79,7 @@ class Shard:
 
 def build_cells(cfg: DictConfig, mixes: Mapping[str, dict]) -> list[Cell]:
     """Every cell of the grid, each spec checked by ``core.validate_spec``."""
-    pins = _checked_pins(cfg.workload)
+    pins = _checked_pins(cfg, mixes)
     highs = list(cfg.grid.high) if isinstance(cfg.grid.high, ListConfig) else [cfg.grid.high]
     cells = []
     for limit in cfg.grid.limit:
@@ -128,10 +128,9 @@ def _cell(cfg: DictConfig, pins: dict, axes: dict, mix: dict) -> Cell:
     specs = {d: _validated(cfg, axes, _compose(pins, axes, mix, d)) for d in cfg.designs}
     without_design = {k: v for k, v in next(iter(specs.values())).items() if k != "design"}
     key = _sha256(without_design)
-    cgroup = without_design["cgroup"]
     columns = {
-        "limit": float("inf") if cgroup["max"] == "max" else float(cgroup["max"]),
-        "high": str(axes["high"]),
+        "limit": size_bytes(axes["limit"]),
+        "high": size_bytes(axes["high"]),      # a ratio of limit stays a ratio (<= 1)
         "order": int(axes["order"]),
         "nodes": int(axes["nodes"]),
         "mix": str(axes["mix"]),
@@ -147,6 +146,19 @@ def _compose(pins: dict, axes: dict, mix: dict, design: str) -> dict:
     spec["mix"] = copy.deepcopy(mix)
     spec["design"] = design
     return spec
+
+
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def size_bytes(value) -> float:
+    """A cgroupfs-style value as a number: "64M" -> bytes, "max" -> inf, ratios unchanged."""
+    text = str(value).strip()
+    if text == "max":
+        return float("inf")
+    if text[-1:].upper() in _UNITS:
+        return float(text[:-1]) * _UNITS[text[-1].upper()]
+    return float(text)
 
 
 def _size_value(value):
@@ -189,9 +201,27 @@ def _rest(parts: tuple) -> str:
     return (" " + ".".join(parts).replace(".[", "[")) if parts else ""
 
 
-def _checked_pins(workload: DictConfig) -> dict:
-    """The pinned workload fields, refusing those a grid axis owns."""
-    pins = OmegaConf.to_container(workload, resolve=True)
+def _checked_pins(cfg: DictConfig, mixes: Mapping[str, dict]) -> dict:
+    """The pinned workload fields, refusing unknown ones and those a grid axis owns."""
+    pins = OmegaConf.to_container(cfg.workload, resolve=True)
+    _refuse_axis_fields(pins)
+    first = {axis: (values[0] if isinstance(values, ListConfig) else values)
+             for axis, values in cfg.grid.items()}
+    defaults = _validated(cfg, first, _compose({}, first, mixes[first["mix"]], cfg.designs[0]))
+    _refuse_unknown_fields(pins, defaults, "workload")
+    return pins
+
+
+def _refuse_unknown_fields(pins: dict, defaults: dict, path: str) -> None:
+    """Unknown keys get a "did you mean" from the fields a normalised spec has."""
+    for key, value in pins.items():
+        if key not in defaults:
+            raise ConfigError(unknown_key_message(f"{path}.{key}", key, list(defaults)))
+        if isinstance(value, dict) and isinstance(defaults[key], dict):
+            _refuse_unknown_fields(value, defaults[key], f"{path}.{key}")
+
+
+def _refuse_axis_fields(pins: dict) -> None:
     for fields, axis in AXIS_FIELDS.items():
         node = pins
         for name in fields:
@@ -200,4 +230,3 @@ def _checked_pins(workload: DictConfig) -> dict:
             path = "workload." + ".".join(fields)
             raise ConfigError(f"{path}: set by {axis}, not pinnable in workload; "
                               f"put the value in {axis} instead")
-    return pins

@@ -22,13 +22,13 @@ ID_COLUMNS = ("cell_id", "design", "replication", "seed", "status", "error")
 AXIS_COLUMNS = ("limit", "high", "order", "nodes", "mix")
 INFO_COLUMNS = ("elapsed_s", "worker", "model_version", "finished_at")
 _SQL_TYPES = {"replication": "INTEGER", "seed": "INTEGER", "order": "INTEGER", "nodes": "INTEGER",
-              "limit": "REAL", "elapsed_s": "REAL", "finished_at": "REAL"}
+              "limit": "REAL", "high": "REAL", "elapsed_s": "REAL", "finished_at": "REAL"}
 
 
 def metric_names() -> tuple[str, ...]:
-    import core
+    from core.metrics import METRICS
 
-    return tuple(core.METRICS) + HASH_METRICS
+    return tuple(METRICS) + HASH_METRICS
 
 
 class Store:
