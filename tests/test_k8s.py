@@ -194,7 +194,37 @@ def test_layers_select_the_documented_objects():
         assert f"kubectl apply -k k8s/ -l kmemcg-sweep/layer={layer}" in docs
 
 
+def test_documented_one_node_overlay_renders(tmp_path):
+    # docs/kubernetes.md's overlay for kind/minikube, laid out as the docs say: beside k8s/.
+    block = re.search(r"```yaml\n# one-node/kustomization.yaml\n(.*?)```", DOCS.read_text(), re.S).group(1)
+    (tmp_path / "k8s").symlink_to(K8S)
+    (tmp_path / "one-node").mkdir()
+    (tmp_path / "one-node" / "kustomization.yaml").write_text(block)
+    rendered = kustomize(tmp_path / "one-node")
+    assert the(find(rendered, "PersistentVolumeClaim", "sweep-results"))["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert sorted(map(object_id, rendered)) == sorted(map(object_id, OBJECTS))
+
+
 # --- what the API server and the kubelet would say --------------------------------------
+
+
+@pytest.mark.parametrize("obj", find(OBJECTS, "Deployment") + find(OBJECTS, "StatefulSet"), ids=object_id)
+def test_controller_selector_matches_its_pods(obj):
+    # The API server rejects a selector its template's labels do not match.
+    labels = obj["spec"]["template"]["metadata"]["labels"]
+    assert obj["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+@pytest.mark.parametrize("service", find(OBJECTS, "Service"), ids=object_id)
+def test_service_selects_pods_that_serve_its_ports(service):
+    # A selector or port name that matches nothing is valid YAML and a Service without endpoints.
+    selector = service["spec"]["selector"].items()
+    pods = [o["spec"]["template"] for o in OBJECTS if o["kind"] in ("Deployment", "StatefulSet")
+            and selector <= o["spec"]["template"]["metadata"].get("labels", {}).items()]
+    pod = the(pods)
+    ports = {p["name"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+    for port in service["spec"]["ports"]:
+        assert port["targetPort"] in ports
 
 
 @pytest.mark.parametrize("job", find(OBJECTS, "Job"), ids=object_id)
