@@ -83,8 +83,8 @@ cdef void __free_pages(mm_t *mm, int32_t pfn, int order) noexcept nogil:
     __free_one_page(mm, page_zone(mm, pfn), pfn, order)
 
 
-cdef bint __zone_watermark_ok(int64_t free_pages, const int64_t *nr_free, int order,
-                              int64_t mark, int alloc_flags) noexcept nogil:
+cdef inline bint __zone_watermark_ok(int64_t free_pages, const list_t *free_area, int order,
+                                     int64_t mark, int alloc_flags) noexcept nogil:
     """4.2/4.3 __zone_watermark_ok (§5.3); lowmem_reserve is 0 with one zone per node."""
     cdef int64_t min_ = mark
     cdef int o
@@ -96,19 +96,15 @@ cdef bint __zone_watermark_ok(int64_t free_pages, const int64_t *nr_free, int or
     if free_pages <= min_:
         return False
     for o in range(order):
-        free_pages -= nr_free[o] << o           # lower-order pages are useless here
+        free_pages -= free_area[o].nr << o      # lower-order pages are useless here
         min_ >>= 1                              # ... but need fewer of the higher ones
         if free_pages <= min_:
             return False
     return True
 
 
-cdef bint zone_watermark_ok(zone_t *z, int order, int64_t mark, int alloc_flags) noexcept nogil:
-    cdef int64_t nr_free[11]
-    cdef int o
-    for o in range(MAX_ORDER):
-        nr_free[o] = z.free_area[o].nr
-    return __zone_watermark_ok(z.nr_free, nr_free, order, mark, alloc_flags)
+cdef inline bint zone_watermark_ok(zone_t *z, int order, int64_t mark, int alloc_flags) noexcept nogil:
+    return __zone_watermark_ok(z.nr_free, z.free_area, order, mark, alloc_flags)
 
 
 cdef int zonelist(mm_t *mm, int preferred, uint32_t gfp_mask, int *nodes) noexcept nogil:

@@ -394,6 +394,18 @@ cdef class Machine:
                    if self.mm.stock_memcg[c] >= 0
                    and mem_cgroup_is_descendant(self.mm, self.mm.stock_memcg[c], root))
 
+    def _bench_buddy_pairs(self, int64_t n, int order=0):
+        """Benchmark hook: n alloc_pages/free_pages pairs through the C layer, GIL released;
+        returns the virtual ns they cost."""
+        cdef int64_t i, start = self.mm.now_ns
+        cdef int32_t pfn
+        with nogil:
+            for i in range(n):
+                pfn = __alloc_pages_nodemask(self.mm, NULL, GFP_KERNEL, order, 0)
+                if pfn >= 0:
+                    __free_pages(self.mm, pfn, order)
+        return self.mm.now_ns - start
+
     def _owner(self, handle):
         """The task owning a live kmalloc/alloc_pages handle, -1 if it is not live."""
         if not 0 <= handle < self.mm.cap_objs or self.mm.objs[handle].kind not in (OBJ_SLAB, OBJ_PAGES):
@@ -568,10 +580,10 @@ def watermark_ok(free, nr_free, order, mark, alloc_flags=""):
     if len(nr_free) != MAX_ORDER:
         raise ValueError(f"nr_free: need {MAX_ORDER} counts (orders 0..10), got {len(nr_free)}")
     _check_int("order", order, 0, MAX_ORDER - 1)
-    cdef int64_t arr[11]
+    cdef list_t area[11]
     for i in range(MAX_ORDER):
-        arr[i] = nr_free[i]
-    return bool(__zone_watermark_ok(free, arr, order, mark, flags))
+        area[i].nr = nr_free[i]
+    return bool(__zone_watermark_ok(free, area, order, mark, flags))
 
 
 def slub_geometry(size, cpus, slub_max_order=3):

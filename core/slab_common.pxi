@@ -448,15 +448,16 @@ cdef void do_kfree(mm_t *mm, int32_t oid) noexcept nogil:
 # ---- dentries and inodes: reclaimable slab on a memcg-aware list_lru ---------------------
 
 cdef bint d_alloc(mm_t *mm, task_t *t) noexcept nogil:
-    """One path looked up by `find /`: a dentry (GFP_KERNEL, d_alloc) and an inode (ext4
-    allocates its inodes with GFP_NOFS), both in SLAB_RECLAIM_ACCOUNT caches. The pair
+    """One path looked up by `find /`: a dentry and an inode, both GFP_KERNEL (as in the
+    §6.1 experiment; ext4 itself allocates inodes with GFP_NOFS, which would make them
+    unreclaimable by their own charges), in SLAB_RECLAIM_ACCOUNT caches. The pair
     stays in the dcache after the task exits, on the list_lru of the memcg of the dentry's
     slab, until a shrinker with __GFP_FS frees it."""
     cdef int32_t d = kmem_cache_alloc_node(mm, t, mm.dentry_cache, GFP_KERNEL, NUMA_NO_NODE, -1)
     cdef int32_t i
     if d < 0:
         return False
-    i = kmem_cache_alloc_node(mm, t, mm.inode_cache, GFP_NOFS, NUMA_NO_NODE, -1)
+    i = kmem_cache_alloc_node(mm, t, mm.inode_cache, GFP_KERNEL, NUMA_NO_NODE, -1)
     if i < 0:
         kmem_cache_free(mm, d)
         return False
