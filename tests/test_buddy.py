@@ -11,8 +11,9 @@ import core
 from kernel_selftest import MAX_ORDER
 
 
-def machine(nodes=1, mem_mib=64, cpus=2, **kw):
-    return core.Machine(nodes=nodes, mem_mib=mem_mib, cpus=cpus, seed=0, **kw)
+def machine(nodes=1, mem_mib=64, **kw):
+    # the simulator puts at least one CPU on every node
+    return core.Machine(nodes=nodes, mem_mib=mem_mib, cpus=max(2, nodes), seed=0, **kw)
 
 
 def fill_node(m, task, node, gfp):

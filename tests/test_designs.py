@@ -291,15 +291,17 @@ def test_nofail_kmalloc_never_fails(design):
 @pytest.mark.parametrize("design", DESIGNS)
 def test_dying_task_allocations_go_through(design):
     m, task = at_max(design)
-    task.kill()
     forced = m.metrics()["charge_forced"]
     with task.syscall():
+        task.kill()                          # fatal signal: the task dies on its way out
         assert task.alloc_pages(0, "GFP_KERNEL") is not None   # §2.3 step 4
-    if design == "v4.3":
-        assert usage(m) == MB(4)                 # §2.4: fatal signal -> not charged
-    if design == "way1":
-        assert usage(m) == MB(4) + PAGE_SIZE     # §2.7: dying tasks are forced
-        assert m.metrics()["charge_forced"] == forced + 1
+        if design == "v4.3":
+            assert usage(m) == MB(4)             # §2.4: fatal signal -> not charged
+        if design == "way1":
+            assert usage(m) == MB(4) + PAGE_SIZE     # §2.7: dying tasks are forced
+            assert m.metrics()["charge_forced"] == forced + 1
+    assert not task.alive
+    assert m.stat("/a")["kernel"] == 0        # exit freed the kmem it owned
 
 
 # ---- the `find /` experiment (§6.1) ------------------------------------------------------
@@ -341,7 +343,7 @@ def test_find_way1_and_way2_stay_near_high(design):
 
 
 def test_find_peaks_by_design():
-    peaks = {d: find_experiment(d)[0] * PAGE_SIZE >> 10 for d in DESIGNS}
+    peaks = {d: int(find_experiment(d)[0]) * PAGE_SIZE >> 10 for d in DESIGNS}
     print("find /: peak KiB over memory.high=32M:", peaks)
     assert peaks["v4.3"] > 50 * max(peaks["way1"], peaks["way2"], 1)
 

@@ -86,7 +86,6 @@ def test_memcg_max(m):
     task = m.spawn(cg)
     assert task.fault_anon(MB(100)) is False      # alloc_anon(100M) is OOM-killed
     assert task.killed
-    task.exit()
     # alloc_pagecache_max_30M, then 0 < current <= 30M
     run_in(m, cg, lambda t: t.read_file(MB(50)))
     usage = current(m, cg)
@@ -99,9 +98,8 @@ def test_memcg_oom_events(m):
     cg = new_cgroup(m, "/t", max="30M")
     task = m.spawn(cg)
     assert task.fault_anon(MB(100)) is False
-    assert task.killed
-    task.exit()
-    assert m.stat(cg)["anon"] == 0                  # the cgroup ends up empty
+    assert task.killed                              # the victim is gone ...
+    assert m.stat(cg)["anon"] == 0                  # ... and the cgroup ends up empty
     events = m.events(cg)
     assert events["oom"] == 1
     assert events["oom_kill"] == 1
@@ -138,9 +136,7 @@ def test_memcg_reclaim(m):
 
 def test_memcg_events_file_matches_events_dict(m):
     cg = new_cgroup(m, "/t", max="30M")
-    task = m.spawn(cg)
-    task.fault_anon(MB(100))
-    task.exit()
+    assert m.spawn(cg).fault_anon(MB(100)) is False
     events = m.events(cg)
     for key in ("low", "high", "max", "oom", "oom_kill"):
         assert cg_read_key_long(m, cg, "memory.events", key) == events[key]

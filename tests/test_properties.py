@@ -45,38 +45,49 @@ DIRECT_PLACES = ("reclaim_rounds_charge", "reclaim_rounds_direct", "reclaim_roun
 machines = st.fixed_dictionaries({
     "nodes": st.integers(1, 2),
     "mem_mib": st.integers(32, 128),
-    "cpus": st.integers(1, 4),
+    "cpus": st.integers(2, 4),          # the simulator wants a CPU per node
     "allocator": st.sampled_from(("slub", "slab")),
     "design": st.sampled_from(core.DESIGNS),
     "seed": st.integers(0, 2**16),
     "slub_max_order": st.integers(0, 3),
 })
+mib = st.sampled_from((1, 2, 4, 8))     # cgroup file values; 8M <= a quarter of 32M RAM
+limits = st.fixed_dictionaries({         # initial limits: tight, so charges hit them
+    ("/a", "memory.max"): mib,
+    ("/c", "memory.max"): mib,
+    ("/a/b", "memory.high"): st.one_of(st.none(), mib),
+    ("/c", "memory.high"): st.one_of(st.none(), mib),
+})
 nodes = st.one_of(st.none(), st.integers(0, 1))
 gfps = st.sampled_from(GFPS)
 picks = st.integers(0, 1 << 16)          # which handle to free, modulo what the task holds
+# sizes drawn from lists, not integer ranges: hypothesis favours small integers, and the
+# interesting cases are the slab classes, kmalloc_large and charges of whole MiBs
+kmalloc_sizes = st.sampled_from((8, 96, 100, 192, 512, 1024, 2048, 3000, 4096, 8192, 12288, 16384))
+kib = st.sampled_from((4, 64, 256, 1024, 2048, 4096, 8192))
 kernel_requests = st.one_of(
-    st.tuples(st.just("kmalloc"), st.integers(1, 16384), gfps, nodes),
+    st.tuples(st.just("kmalloc"), kmalloc_sizes, gfps, nodes),
     st.tuples(st.just("alloc_pages"), st.integers(0, 3), gfps, nodes),
     st.tuples(st.just("kfree"), picks),
     st.tuples(st.just("free_pages"), picks),
-    st.tuples(st.just("dentries"), st.integers(1, 100)),
+    st.tuples(st.just("dentries"), st.sampled_from((1, 32, 256))),
 )
 tasks = st.integers(0, 1 << 16)          # which live task, modulo how many there are
 operations = st.one_of(
     st.tuples(st.just("spawn"), st.sampled_from(CGROUPS)),
     st.tuples(st.just("syscall"), tasks, st.booleans(),
-              st.lists(kernel_requests, min_size=1, max_size=6)),
+              st.lists(kernel_requests, min_size=1, max_size=12)),
     st.tuples(st.just("dying_syscall"), tasks, st.lists(kernel_requests, min_size=1,
-                                                         max_size=3)),
-    st.tuples(st.just("read_file"), tasks, st.integers(4, 4096)),         # KiB
-    st.tuples(st.just("fault_anon"), tasks, st.integers(4, 2048)),        # KiB
-    st.tuples(st.just("root_read_file"), st.integers(64, 8192)),          # KiB
+                                                         max_size=4)),
+    st.tuples(st.just("read_file"), tasks, kib),
+    st.tuples(st.just("fault_anon"), tasks, kib),
+    st.tuples(st.just("root_read_file"), st.sampled_from((1024, 16384, 65536))),   # KiB
     st.tuples(st.just("exit"), tasks),
     st.tuples(st.just("write"), st.sampled_from(CGROUPS),
               st.sampled_from(("memory.max", "memory.high", "memory.low", "memory.reclaim")),
-              st.floats(0.005, 0.25)),                                     # share of RAM
+              mib),
 )
-programs = st.lists(operations, min_size=1, max_size=25)
+programs = st.lists(operations, min_size=8, max_size=40)
 
 
 # ---- running a program ------------------------------------------------------------------------
@@ -84,14 +95,15 @@ programs = st.lists(operations, min_size=1, max_size=25)
 class Run:
     """Executes one program on a fresh Machine; `checker` (or None) sees every request."""
 
-    def __init__(self, params, checker=None):
+    def __init__(self, params, limits, checker=None):
         self.params = params
         self.m = core.Machine(**params)
         for cgroup in CGROUPS:
             self.m.mkdir(cgroup)
-        # each workload cgroup starts limited to a quarter of RAM (see the module doc)
-        self.write("/a", "memory.max", 0.25)
-        self.write("/c", "memory.max", 0.25)
+        # the workload cgroups start tight, and stay below a quarter of RAM (module doc)
+        for (cgroup, control), size in limits.items():
+            if size is not None:
+                self.write(cgroup, control, size)
         self.reader = self.m.spawn("/")
         self.tasks = []            # [task, kmalloc handles, page handles]
         self.trace = []            # every result, for the determinism check
@@ -120,10 +132,9 @@ class Run:
 
     def op_dying_syscall(self, pick, requests):
         entry = self.task(pick)
-        entry[0].kill()
         with entry[0].syscall():
+            entry[0].kill()              # fatal signal in the kernel: dies on its way out
             self.kernel_requests(entry, requests)
-        self.exit(entry)
 
     def op_read_file(self, pick, kib):
         self.trace.append(self.task(pick)[0].read_file(kib << 10))
@@ -137,8 +148,8 @@ class Run:
     def op_exit(self, pick):
         self.exit(self.task(pick))
 
-    def op_write(self, cgroup, control, share):
-        self.write(cgroup, control, share)
+    def op_write(self, cgroup, control, size):
+        self.write(cgroup, control, size)
 
     # -- helpers
     def task(self, pick):
@@ -151,16 +162,14 @@ class Run:
         self.tasks.remove(entry)
 
     def reap_killed(self):
-        for entry in [e for e in self.tasks if e[0].killed]:
-            self.exit(entry)
-        if self.reader.killed:
-            self.reader.exit()
+        """Forget tasks that died (OOM victims, fatal signals): they have exited."""
+        self.tasks = [e for e in self.tasks if e[0].alive]
+        if not self.reader.alive:
             self.reader = self.m.spawn("/")
 
-    def write(self, cgroup, control, share):
-        size = max(PAGE_SIZE, int(self.params["mem_mib"] * share * (1 << 20)))
+    def write(self, cgroup, control, size_mib):
         try:
-            self.m.write(cgroup, control, str(size))
+            self.m.write(cgroup, control, f"{size_mib}M")
         except OSError as err:       # cgroupfs: a limit it cannot reach, reclaim short
             assert err.errno in (errno.EBUSY, errno.EAGAIN), err
             self.trace.append(err.errno)
@@ -268,11 +277,11 @@ PROFILE = dict(deadline=None, derandomize=True, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@settings(max_examples=40, **PROFILE)
-@given(params=machines, program=programs)
-def test_invariants_hold_after_every_request(params, program):
+@settings(max_examples=200, **PROFILE)
+@given(params=machines, limits=limits, program=programs)
+def test_invariants_hold_after_every_request(params, limits, program):
     checker = Invariants()
-    run = Run(params, checker)
+    run = Run(params, limits, checker)
     checker.attach(run)
     run.run(program)
 
@@ -283,9 +292,9 @@ def fingerprint(run):
             [m.read(cg, "memory.current") for cg in CGROUPS], m.buddyinfo())
 
 
-@settings(max_examples=15, **PROFILE)
-@given(params=machines, program=programs)
-def test_same_seed_same_results(params, program):
-    first = fingerprint(Run(params).run(program))
-    second = fingerprint(Run(params).run(program))
+@settings(max_examples=40, **PROFILE)
+@given(params=machines, limits=limits, program=programs)
+def test_same_seed_same_results(params, limits, program):
+    first = fingerprint(Run(params, limits).run(program))
+    second = fingerprint(Run(params, limits).run(program))
     assert first == second
