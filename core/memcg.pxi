@@ -116,15 +116,16 @@ cdef void force_charge(mm_t *mm, int memcg_id, int64_t nr_pages) noexcept nogil:
 
 cdef void mem_cgroup_high(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
                           int64_t nr_pages, int64_t batch) noexcept nogil:
-    """done_restock's memory.high step: 4.2 reclaims synchronously with the caller's gfp
-    (skipped for !__GFP_WAIT unless the policy checks it); 4.4 punts the overage to the
-    return-to-user path (mem_cgroup_handle_over_high)."""
+    """done_restock's memory.high step, as the policy says for this gfp: 4.2 reclaims
+    synchronously with the caller's gfp and skips !__GFP_WAIT charges; 4.4 punts the overage
+    of any charge to the return-to-user path (mem_cgroup_handle_over_high)."""
     cdef int level = memcg_id
-    if not (gfp_mask & __GFP_WAIT) and not mm.policy.high_check_nowait:
+    cdef int how = mm.policy.high_wait if gfp_mask & __GFP_WAIT else mm.policy.high_nowait
+    if how == HIGH_SKIP:
         return
     while level != ROOT_MEMCG:
         if mm.memcgs[level].memory.count > mm.memcgs[level].high:
-            if mm.policy.high_punt:
+            if how == HIGH_PUNT:
                 t.nr_pages_over_high += batch
                 t.notify_resume = True
                 return

@@ -230,13 +230,18 @@ cdef struct kmem_cache_t:
     int32_t batchcount
     int64_t free_limit       # SLAB per-node free_limit
 
+cdef enum:                   # what done_restock does about memory.high
+    HIGH_SKIP = 0            # nothing (4.2/4.3 for !__GFP_WAIT charges)
+    HIGH_SYNC = 1            # reclaim now, in the charging context, with the caller's gfp
+    HIGH_PUNT = 2            # record the overage; reclaim at return-to-user (4.4)
+
 # ---- designs: every difference between the kmem charging designs (kernel-facts §8.3) ---
 cdef struct policy_t:
     uint8_t slab_charge_caller_gfp   # slab pages are charged with the caller's gfp; the
                                      # optimistic masks apply to the buddy allocation only
     uint8_t kmem_charge_after_alloc  # 4.4: allocate the page, then charge with the same gfp
-    uint8_t high_check_nowait        # done_restock checks memory.high for !__GFP_WAIT too
-    uint8_t high_punt                # memory.high overage reclaimed at return-to-user
+    uint8_t high_wait                # memory.high after a charge with __GFP_WAIT: HIGH_*
+    uint8_t high_nowait              # ... and after one without it
     uint8_t kmem_nofail_uncharged    # __memcg_kmem_bypass: NOFAIL kmem left uncharged
     uint8_t kmem_dying_uncharged     # __memcg_kmem_bypass: fatal signal -> uncharged
     uint8_t bypass_forces            # 4.4 force: label instead of -EINTR bypass
