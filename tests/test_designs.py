@@ -134,6 +134,34 @@ def test_way2_reclaims_under_the_lock_way1_after_it():
     assert high_reclaim_under_lock("v4.3")["reclaim_rounds"] == 0
 
 
+@functools.cache
+def high_with_kmalloc(design, size):
+    """30M of page cache under memory.high = 32M, then one syscall of 8M of kmalloc(size)."""
+    m = machine(design)
+    task = m.spawn("/a", cpu=0)
+    warm_kmalloc(m, task, size)
+    m.write("/a", "memory.high", str(HIGH))
+    task.read_file(MB(30))
+    before = m.metrics()
+    with task.syscall():
+        for _ in range(MB(8) // size):
+            assert task.kmalloc(size, "GFP_KERNEL") is not None
+    return pages(usage(m) - HIGH), metrics_delta(before, m.metrics())
+
+
+def test_v43_enforces_high_for_caches_whose_first_try_is_min_order():
+    # §3.2 / §3.5: only caches with oo > min get the NOWAIT first attempt; kmalloc-96 is
+    # order 0 at both (2 CPUs), so its slab pages are charged GFP_KERNEL and high holds
+    over_after, delta = high_with_kmalloc("v4.3", 96)
+    assert delta["slub_high_order_attempts"] == 0
+    assert over_after <= CHARGE_BATCH
+    assert delta["events_high"] > 0
+    # while kmalloc-2048 (oo order 3 > min order 0) slips past high in the same set-up
+    over_after, delta = high_with_kmalloc("v4.3", 2048)
+    assert over_after >= pages(MB(4))
+    assert delta["events_high"] == 0
+
+
 # ---- SLUB order fallbacks near memory.max -------------------------------------------------
 
 @functools.cache
@@ -171,6 +199,46 @@ def test_order_fallback_rate_by_design():
     rates = {d: order_fallbacks_near_max(d)[0] for d in DESIGNS}
     print("SLUB ORDER_FALLBACK / high-order attempts near memory.max:", rates)
     assert rates["v4.3"] > rates["way2"] and rates["way1"] > rates["way2"]
+
+
+def fragment_memory(m):
+    """Leave the buddy allocator without free blocks of order >= 3: a root task takes every
+    free page (MEMALLOC ignores watermarks), then frees every other one."""
+    task = m.spawn("/", cpu=0)
+    with task.syscall():
+        handles = []
+        while (handle := task.alloc_pages(0, "GFP_ATOMIC|__GFP_MEMALLOC")) is not None:
+            handles.append(handle)
+        for handle in handles[::2]:
+            task.free_pages(handle)
+    assert all(n == 0 for n in m.buddyinfo()[0][3:]), m.buddyinfo()
+
+
+@functools.cache
+def fragmented_near_max(design):
+    """No free order-3 block; /a at memory.max = 16M of page cache; 2M of kmalloc-2048."""
+    m = machine(design, mem_mib=128, seed=6)
+    fragment_memory(m)
+    task = m.spawn("/a", cpu=0)
+    warm_kmalloc(m, task, 2048)
+    m.write("/a", "memory.max", "16M")
+    task.read_file(MB(20))
+    assert usage(m) > MB(16) - CHARGE_BATCH * PAGE_SIZE
+    before = m.metrics()
+    with task.syscall():
+        for _ in range(MB(2) // 2048):
+            assert task.kmalloc(2048, "GFP_KERNEL") is not None
+    return m, metrics_delta(before, m.metrics())
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_fragmented_buddy_makes_every_design_fall_back(design):
+    m, delta = fragmented_near_max(design)
+    assert delta["slub_order_fallbacks"] > 0
+    # §3.3: under way2 the successful high-order charge is undone when the page allocation
+    # fails; nothing may stay charged for the page that never was
+    charged = (m.charged_pages("/a") + m.stock_pages("/a")) * PAGE_SIZE
+    assert usage(m) == charged <= MB(16)
 
 
 # ---- SLAB wrong-node slabs near memory.max ----------------------------------------------

@@ -248,3 +248,25 @@ def test_charge_retries_with_exact_size_before_reclaiming(m):
     assert None not in handles
     assert current(m, cg) == (CHARGE_BATCH + 1) * 4096
     assert m.events(cg)["max"] == 0
+
+
+# ---- hierarchy: limits of an ancestor (§2.1, §2.3 steps 7 and 19) -------------------------
+
+def test_ancestor_max_is_enforced_and_counted_on_the_ancestor(m):
+    parent = new_cgroup(m, "/p", max="16M")
+    child = new_cgroup(m, "/p/c")
+    run_in(m, child, lambda task: task.read_file(MB(30)))
+    assert current(m, parent) <= MB(16)
+    assert values_close(current(m, child), MB(16), 5)
+    # mem_over_limit is the ancestor whose counter failed: the max event is its own
+    assert m.events(parent)["max"] > 0
+    assert m.events(child)["max"] == 0
+
+
+def test_ancestor_high_is_reclaimed_too(m):
+    parent = new_cgroup(m, "/p", high="16M")
+    child = new_cgroup(m, "/p/c")
+    run_in(m, child, lambda task: task.read_file(MB(30)))
+    assert values_close(current(m, parent), MB(16), 5)
+    assert m.events(parent)["high"] > 0
+    assert m.events(child)["high"] == 0
