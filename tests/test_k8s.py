@@ -458,8 +458,12 @@ def test_merge_job_reads_where_the_shards_write():
 # --- every command line parses with the sweep CLI ----------------------------------------
 
 
+# Set here, they would change what a command line does; a pod has none of them.
+_NOT_IN_A_POD = ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_SERVER_ALLOWED_HOSTS")
+
+
 def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "MLFLOW_"))}
+    env = {k: v for k, v in os.environ.items() if k not in _NOT_IN_A_POD}
     return env | {"MLFLOW_DISABLE_TELEMETRY": "true", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
