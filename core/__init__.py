@@ -1,11 +1,27 @@
 """kmemcg-sweep simulator core: buddy allocator, SLUB/SLAB and memcg of Linux 4.2/4.3 with
 the kmem charging designs of the 2015 debate as one policy table (see docs/model.md)."""
-from core._mm import (DESIGNS, GFP_FLAGS, MODEL_VERSION, POLICIES, Machine, Task,
+import hashlib as _hashlib
+import pathlib as _pathlib
+
+from core._mm import (DESIGNS, GFP_FLAGS, POLICIES, Machine, Task,
                       WorkloadEvents, gfp, parse_size, run_workload, slab_geometry,
                       slub_geometry, watermark_ok, workload_events)
 from core.metrics import GFP_CLASSES, METRICS, RECLAIM_PLACES
 from core.spec import SpecError, validate_mix, validate_spec
 from core.replay import replay
+
+
+def _model_version():
+    """A digest of the simulator's sources: results stored under one model version can never
+    be mixed with results of changed model code (the results store keys on it)."""
+    digest = _hashlib.sha256()
+    here = _pathlib.Path(__file__).parent
+    for path in sorted(here.glob("*.p[yx][xid]")) + [here / "metrics.py", here / "spec.py"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return "m" + digest.hexdigest()[:12]
+
+
+MODEL_VERSION = _model_version()
 
 __all__ = ["DESIGNS", "GFP_CLASSES", "GFP_FLAGS", "METRICS", "MODEL_VERSION", "POLICIES",
            "RECLAIM_PLACES", "Machine", "SpecError", "Task", "WorkloadEvents", "gfp",

@@ -8,7 +8,6 @@ from core.mm_types cimport *
 
 from core.metrics import GFP_CLASSES, MEMCG_EVENTS, RECLAIM_PLACES, METRICS
 
-MODEL_VERSION = "2026.11.1"   # bump on any change that can alter a metric
 MAX_NODES_ = MAX_NODES
 
 include "lists.pxi"
