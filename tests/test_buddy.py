@@ -8,7 +8,7 @@ import random
 import pytest
 
 import core
-from kernel_selftest import MAX_ORDER
+from kernel_selftest import MAX_ORDER, MB
 
 
 def machine(nodes=1, mem_mib=64, **kw):
@@ -227,6 +227,46 @@ def test_thisnode_with_wait_fails_at_min_watermark_and_never_leaves_its_node():
     assert m.zoneinfo(0)["free"] == m.zoneinfo(0)["min"]
     assert m.metrics()["oom_kills_global"] == 0
     assert m.zoneinfo(1)["free"] == m.zoneinfo(1)["managed"]
+
+
+# ---- §5.5 m: the global OOM killer -----------------------------------------------------------
+
+def exhausted_machine():
+    """64 MiB, all but 1 MiB held as unreclaimable anon by `hog` (no swap)."""
+    m = machine(mem_mib=64)
+    hog = m.spawn("/")
+    assert hog.fault_anon(MB(62))
+    return m, hog, m.spawn("/")
+
+
+def allocate_until_none(task, order, gfp, limit=4096):
+    for count in range(limit):
+        if task.alloc_pages(order, gfp) is None:
+            return count
+    return limit
+
+
+def test_global_oom_kill_only_for_fs_requests_up_to_costly_order():
+    m, hog, task = exhausted_machine()
+    with task.syscall():
+        # order > PAGE_ALLOC_COSTLY_ORDER: reclaim and compaction, then failure, no OOM
+        allocate_until_none(task, 4, "GFP_KERNEL")
+        # no __GFP_FS: the OOM killer "does not compensate for IO-less reclaim"
+        allocate_until_none(task, 0, "GFP_NOFS")
+        assert m.metrics()["oom_kills_global"] == 0 and not hog.killed
+        # GFP_KERNEL order 0: out_of_memory() kills the biggest task and the request succeeds
+        assert task.alloc_pages(0, "GFP_KERNEL") is not None
+    assert hog.killed
+    assert m.metrics()["oom_kills_global"] == 1
+
+
+def test_nofail_without_fs_still_gets_the_oom_killer():
+    # §5.5 m: the "skip the OOM kill" exceptions apply only without __GFP_NOFAIL
+    m, hog, task = exhausted_machine()
+    with task.syscall():
+        for _ in range(MB(2) // 4096):
+            assert task.alloc_pages(0, "GFP_NOFS|__GFP_NOFAIL") is not None
+    assert hog.killed
 
 
 # ---- arguments ----------------------------------------------------------------------------

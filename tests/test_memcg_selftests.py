@@ -270,3 +270,31 @@ def test_ancestor_high_is_reclaimed_too(m):
     assert values_close(current(m, parent), MB(16), 5)
     assert m.events(parent)["high"] > 0
     assert m.events(child)["high"] == 0
+
+
+# ---- writes below the usage (§2.5 memory_high_write, memory_max_write) ---------------------
+
+def test_writing_high_below_usage_reclaims_down_to_it(m):
+    cg = new_cgroup(m, "/t")
+    run_in(m, cg, lambda task: task.read_file(MB(30)))
+    m.write(cg, "memory.high", "10M")
+    assert values_close(current(m, cg), MB(10), 3)
+    assert m.events(cg)["high"] == 0              # the write reclaims; no charge was over
+
+
+def test_writing_max_below_usage_shrinks_or_is_busy(m):
+    cg = new_cgroup(m, "/t")
+    run_in(m, cg, lambda task: task.read_file(MB(30)))
+    m.write(cg, "memory.max", "10M")             # page cache: reclaimable
+    assert current(m, cg) <= MB(10)
+    assert cg_read_long(m, cg, "memory.max") == MB(10)
+
+    pinned = new_cgroup(m, "/k")
+    task = m.spawn(pinned)
+    with task.syscall():
+        for _ in range(MB(8) // 4096):
+            assert task.alloc_pages(0, "GFP_KERNEL") is not None
+    with pytest.raises(OSError) as err:          # kmem cannot be reclaimed: -EBUSY
+        m.write(pinned, "memory.max", "4M")
+    assert err.value.errno == errno.EBUSY
+    assert m.read(pinned, "memory.max") == "max\n"     # the limit was not changed
