@@ -240,3 +240,37 @@ def test_memcg_slab_is_charged_per_slab_page():
             steps.append(m.stat("/a")["slab"] - slab)
     assert set(steps) == {0, 2 * PAGE_SIZE}
     assert steps.count(2 * PAGE_SIZE) in (2, 3)      # 48 objects; the warm slab may be reused
+
+
+# ---- SLUB NUMA_NO_NODE partial search (§3.7) -------------------------------------------
+
+def task_on_node(m, node):
+    """A root task on a CPU of `node` (found by where its pages land)."""
+    for cpu in range(m.cpus):
+        task = m.spawn("/", cpu=cpu)
+        with task.syscall():
+            page = task.alloc_pages(0, "GFP_KERNEL")
+            here = m.node_of(page)
+            task.free_pages(page)
+        if here == node:
+            return task
+        task.exit()
+    raise AssertionError(f"no CPU on node {node}")
+
+
+@pytest.mark.parametrize("partial_slabs,expected_node", [(8, 1), (5, 0)])
+def test_slub_takes_remote_partial_slabs_only_beyond_min_partial(partial_slabs, expected_node):
+    # kmalloc-512 at 2 CPUs: o1/16, min_partial = clamp(ilog2(512)/2, 5, 10) = 5
+    m = core.Machine(nodes=2, mem_mib=64, cpus=2, allocator="slub", seed=0)
+    remote, local = task_on_node(m, 1), task_on_node(m, 0)
+    with remote.syscall():
+        slabs = [[remote.kmalloc(512, "GFP_KERNEL") for _ in range(16)]
+                 for _ in range(partial_slabs + 1)]    # the last stays the CPU slab
+        for objects in slabs[:-1]:
+            remote.kfree(objects[0])                  # full -> partial on node 1
+    with local.syscall():
+        # NUMA_NO_NODE: the local node has no partial slab, so get_any_partial() looks at
+        # the nodes holding more than min_partial partial slabs
+        assert m.node_of(local.kmalloc(512, "GFP_KERNEL")) == expected_node
+        # a node given: only that node's list, then a new slab there
+        assert m.node_of(local.kmalloc(512, "GFP_KERNEL", node=0)) == 0
