@@ -135,9 +135,13 @@ def test_way2_reclaims_under_the_lock_way1_after_it():
 
 
 @functools.cache
-def high_with_kmalloc(design, size):
-    """30M of page cache under memory.high = 32M, then one syscall of 8M of kmalloc(size)."""
-    m = machine(design)
+def high_with_kmalloc(design, size, allocator="slub"):
+    """30M of page cache under memory.high = 32M, then one syscall of 8M of kmalloc(size)
+    (SLAB: on 2 nodes, with slab_max_order 1)."""
+    if allocator == "slab":
+        m = machine(design, nodes=2, allocator="slab", slub_max_order=1)
+    else:
+        m = machine(design)
     task = m.spawn("/a", cpu=0)
     warm_kmalloc(m, task, size)
     m.write("/a", "memory.high", str(HIGH))
@@ -160,6 +164,21 @@ def test_v43_enforces_high_for_caches_whose_first_try_is_min_order():
     over_after, delta = high_with_kmalloc("v4.3", 2048)
     assert over_after >= pages(MB(4))
     assert delta["events_high"] == 0
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_slab_node_probes_bypass_high_under_v43_only(design):
+    # §4.4: SLAB's grows are charged with gfp_exact_node (NOWAIT), so v4.3 skips high;
+    # way1 punts it to return-to-user, way2 charges with the caller's gfp (§4.6)
+    over_after, delta = high_with_kmalloc(design, 1024, "slab")
+    if design == "v4.3":
+        assert over_after >= pages(MB(4))
+        assert delta["events_high"] == 0
+    else:
+        assert over_after <= 0
+        assert delta["events_high"] > 0
+    if design == "way2":
+        assert delta["overshoot_high_peak_pages"] <= CHARGE_BATCH + 1
 
 
 # ---- SLUB order fallbacks near memory.max -------------------------------------------------
