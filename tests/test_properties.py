@@ -277,7 +277,7 @@ PROFILE = dict(deadline=None, derandomize=True, print_blob=True,
                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@settings(max_examples=200, **PROFILE)
+@settings(max_examples=400, **PROFILE)
 @given(params=machines, limits=limits, program=programs)
 def test_invariants_hold_after_every_request(params, limits, program):
     checker = Invariants()
@@ -292,7 +292,7 @@ def fingerprint(run):
             [m.read(cg, "memory.current") for cg in CGROUPS], m.buddyinfo())
 
 
-@settings(max_examples=40, **PROFILE)
+@settings(max_examples=60, **PROFILE)
 @given(params=machines, limits=limits, program=programs)
 def test_same_seed_same_results(params, limits, program):
     first = fingerprint(Run(params, limits).run(program))
