@@ -112,17 +112,26 @@ def comparisons(designs: Iterable[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def cell_label(row) -> str:
-    """Short human name of a cell: '64M o3 n2 kernel'."""
-    return f"{format_size(row['limit'])} o{int(row['order'])} n{int(row['nodes'])} {row['mix']}"
+def cell_label(row, with_high: bool = False) -> str:
+    """Short human name of a cell: '64M o3 n2 kernel' (+ ' h0.75' when high varies)."""
+    label = f"{format_size(row['limit'])} o{int(row['order'])} n{int(row['nodes'])} {row['mix']}"
+    return f"{label} h{format_high(row['high'])}" if with_high else label
 
 
 def format_size(nbytes) -> str:
+    """Bytes as cgroupfs would accept them: 67108864 -> '64M', inf -> 'max'."""
+    if not np.isfinite(nbytes):
+        return "max"
     nbytes = int(nbytes)
     for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
         if nbytes >= 1 << shift and nbytes % (1 << shift) == 0:
             return f"{nbytes >> shift}{unit}"
     return str(nbytes)
+
+
+def format_high(value) -> str:
+    """memory.high of a cell: a ratio of the limit (<= 1) or a size."""
+    return f"{value:g}" if value <= 1 else format_size(value)
 
 
 # ---------------------------------------------------------------- per-workload values
@@ -328,10 +337,13 @@ def where(cells: pd.DataFrame) -> str:
     if cells.empty:
         return ""
     parts = []
-    for axis in ("limit", "nodes", "mix", "order"):
+    shown_as = {"limit": format_size, "high": format_high}
+    for axis in ("limit", "nodes", "mix", "order", "high"):
         counts = Counter(cells[axis])
-        shown = ", ".join(f"{format_size(v) if axis == 'limit' else v} x{n}"
-                          for v, n in sorted(counts.items(), key=lambda kv: kv[0]))
+        if axis == "high" and len(counts) == 1:
+            continue                   # a scalar of the sweep, not an axis: nothing to say
+        fmt = shown_as.get(axis, str)
+        shown = ", ".join(f"{fmt(v)} x{n}" for v, n in sorted(counts.items(), key=lambda kv: kv[0]))
         parts.append(f"{axis} {shown}")
     return "; ".join(parts)
 

@@ -11,7 +11,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
-from results_data import grid_cells, synthetic
+from results_data import grid_cells, real, synthetic
 from sweep import stats
 
 OVERSHOOT = stats.METRICS_BY_NAME["overshoot_high_peak_pages"]
@@ -190,6 +190,26 @@ def test_aa_sweep_has_no_significant_cell_after_correction():
     assert len(table) == 8 * len(stats.KEY_METRICS)
     assert (table["p_holm"] >= 0.05).all() and (table["p_bh"] >= 0.05).all()
     assert set(table["verdict"]) == {"indistinguishable"}
+
+
+def test_aa_with_the_simulator_two_seed_streams_of_one_design():
+    """The real core: way1 on seeds 0.. against way1 on seeds 500000.. (the same
+    distribution, independent draws) - no significant cell after either correction."""
+    a = real(designs=("way1",), reps=10)
+    b = real(designs=("way1",), reps=10, seed_offset=500_000, relabel={"way1": "way1-b"})
+    aa = pd.concat([a, b]).assign(seed=lambda d: d["replication"])   # pair stream a with b
+    table = stats.compare_cells(aa, pairs=[("way1", "way1-b")], resamples=0)
+    assert len(table) == 8 * len(stats.KEY_METRICS) and table["n_pairs"].eq(10).all()
+    assert (table["p_holm"] >= 0.05).all() and (table["p_bh"] >= 0.05).all()
+
+
+def test_aa_with_the_simulator_same_seeds_is_exactly_null():
+    """Same design, same seeds: the simulator is deterministic, every difference is 0."""
+    a = real(designs=("way2",), reps=5)
+    aa = pd.concat([a, a.assign(design="way2-again")])
+    table = stats.compare_cells(aa, pairs=[("way2", "way2-again")])
+    assert (table["p_value"] == 1.0).all() and (table["diff_mean"] == 0).all()
+    assert (table["diff_ci_lo"] == 0).all() and (table["diff_ci_hi"] == 0).all()
 
 
 def test_aa_family_wise_error_is_controlled_by_holm():
