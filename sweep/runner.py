@@ -54,9 +54,11 @@ class Summary:
 
 
 def run_sweep(cfg: DictConfig, cells: list[Cell], sweep_dir: SweepDir, fresh: bool = False,
-              shard=None, out=sys.stderr) -> Summary:
+              shard=None, out=None) -> Summary:
     """Run every missing workload of ``cells``; results land in ``sweep_dir``'s store."""
     import core
+
+    out = out or sys.stderr
 
     summary = Summary(cells=len(cells))
     started = time.monotonic()

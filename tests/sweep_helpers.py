@@ -165,8 +165,9 @@ def reference_table(workloads) -> pd.DataFrame:
 
     names = list(metric_names())
     rows = {w.key: core.run_workload(w.spec, w.seed) for w in workloads}
-    return pd.DataFrame.from_dict({k: [float(v[n]) for n in names] for k, v in rows.items()},
-                                  orient="index", columns=names).sort_index()
+    table = pd.DataFrame.from_dict({k: [float(v[n]) for n in names] for k, v in rows.items()},
+                                   orient="index", columns=names)
+    return table.rename_axis("key").sort_index()
 
 
 def planned_workloads(config_path: Path, overrides=()):

@@ -1,0 +1,153 @@
+"""Grid expansion, common-random-number seeds, workload keys, shards and chunking."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+import core
+from sweep import config, grid, plan
+from sweep_helpers import SMALL, write_config
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    path = write_config(tmp_path_factory.mktemp("grid"))
+    cfg = config.load(path)
+    return path, cfg, grid.build_cells(cfg, config.load_mixes(cfg, path))
+
+
+def cells_for(path, *overrides):
+    cfg = config.load(path, list(overrides))
+    return grid.build_cells(cfg, config.load_mixes(cfg, path))
+
+
+def test_one_cell_per_combination_of_the_axes(small):
+    _, cfg, cells = small
+    axes = SMALL["grid"]
+    combos = set(itertools.product([grid.size_bytes(v) for v in axes["limit"]], axes["order"], axes["nodes"],
+                                   axes["mix"]))
+    assert len(cells) == len(combos) == 24
+    assert {(c.axes["limit"], c.axes["order"], c.axes["nodes"], c.axes["mix"]) for c in cells} == combos
+    assert len({c.cell_id for c in cells}) == len(cells)
+    assert len({c.key for c in cells}) == len(cells)
+
+
+def test_cell_specs_carry_the_axes_the_pins_and_the_inlined_mix(small, tmp_path):
+    path, cfg, cells = small
+    cell = next(c for c in cells if c.axes == {"limit": 128 * 2**20, "high": 0.75, "order": 0, "nodes": 2,
+                                               "mix": "nowait-burst"})
+    for design in cfg.designs:
+        spec = cell.specs[design]
+        assert spec["design"] == design
+        assert spec["machine"]["nodes"] == 2 and spec["machine"]["slub_max_order"] == 0
+        assert spec["cgroup"]["max"] == 128 * 2**20
+        assert spec["machine"]["mem_mib"] == SMALL["workload"]["machine"]["mem_mib"]
+        assert spec["length"]["kernel_entries"] == SMALL["workload"]["length"]["kernel_entries"]
+        assert spec["mix"]["name"] == "nowait-burst" and spec["mix"]["burst"] == 64
+        assert core.validate_spec(spec) == spec          # already normalised
+    without_design = [{k: v for k, v in cell.specs[d].items() if k != "design"} for d in cfg.designs]
+    assert all(s == without_design[0] for s in without_design)
+
+
+def test_replications_share_a_seed_across_designs_and_nothing_else(small):
+    _, cfg, cells = small
+    wls = grid.workloads(cells, cfg.designs, 3, cfg.seed, core.MODEL_VERSION)
+    assert len(wls) == len(cells) * 3 * len(cfg.designs)
+    seeds = {}
+    for w in wls:
+        seeds.setdefault((w.cell.cell_id, w.replication), set()).add(w.seed)
+    assert all(len(s) == 1 for s in seeds.values()), "designs of one replication must share the seed (CRN)"
+    distinct = {next(iter(s)) for s in seeds.values()}
+    assert len(distinct) == len(seeds), "different cells/replications must get different seeds"
+    assert all(0 <= s < 2**63 for s in distinct)
+    assert len({w.key for w in wls}) == len(wls)
+
+
+def test_seeds_depend_on_root_seed_cell_and_replication_only(small):
+    path, cfg, cells = small
+    # the same cell inside a different grid (other axes, reordered values) keeps key and seeds
+    other = cells_for(path, "grid.nodes=[2,1]", "grid.mix=[numa-remote]", "grid.limit=[128M]")
+    mine = {c.axes["nodes"]: c for c in cells if c.axes["mix"] == "numa-remote" and c.axes["limit"] == 128 * 2**20
+            and c.axes["order"] == 3}
+    theirs = {c.axes["nodes"]: c for c in other if c.axes["order"] == 3}
+    assert mine[2].key == theirs[2].key
+    seeds = lambda cell, n: [grid.replication_seed(cfg.seed, cell.key, r) for r in range(n)]  # noqa: E731
+    assert seeds(mine[2], 4) == seeds(theirs[2], 4)
+    assert seeds(mine[2], 4) != [grid.replication_seed(cfg.seed + 1, mine[2].key, r) for r in range(4)]
+    # a pinned workload field is part of the cell: changing it changes the cell and its seeds
+    pinned = {c.axes["nodes"]: c for c in cells_for(path, "workload.tasks=3", "grid.mix=[numa-remote]",
+                                                    "grid.limit=[128M]") if c.axes["order"] == 3}
+    assert pinned[2].key != mine[2].key
+    assert seeds(pinned[2], 4) != seeds(mine[2], 4)
+
+
+def test_more_replications_extend_the_plan_without_changing_it(small):
+    _, cfg, cells = small
+    few = grid.workloads(cells, cfg.designs, 2, cfg.seed, core.MODEL_VERSION)
+    more = grid.workloads(cells, cfg.designs, 5, cfg.seed, core.MODEL_VERSION)
+    assert {w.key for w in few} < {w.key for w in more}
+    per_cell = grid.workloads(cells, cfg.designs, {c.cell_id: (4 if i == 0 else 2) for i, c in enumerate(cells)},
+                              cfg.seed, core.MODEL_VERSION)
+    assert len(per_cell) == len(few) + 2 * len(cfg.designs)
+
+
+def test_the_key_covers_spec_seed_and_model_version(small):
+    _, cfg, cells = small
+    spec = cells[0].specs["way1"]
+    key = grid.workload_key(spec, 5, "m1")
+    assert key == grid.workload_key(dict(reversed(list(spec.items()))), 5, "m1")   # order-free
+    assert key != grid.workload_key(spec, 6, "m1")
+    assert key != grid.workload_key(spec, 5, "m2")
+    assert key != grid.workload_key(cells[0].specs["way2"], 5, "m1")
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 7])
+def test_shards_partition_the_workloads(small, count):
+    _, cfg, cells = small
+    everything = {w.key for w in grid.workloads(cells, cfg.designs, 2, cfg.seed, core.MODEL_VERSION)}
+    parts = []
+    for index in range(count):
+        shard = grid.Shard(index, count)
+        mine = [c for c in cells if shard.holds(c)]
+        parts.append({w.key for w in grid.workloads(mine, cfg.designs, 2, cfg.seed, core.MODEL_VERSION)})
+    assert set().union(*parts) == everything
+    assert sum(len(p) for p in parts) == len(everything), "a workload landed in two shards"
+    if count <= 3:
+        assert all(parts), "24 cells over <= 3 shards: none should be empty"
+
+
+def test_shard_membership_is_a_property_of_the_cell(small, tmp_path):
+    path, cfg, cells = small
+    other = cells_for(path, "grid.nodes=[2]")            # a different grid containing some of the cells
+    by_key = {c.key: c for c in cells}
+    for cell in other:
+        for index in range(3):
+            assert grid.Shard(index, 3).holds(cell) == grid.Shard(index, 3).holds(by_key[cell.key])
+
+
+@pytest.mark.parametrize("text", ["1", "2/2", "-1/3", "a/b", "1/0"])
+def test_bad_shard_specs_are_config_errors(text):
+    with pytest.raises(config.ConfigError, match="--shard"):
+        grid.Shard.parse(text)
+
+
+def test_chunks_hold_about_chunk_seconds_of_work(small):
+    _, cfg, cells = small
+    wls = plan.ordered(grid.workloads(cells, cfg.designs, 2, cfg.seed, core.MODEL_VERSION))
+    chunks = plan.chunks(wls, seconds_per_workload=0.03, chunk_seconds=0.5)
+    assert [w for c in chunks for w in c] == wls
+    assert {len(c) for c in chunks[:-1]} == {17}        # ceil(0.5 / 0.03)
+    assert plan.chunks(wls, 2.0, 0.5)[0] == wls[:1]      # a slow workload is a chunk of its own
+    assert plan.ordered(list(reversed(wls))) == wls      # the order is fixed, not task order
+
+
+def test_calibration_times_real_workloads_and_returns_their_results(small):
+    _, cfg, cells = small
+    wls = plan.ordered(grid.workloads(cells, cfg.designs, 1, cfg.seed, core.MODEL_VERSION))
+    calibration = plan.calibrate(wls, budget_s=5.0, max_runs=4)
+    assert len(calibration.workloads) == 4
+    assert calibration.seconds_per_workload > 0
+    for w, result in zip(calibration.workloads, calibration.results):
+        assert result["key"] == w.key and result["status"] == "ok"
+        assert result["metrics"] == {k: float(v) for k, v in core.run_workload(w.spec, w.seed).items()}
