@@ -367,7 +367,7 @@ def aggregate(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
     p99 = groups[key].quantile(0.99).add_prefix("p99/")
     out = counts.join([means, p50, p99, _rates(groups, alpha)])
     out["n_ok"] = out["n_workloads"] - out["n_errors"]
-    return out.reset_index()
+    return out.reset_index().join(cell_axes(df), on="cell_id")
 
 
 def _rates(groups, alpha: float) -> pd.DataFrame:

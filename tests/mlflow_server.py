@@ -1,0 +1,69 @@
+"""A real ``mlflow server`` / ``mlflow ui`` on loopback for the tracking and UI tests,
+with PLATFORM.md's fast settings (one worker, no job execution)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+MLFLOW = Path(sys.executable).parent / "mlflow"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(workdir: Path, command: str = "server", backend: str | None = None):
+    """Start ``mlflow <command>`` in ``workdir``; yields its URL; stops it (and only it)."""
+    port = free_port()
+    args = [str(MLFLOW), command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", backend or f"sqlite:///{workdir / 'mlflow.db'}"]
+    if command == "server":
+        args += ["--artifacts-destination", str(workdir / "artifacts")]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(workdir / f"mlflow-{command}.log", "w")
+    proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)     # its own group: workers stop with it
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, workdir / f"mlflow-{command}.log")
+        yield url
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"mlflow not healthy after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)

@@ -1,0 +1,212 @@
+"""sweep.tracking against a real ``mlflow server`` on loopback (and the sqlite default)."""
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from mlflow_server import free_port, mlflow_server
+from results_data import real, write_sweep_dir
+from sweep import report, tracking
+
+pytestmark = pytest.mark.mlflow_server
+REPO = Path(__file__).resolve().parent.parent
+N_CELLS, N_DESIGNS = 8, 3
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with mlflow_server(tmp_path_factory.mktemp("mlflow")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def results():
+    return real(reps=4)                   # 8 cells x 3 designs x 4 seeds, from the simulator
+
+
+def _cfg(url: str, experiment: str) -> dict:
+    return {"tracking": {"uri": url, "experiment": experiment}}
+
+
+@pytest.fixture(scope="module")
+def one_replication(results, tmp_path_factory):
+    """A sweep folder with its report built once; tests log copies of it."""
+    sweep_dir = write_sweep_dir(tmp_path_factory.mktemp("template"), results[results["replication"] == 0])
+    report.build_report(sweep_dir)
+    return sweep_dir
+
+
+def _copy(template: Path, where: Path, **config) -> Path:
+    """A copy of the template folder (report stays current: copytree keeps mtimes)."""
+    sweep_dir = shutil.copytree(template, where / "sweep")
+    if config:
+        write_config(sweep_dir, config)
+    return sweep_dir
+
+
+def write_config(sweep_dir: Path, settings: dict) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(sweep_dir / "config.yaml")
+    for key, value in settings.items():
+        OmegaConf.update(cfg, key, value)
+    (sweep_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+
+
+def _runs(client: MlflowClient, experiment: str) -> list:
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    return list(client.search_runs([experiment_id], max_results=1000))
+
+
+@pytest.fixture(scope="module")
+def logged(server, results, tmp_path_factory):
+    sweep_dir = write_sweep_dir(tmp_path_factory.mktemp("sweep"), results, name="tracked",
+                                **{"tracking.experiment": "t-logged", "tracking.uri": server})
+    parent_id = tracking.log_sweep(sweep_dir)               # cfg None: read config.yaml
+    return sweep_dir, parent_id, MlflowClient(server)
+
+
+def test_parent_run_carries_config_version_commit_host_and_cluster(logged):
+    _, parent_id, client = logged
+    parent = client.get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.info.run_name == "tracked"
+    params, tags = parent.data.params, parent.data.tags
+    assert params["model_version"] == "test-model"
+    assert params["grid.mix"] == "[kernel]" and params["designs"] == "[v4.3, way1, way2]"
+    assert tags["mlflow.source.git.commit"] == "0123abc"
+    assert tags["kmemcg.host"] == "testhost" and tags["kmemcg.ray_cpus"] == "2"
+    assert tags["config.replications"] == "8" and tags["kmemcg.role"] == "parent"
+    assert parent.data.metrics["cells"] == N_CELLS
+
+
+def test_one_child_per_cell_and_design_with_its_aggregates(logged, results):
+    _, parent_id, client = logged
+    runs = _runs(client, "t-logged")
+    children = [r for r in runs if r.info.run_id != parent_id]
+    assert len(runs) == 1 + N_CELLS * N_DESIGNS
+    assert all(r.data.tags["mlflow.parentRunId"] == parent_id for r in children)
+    assert all(r.info.status == "FINISHED" for r in children)
+    keys = {(r.data.params["cell_id"], r.data.params["design"]) for r in children}
+    assert keys == set(results[["cell_id", "design"]].itertuples(index=False, name=None))
+    child = next(r for r in children if r.data.params["cell_id"] == "L32M-o3-n1-nowait-burst"
+                 and r.data.params["design"] == "way1")
+    assert child.info.run_name == "32M o3 n1 nowait-burst way1"
+    assert child.data.params["limit"] == "32M" and child.data.params["nodes"] == "1"
+    mine = results[(results["cell_id"] == "L32M-o3-n1-nowait-burst") & (results["design"] == "way1")]
+    metrics = child.data.metrics
+    assert metrics["n_ok"] == 4
+    assert metrics["mean/reclaim_scanned_pages"] == pytest.approx(mine["reclaim_scanned_pages"].mean())
+    assert metrics["p99/overshoot_high_peak_pages"] <= mine["overshoot_high_peak_pages"].max()
+    assert 0 <= metrics["rate/enomem_workloads/ci_lo"] <= metrics["rate/enomem_workloads"] \
+        <= metrics["rate/enomem_workloads/ci_hi"] <= 1
+    assert "vs_v4.3/overshoot_high_peak_pages/p_holm" in metrics     # way1 is a candidate of v4.3
+
+
+def test_report_and_results_are_parent_artifacts(logged, tmp_path):
+    sweep_dir, parent_id, client = logged
+    top = {a.path for a in client.list_artifacts(parent_id)}
+    assert top == {"config.yaml", "sweep.json", "report"}
+    in_report = {a.path for a in client.list_artifacts(parent_id, "report")}
+    assert {"report/report.md", "report/report.html", "report/results.parquet",
+            "report/failure_rate_vs_limit.png"} <= in_report
+    local = client.download_artifacts(parent_id, "report/results.parquet", str(tmp_path))
+    pd.testing.assert_frame_equal(pd.read_parquet(local),
+                                  pd.read_parquet(sweep_dir / "report" / "results.parquet"))
+
+
+def test_logging_the_same_sweep_again_duplicates_nothing(logged):
+    sweep_dir, parent_id, client = logged
+    before = {r.info.run_id for r in _runs(client, "t-logged")}
+    assert tracking.log_sweep(sweep_dir) == parent_id
+    after = _runs(client, "t-logged")
+    assert {r.info.run_id for r in after} == before
+    child = next(r for r in after if r.info.run_id != parent_id)
+    # nothing changed, so nothing new was written into the metric history either
+    assert len(client.get_metric_history(child.info.run_id, "n_ok")) == 1
+
+
+def test_a_resumed_sweep_updates_the_same_runs(server, results, tmp_path):
+    first = results[results["replication"] < 2]
+    settings = {"tracking.experiment": "t-resume", "tracking.uri": server}
+    sweep_dir = write_sweep_dir(tmp_path, first, replications=2, **settings)
+    parent_id = tracking.log_sweep(sweep_dir)
+    client = MlflowClient(server)
+    ids = {r.info.run_id for r in _runs(client, "t-resume")}
+    # the sweep resumes with more replications: more rows in the same store, new config
+    write_sweep_dir(tmp_path, results, replications=4, **settings)
+    assert tracking.log_sweep(sweep_dir) == parent_id
+    runs = _runs(client, "t-resume")
+    assert {r.info.run_id for r in runs} == ids and len(ids) == 1 + N_CELLS * N_DESIGNS
+    child = next(r for r in runs if r.info.run_id != parent_id)
+    assert child.data.metrics["n_ok"] == 4
+    assert [m.value for m in client.get_metric_history(child.info.run_id, "n_ok")] == [2, 4]
+    assert client.get_run(parent_id).data.tags["config.replications"] == "4"
+
+
+def test_the_environment_selects_the_server(server, one_replication, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+    sweep_dir = _copy(one_replication, tmp_path, **{"tracking.experiment": "t-env"})
+    parent_id = tracking.log_sweep(sweep_dir)
+    assert MlflowClient(server).get_run(parent_id).info.experiment_id == \
+        MlflowClient(server).get_experiment_by_name("t-env").experiment_id
+
+
+def test_default_is_sqlite_mlflow_db_in_the_working_folder(one_replication, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    sweep_dir = _copy(one_replication, tmp_path)
+    parent_id = tracking.log_sweep(sweep_dir)
+    assert (tmp_path / "mlflow.db").exists()
+    client = MlflowClient("sqlite:///mlflow.db")
+    assert client.get_run(parent_id).data.tags["kmemcg.role"] == "parent"
+    assert len(_runs(client, "kmemcg-sweep")) == 1 + N_CELLS * N_DESIGNS
+
+
+def test_an_unreachable_server_fails_fast_and_says_how_to_retry(one_replication, tmp_path):
+    sweep_dir = _copy(one_replication, tmp_path)
+    dead = f"http://127.0.0.1:{free_port()}"
+    start = time.monotonic()
+    with pytest.raises(tracking.TrackingUnavailable) as err:
+        tracking.log_sweep(sweep_dir, _cfg(dead, "t-dead"))
+    assert time.monotonic() - start < 15
+    assert dead in str(err.value) and f"python -m sweep log {sweep_dir}" in str(err.value)
+    assert (sweep_dir / "results.sqlite").exists()
+
+
+def test_batches_stay_within_mlflow_request_limits(server):
+    metrics = [f"m{i}" for i in range(2500)]
+    params, tags = [f"p{i}" for i in range(150)], [f"t{i}" for i in range(130)]
+    chunks = list(tracking.batches(metrics, params, tags))
+    for m, p, t in chunks:
+        assert len(m) <= 1000 and len(p) <= 100 and len(t) <= 100 and len(m) + len(p) + len(t) <= 1000
+    assert [x for c in chunks for x in c[0]] == metrics
+    assert [x for c in chunks for x in c[1]] == params and [x for c in chunks for x in c[2]] == tags
+    # the real server rejects an oversized request; this one must go through whole
+    client = MlflowClient(server)
+    run_id = client.create_run(tracking.ensure_experiment(client, "t-batch")).info.run_id
+    sent = tracking.log_batch(client, run_id, {f"m{i}": float(i) for i in range(2500)},
+                              {f"p{i}": str(i) for i in range(150)}, {f"t{i}": "x" for i in range(130)})
+    assert sent == 3
+    data = client.get_run(run_id).data
+    assert len(data.metrics) == 2500 and len(data.params) == 150 and data.metrics["m2499"] == 2499
+
+
+def _cli(*args, env_uri: str) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": env_uri,
+           "MLFLOW_DISABLE_TELEMETRY": "true", "HOME": str(Path.home())}
+    return subprocess.run([sys.executable, "-m", "sweep", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_log_sends_later_what_a_dead_server_missed(server, one_replication, tmp_path):
+    sweep_dir = _copy(one_replication, tmp_path, **{"tracking.experiment": "t-cli"})
+    dead = _cli("log", str(sweep_dir), env_uri=f"http://127.0.0.1:{free_port()}")
+    assert dead.returncode != 0 and f"python -m sweep log {sweep_dir}" in dead.stderr
+    alive = _cli("log", str(sweep_dir), env_uri=server)
+    assert alive.returncode == 0, alive.stderr
+    assert len(_runs(MlflowClient(server), "t-cli")) == 1 + N_CELLS * N_DESIGNS
