@@ -88,7 +88,7 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard) -> int:
               f"python -m sweep report {sweep_dir.path.parent} && python -m sweep log {sweep_dir.path.parent}",
               file=sys.stderr)
         return failed
-    post = _report_and_log(sweep_dir, cfg, log=cfg.tracking.enabled)
+    post = _report_and_log(sweep_dir, cfg, log=cfg.tracking.enabled, report=cfg.output.report)
     return failed or post
 
 

@@ -46,6 +46,7 @@ class RaySchema:
 @dataclass
 class OutputSchema:
     dir: Optional[str] = None        # None: sweeps/<name>
+    report: bool = True              # build the report after a run (or later: python -m sweep report)
 
 
 @dataclass
