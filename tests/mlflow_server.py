@@ -23,10 +23,14 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def mlflow_server(workdir: Path, command: str = "server", backend: str | None = None):
-    """Start ``mlflow <command>`` in ``workdir``; yields its URL; stops it (and only it)."""
+    """Start ``mlflow <command>`` in ``workdir``; yields its URL; stops it (and only it).
+
+    ``mlflow server`` gets a sqlite store and proxied artifacts under ``workdir``; plain
+    ``mlflow ui`` gets no store option, so it reads ./mlflow.db as a user's would."""
     port = free_port()
-    args = [str(MLFLOW), command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", backend or f"sqlite:///{workdir / 'mlflow.db'}"]
+    args = [str(MLFLOW), command, "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    if backend or command == "server":
+        args += ["--backend-store-uri", backend or f"sqlite:///{workdir / 'mlflow.db'}"]
     if command == "server":
         args += ["--artifacts-destination", str(workdir / "artifacts")]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
