@@ -1,0 +1,138 @@
+"""The cluster path: a real Ray head (``ray start --head``) and a second worker node, all on
+127.0.0.1; the sweep goes in through ``ray job submit`` (what a KubeRay RayJob does) and its
+results equal a local run.  Everything started here is stopped here, by pid."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweep import config, grid, runner
+from sweep.outdir import SweepDir
+from sweep.store import Store
+from sweep_helpers import REPO, alive, cli_env, descendants, kill_all, metric_table, wait_until, write_config
+
+pytestmark = pytest.mark.cluster
+
+RAY = str(Path(sys.executable).with_name("ray"))
+CLUSTER_SWEEP = {"name": "cluster", "workload": {"length": {"kernel_entries": 6000}},
+                 "ray": {"chunk_seconds": 0.2}, "output": {"report": False}}
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def cluster_env(temp_dir: str) -> dict:
+    # loopback only, and no token auth for a loopback test cluster (PLATFORM.md)
+    return cli_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled", RAY_TMPDIR=temp_dir)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")     # short: socket paths are length-limited
+    env = cluster_env(temp_dir)
+    gcs, dash, agent, agent_grpc, runtime_env, metrics, client, *worker_ports = free_ports(11)
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=1",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}",
+         f"--ray-client-server-port={client}", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    worker = None
+    started = [head.pid]
+    try:
+        dashboard = f"http://127.0.0.1:{dash}"
+        wait_until(lambda: _get(f"{dashboard}/api/version") or head.poll() is not None, timeout=120,
+                   step=1, what="the head's dashboard")
+        assert head.poll() is None, "ray start --head exited"
+        worker = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "ray_worker_node.py"), f"127.0.0.1:{gcs}", "1", temp_dir,
+             *map(str, worker_ports)],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        started.append(worker.pid)
+        nodes = wait_until(lambda: _alive_nodes(dashboard, env, 2), timeout=120, step=1, what="two alive nodes")
+        yield {"dashboard": dashboard, "env": env, "nodes": nodes, "head": head, "worker": worker}
+    finally:
+        everything = set(started).union(*(descendants(pid) for pid in started))
+        for process in (worker, head):
+            if process is not None and process.poll() is None:
+                process.terminate()            # --block / the node script stop their processes
+                try:
+                    process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    pass
+        try:
+            wait_until(lambda: not alive(everything), timeout=30, what="the cluster's processes to exit")
+        finally:
+            kill_all(everything)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.read()
+    except OSError:
+        return None
+
+
+def _alive_nodes(dashboard: str, env: dict, want: int):
+    done = subprocess.run([RAY, "list", "nodes", "--address", dashboard, "--format", "json"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    try:
+        listed = json.loads(done.stdout)
+    except json.JSONDecodeError:    # "No resource in the cluster" while nodes register
+        return None
+    nodes = [n for n in listed if n["state"] == "ALIVE"]
+    return nodes if len(nodes) >= want else None
+
+
+def test_cluster_is_two_nodes_on_loopback(cluster):
+    assert len(cluster["nodes"]) == 2
+    assert {n["node_ip"] for n in cluster["nodes"]} == {"127.0.0.1"}
+    assert sum(n["resources_total"]["CPU"] for n in cluster["nodes"]) == 2
+
+
+def test_sweep_submitted_as_a_ray_job_equals_the_local_run(cluster, ray_session, tmp_path):
+    path = write_config(tmp_path, CLUSTER_SWEEP)
+    out_cluster = tmp_path / "cluster-out"
+    job = subprocess.run(
+        [RAY, "job", "submit", "--address", cluster["dashboard"], "--",
+         sys.executable, "-m", "sweep", str(path), f"output.dir={out_cluster}"],
+        cwd=tmp_path, env=cluster["env"], capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "joined Ray at 127.0.0.1:" in job.stdout          # the job's driver joined, not a new local Ray
+    meta = json.loads((out_cluster / "sweep.json").read_text())
+    assert meta["ray_cpus"] == 2 and meta["status"] == "completed"
+
+    cfg = config.load(path, [f"output.dir={tmp_path / 'local-out'}"])
+    cells = grid.build_cells(cfg, config.load_mixes(cfg, path))
+    runner.run_sweep(cfg, cells, SweepDir(tmp_path / "local-out"))
+    with Store(out_cluster / "results.sqlite") as a, Store(tmp_path / "local-out" / "results.sqlite") as b:
+        on_cluster, local = a.dataframe(), b.dataframe()
+    assert len(on_cluster) == 144 and (on_cluster["status"] == "ok").all()
+    pd.testing.assert_frame_equal(metric_table(on_cluster), metric_table(local))
+    # Ray's own task records: the chunks ran on both nodes
+    tasks = subprocess.run([RAY, "list", "tasks", "--address", cluster["dashboard"], "--format", "json",
+                            "--filter", "name=run_chunk", "--limit", "10000"],
+                           env=cluster["env"], capture_output=True, text=True, timeout=60)
+    finished = [t for t in json.loads(tasks.stdout) if t["state"] == "FINISHED"]
+    assert {t["node_id"] for t in finished} == {n["node_id"] for n in cluster["nodes"]}, tasks.stdout[-2000:]
