@@ -46,8 +46,7 @@ def build_report(sweep_dir: Path, results: pd.DataFrame | None = None) -> Path:
     if df.empty:
         raise ValueError(f"{sweep_dir}: no results to report")
     cfg, meta = read_config(sweep_dir), read_meta(sweep_dir)
-    alpha = float(stats._cfg(cfg.get("stats"), "alpha", stats.ALPHA))
-    correction = str(stats._cfg(cfg.get("stats"), "correction", "holm"))
+    alpha, correction = stats.significance_settings(cfg.get("stats"))
     table = stats.compare_cells(df, alpha=alpha, correction=correction)
     aggregates = stats.aggregate(df, alpha)
     df.to_parquet(out / RESULTS, index=False)
@@ -121,6 +120,9 @@ def report_blocks(df, table, aggregates, cfg, meta, alpha, correction, images) -
     blocks = [Heading(1, f"kmemcg-sweep report: {sweep_name(cfg, meta)}"),
               Table(run_facts(df, cfg, meta)),
               Para(method_text(alpha, correction))]
+    warning = stats.power_warning(int(table["n_pairs"].min()), table["cell_id"].nunique(), alpha, correction)
+    if warning:
+        blocks.append(Para(f"Warning: {warning}"))
     blocks += verdict_section(table)
     blocks += comparison_section(table, alpha)
     blocks += rates_section(aggregates, df)
@@ -413,7 +415,7 @@ def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, baseline: 
     unit = "pp" if stats.METRICS_BY_NAME.get(rows["metric"].iloc[0], stats.ENOMEM).binary else "%"
     # fixed margins in inches (labels left, colour bar right): no second "tight" layout pass
     width_in, height_in = 0.55 * effect.shape[1], 0.32 * effect.shape[0]
-    left, right, top, bottom = 1.6, 1.4, 0.8, 0.4
+    left, right, top, bottom = 1.6, 1.4, 1.0, 0.4
     fig = plt.figure(figsize=(left + width_in + right, top + height_in + bottom))
     fig_w, fig_h = fig.get_size_inches()
     ax = fig.add_axes((left / fig_w, bottom / fig_h, width_in / fig_w, height_in / fig_h))
@@ -435,7 +437,7 @@ def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, baseline: 
     label = "ENOMEM share, candidate - baseline (pp)" if unit == "pp" else "mean change vs baseline (%)"
     fig.colorbar(image, cax=bar, label=label)
     ax.set_title(f"{_metric_label(rows['metric'].iloc[0])}\n{candidate} vs {baseline} "
-                 f"(red: {candidate} worse; * significant)", fontsize=8, pad=16)
+                 f"(red: {candidate} worse; * significant)", fontsize=8, pad=22)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
@@ -463,7 +465,7 @@ def _effect_text(value: float, unit: str) -> str:
         return ""
     if math.isinf(value):
         return "+inf" if value > 0 else "-inf"
-    return f"{value:+.0f}{unit}"
+    return "0" if value == 0 else f"{value:+.0f}{unit}"
 
 
 def _panel_text(axis: str, value) -> str:

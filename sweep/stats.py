@@ -17,6 +17,7 @@ Every metric here is "lower is better".  Nothing in this module knows Ray or MLf
 from __future__ import annotations
 
 import gc
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
@@ -85,8 +86,8 @@ def wilson(count, nobs, alpha: float = ALPHA) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _cfg(cfg, key: str, default):
-    """Read ``key`` from a dict, an OmegaConf node or a dataclass alike."""
+def setting(cfg, key: str, default):
+    """Read ``key`` from a dict, an OmegaConf node or a dataclass alike (None -> default)."""
     if cfg is None:
         return default
     if isinstance(cfg, Mapping):
@@ -94,6 +95,11 @@ def _cfg(cfg, key: str, default):
     else:
         value = getattr(cfg, key, default)
     return default if value is None else value
+
+
+def significance_settings(stats_cfg) -> tuple[float, str]:
+    """(alpha, correction) of a config's ``stats`` section."""
+    return (float(setting(stats_cfg, "alpha", ALPHA)), str(setting(stats_cfg, "correction", "holm")))
 
 
 def correction_method(name: str) -> str:
@@ -348,6 +354,38 @@ def where(cells: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def smallest_p(n_pairs: int) -> float:
+    """The smallest two-sided p-value n pairs can give (every difference the same way):
+    2 / 2**n for Wilcoxon's exact test and for McNemar's on n discordant pairs."""
+    return min(1.0, 2.0 / 2.0 ** n_pairs)
+
+
+def pairs_needed(n_cells: int, alpha: float = ALPHA) -> int:
+    """Pairs a cell needs before it can be significant on its own after correction
+    (Holm's first step, and BH's when it is the only effect, both compare with alpha/m)."""
+    n = 1
+    while smallest_p(n) >= alpha / max(n_cells, 1):
+        n += 1
+    return n
+
+
+def power_warning(n_pairs: int, n_cells: int, alpha: float = ALPHA, correction: str = "holm") -> str:
+    """A sentence for the report when too few replications make significance impossible."""
+    needed = pairs_needed(n_cells, alpha)
+    if n_pairs >= needed:
+        return ""
+    p_min = smallest_p(n_pairs)
+    text = (f"some cells have only {n_pairs} paired replications; their smallest attainable "
+            f"p-value is {p_min:.3g}, but a cell needs p < alpha/{n_cells} = {alpha / n_cells:.3g} "
+            f"to be significant on its own across {n_cells} cells, i.e. at least {needed} "
+            f"replications (raise `replications`, or let `stats.max_replications` add them).")
+    if correction_method(correction) == "holm":
+        return "with Holm, no such cell can be significant: " + text
+    at_least = math.ceil(p_min * n_cells / alpha)
+    return (f"with Benjamini-Hochberg, such cells can only be significant when at least "
+            f"{at_least} cells show the same effect: " + text)
+
+
 # ---------------------------------------------------------------- per (cell, design) aggregates
 
 def aggregate(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
@@ -396,10 +434,10 @@ def cells_needing_more(df: pd.DataFrame, stats_cfg=None) -> list[str]:
     only, never at p-values, so stopping does not bias the tests (no "peeking").  It uses
     the paired t interval (cheap, run after every round); the report uses the bootstrap.
     """
-    alpha = float(_cfg(stats_cfg, "alpha", ALPHA))
-    min_reps = int(_cfg(stats_cfg, "min_replications", 2))
-    max_reps = int(_cfg(stats_cfg, "max_replications", 0))
-    target = float(_cfg(stats_cfg, "ci_halfwidth", np.inf))
+    alpha = float(setting(stats_cfg, "alpha", ALPHA))
+    min_reps = int(setting(stats_cfg, "min_replications", 2))
+    max_reps = int(setting(stats_cfg, "max_replications", 0))
+    target = float(setting(stats_cfg, "ci_halfwidth", np.inf))
     replications = df.groupby("cell_id")["replication"].nunique()
     values = workload_values(df)
     pairs = comparisons(df["design"].unique())

@@ -170,7 +170,7 @@ def find_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> dict[s
 
 
 def _log_parent(client, experiment_id, existing, sweep_id, cfg, meta, comparisons, step) -> str:
-    tags = {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent", "mlflow.note.content": verdict_note(comparisons),
+    tags = {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent", "mlflow.note.content": verdict_note(comparisons, cfg.get("stats")),
             "mlflow.source.name": "python -m sweep", **parent_tags(cfg, meta)}
     params = parent_params(cfg, meta)
     metrics = parent_metrics(comparisons)
@@ -268,9 +268,13 @@ def comparison_metrics(comparisons: pd.DataFrame, cell_id: str, design: str) -> 
     return metrics
 
 
-def verdict_note(comparisons: pd.DataFrame) -> str:
+def verdict_note(comparisons: pd.DataFrame, stats_cfg=None) -> str:
     """The run description shown in the MLflow UI: where each design wins or loses."""
     lines = ["Significant cells per metric (better / worse); details in the report artifact.", ""]
+    warning = stats.power_warning(int(comparisons["n_pairs"].min()), comparisons["cell_id"].nunique(),
+                                  *stats.significance_settings(stats_cfg))
+    if warning:
+        lines[1:1] = [f"**Warning**: {warning}", ""]
     for row in stats.summarize_verdicts(comparisons).itertuples(index=False):
         if row.better or row.worse:
             lines.append(f"- {row.candidate} vs {row.baseline}, {row.metric}: "

@@ -174,3 +174,17 @@ def test_report_of_real_simulator_results(tmp_path):
     assert "| workloads | 288 (288 ok, 0 errors) |" in markdown
     rows = {r[0]: r for r in _table_rows(markdown, "### way1 vs v4.3")}
     assert rows["reclaim rounds run under a lock [reclaim_rounds_locked]"][1] == str(int(always.sum()))
+
+
+def test_too_few_replications_are_called_out():
+    df = synthetic(reps=3)
+    table = stats.compare_cells(df, resamples=0)
+    blocks = report.report_blocks(df, table, stats.aggregate(df), {}, {}, 0.05, "holm", [])
+    markdown = report.to_markdown(blocks)
+    assert "Warning: with Holm, no such cell can be significant" in markdown
+    assert "at least 9 replications" in markdown
+
+
+def test_enough_replications_give_no_warning(built):
+    _, out = built
+    assert "Warning:" not in (out / "report.md").read_text()

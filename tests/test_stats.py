@@ -308,3 +308,31 @@ def test_stopping_ignores_p_values():
     shifted.loc[way1, "overshoot_high_peak_pages"] += 30.0   # a clear, significant shift
     cfg = {"min_replications": 5, "max_replications": 40, "ci_halfwidth": 0.2}
     assert stats.cells_needing_more(df, cfg) == stats.cells_needing_more(shifted, cfg) == []
+
+
+# ------------------------------------------------------------------ power: can a cell be significant?
+
+def test_pairs_needed_by_hand():
+    assert stats.smallest_p(8) == 2 / 256
+    assert stats.pairs_needed(24, 0.05) == 10       # 2/2**10 = 0.00195 < 0.05/24 = 0.00208 < 2/2**9
+    assert stats.pairs_needed(168, 0.05) == 13      # 2/2**13 = 0.000244 < 0.000298 < 2/2**12
+
+
+def _everywhere(cell, design):
+    return {"overshoot_high_peak_pages": -200.0} if design == "way2" else {}
+
+
+@pytest.mark.parametrize("reps, holm_finds", [(8, False), (9, True)])
+def test_the_power_rule_holds_for_a_uniform_effect(reps, holm_finds):
+    """8 cells: Holm needs 9 pairs (2/2**9 < 0.05/8 < 2/2**8), whatever the effect size."""
+    assert stats.pairs_needed(8) == 9
+    df = synthetic(reps=reps, shift=_everywhere)
+    table = stats.compare_cells(df, pairs=[("v4.3", "way2")], metrics=[OVERSHOOT], resamples=0)
+    assert (table["p_value"] == stats.smallest_p(reps)).all()          # all pairs one way
+    assert ((table["p_holm"] < 0.05).all() if holm_finds else (table["p_holm"] >= 0.05).all())
+    assert (table["p_bh"] < 0.05).all()          # BH: the effect is in every cell
+    warning = stats.power_warning(reps, 8, 0.05, "holm")
+    assert bool(warning) != holm_finds
+    if warning:
+        assert "no such cell can be significant" in warning and "at least 9 replications" in warning
+        assert "at least 2 cells" in stats.power_warning(reps, 8, 0.05, "bh")
