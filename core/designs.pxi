@@ -24,6 +24,12 @@ POLICIES = {
     "way2": dict(slab_charge_caller_gfp=1, kmem_charge_after_alloc=0, high_wait=SYNC,
                  high_nowait=SKIP, kmem_nofail_uncharged=0, kmem_dying_uncharged=1,
                  bypass_forces=0, force_gfp_high=1),
+    # Davydov's variant "2+" (§8.3): way2, plus task_work punting of the memory.high overage
+    # of charges without __GFP_WAIT, so back-to-back NOWAIT allocations cannot run over high
+    # unchecked (Heo's objection) - one field differs from way2
+    "way2+": dict(slab_charge_caller_gfp=1, kmem_charge_after_alloc=0, high_wait=SYNC,
+                  high_nowait=PUNT, kmem_nofail_uncharged=0, kmem_dying_uncharged=1,
+                  bypass_forces=0, force_gfp_high=1),
 }
 DESIGNS = tuple(POLICIES)
 
