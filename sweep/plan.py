@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from sweep import worker
 from sweep.grid import Workload
 
-RAY_STARTUP_S = 8.0   # measured ray.init() on the 2-core build machine (benchmarks/RESULTS.md)
+RAY_STARTUP_S = 10.0  # ray.init() took 8-15 s on the 2-core build machine (benchmarks/RESULTS.md)
 
 
 @dataclass
@@ -28,7 +28,7 @@ def ordered(workloads: list[Workload]) -> list[Workload]:
     return sorted(workloads, key=lambda w: w.key)
 
 
-def calibrate(workloads: list[Workload], budget_s: float = 1.5, max_runs: int = 6) -> Calibration:
+def calibrate(workloads: list[Workload], budget_s: float = 2.0, max_runs: int = 12) -> Calibration:
     """Time up to ``max_runs`` workloads spread over the list, stopping after ``budget_s``."""
     if not workloads:
         return Calibration(0.0, [], [])

@@ -22,7 +22,7 @@ from sweep_helpers import (alive, command_line, descendants, kill_all, metric_ta
 # ~50 ms per workload, 144 workloads: a few seconds of Ray work to interrupt
 FAULT = {"name": "faults", "workload": {"length": {"kernel_entries": 15000}}, "ray": {"chunk_seconds": 0.3},
          "output": {"report": False}}
-CALIBRATION_RUNS = 6   # workloads the driver runs itself before Ray starts (sweep.plan.calibrate)
+CALIBRATION_RUNS = 12  # workloads the driver runs itself before Ray starts (sweep.plan.calibrate)
 
 
 @pytest.fixture(scope="module")
