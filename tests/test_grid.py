@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import yaml
 
 import core
 from sweep import config, grid, plan
@@ -35,6 +36,7 @@ def test_one_cell_per_combination_of_the_axes(small):
 
 def test_cell_specs_carry_the_axes_the_pins_and_the_inlined_mix(small, tmp_path):
     path, cfg, cells = small
+    mix_file = yaml.safe_load((path.parent / "mixes" / "nowait-burst.yaml").read_text())
     cell = next(c for c in cells if c.axes == {"limit": 128 * 2**20, "high": 0.75, "order": 0, "nodes": 2,
                                                "mix": "nowait-burst"})
     for design in cfg.designs:
@@ -44,7 +46,7 @@ def test_cell_specs_carry_the_axes_the_pins_and_the_inlined_mix(small, tmp_path)
         assert spec["cgroup"]["max"] == 128 * 2**20
         assert spec["machine"]["mem_mib"] == SMALL["workload"]["machine"]["mem_mib"]
         assert spec["length"]["kernel_entries"] == SMALL["workload"]["length"]["kernel_entries"]
-        assert spec["mix"]["name"] == "nowait-burst" and spec["mix"]["burst"] == 64
+        assert spec["mix"]["name"] == "nowait-burst" and spec["mix"]["burst"] == mix_file["burst"]
         assert core.validate_spec(spec) == spec          # already normalised
     without_design = [{k: v for k, v in cell.specs[d].items() if k != "design"} for d in cfg.designs]
     assert all(s == without_design[0] for s in without_design)
