@@ -15,6 +15,7 @@ import textwrap
 import pytest
 import yaml
 
+import core
 from sweep import config
 from sweep_helpers import REPO, SMALL, cli_env, run_cli, write_config
 
@@ -44,7 +45,7 @@ CASES = {
     "bad request in a mix file": ({}, ["grid.mix=[kernel,badgfp]"], "grid.mix[1] (mix 'badgfp') requests[0].gfp:",
                                   ["GFP_KERNAL", "GFP_KERNEL"]),
     "unknown design": ({"designs": ["way1", "way3"]}, [], "designs[1]:",
-                       ["unknown design 'way3'", "allowed: v4.3, way1, way2"]),
+                       ["unknown design 'way3'", "allowed: " + ", ".join(core.DESIGNS)]),
     "duplicate axis value": ({}, ["grid.nodes=[1,1]"], "grid.nodes[1]:", ["listed twice"]),
     "unknown correction": ({}, ["stats.correction=bonferoni"], "stats.correction:", ["allowed: holm, bh, fdr_bh"]),
     "max below replications": ({}, ["stats.max_replications=1"], "stats.max_replications:", ["2..100000"]),
