@@ -53,6 +53,33 @@ def assert_complete_and_equal(sweep_dir, reference):
 
 def test_killing_a_ray_worker_mid_sweep_changes_nothing(fault_config, reference, ray_session, tmp_path):
     out = tmp_path / "out"
+    summary, killed = sweep_killing_one_worker(fault_config, out, max_retries=3)
+    assert (summary.errors, summary.lost, summary.interrupted) == (0, 0, False), killed
+    assert summary.ran == len(reference)
+    assert_complete_and_equal(out, reference)
+
+
+def test_a_chunk_lost_beyond_its_retries_is_stored_as_errors_and_rerun(fault_config, reference, ray_session,
+                                                                      tmp_path):
+    out = tmp_path / "out"
+    summary, _ = sweep_killing_one_worker(fault_config, out, max_retries=0)
+    assert summary.lost > 0 and summary.errors == 0 and not summary.interrupted
+    df = frame(out)
+    lost = df[df["status"] == "error"]
+    assert len(lost) == summary.lost and lost["error"].str.startswith(runner.LOST).all()
+    rerun = run_fault_sweep(fault_config, out, max_retries=0)
+    assert (rerun.ran, rerun.lost) == (summary.lost, 0)        # only the lost workloads ran again
+    assert_complete_and_equal(out, reference)
+
+
+def run_fault_sweep(config_path, out, max_retries: int):
+    cfg = config.load(config_path, [f"output.dir={out}", f"ray.max_retries={max_retries}"])
+    cells = grid.build_cells(cfg, config.load_mixes(cfg, config_path))
+    return runner.run_sweep(cfg, cells, SweepDir(out))
+
+
+def sweep_killing_one_worker(config_path, out, max_retries: int):
+    """Run the sweep in-process while a thread SIGKILLs one worker that is running a chunk."""
     killed = []
 
     def kill_one_busy_worker():
@@ -66,14 +93,10 @@ def test_killing_a_ray_worker_mid_sweep_changes_nothing(fault_config, reference,
 
     killer = threading.Thread(target=kill_one_busy_worker, daemon=True)
     killer.start()
-    cfg = config.load(fault_config, [f"output.dir={out}"])
-    cells = grid.build_cells(cfg, config.load_mixes(cfg, fault_config))
-    summary = runner.run_sweep(cfg, cells, SweepDir(out))
+    summary = run_fault_sweep(config_path, out, max_retries)
     killer.join(timeout=5)
     assert killed, "the killer thread never found a busy worker"
-    assert (summary.errors, summary.lost, summary.interrupted) == (0, 0, False)
-    assert summary.ran == len(reference)
-    assert_complete_and_equal(out, reference)
+    return summary, killed
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
