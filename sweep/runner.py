@@ -17,11 +17,13 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
+import core
 from sweep import grid, plan, worker
+from sweep.config import is_adaptive
 from sweep.grid import Cell, Workload
 from sweep.outdir import SweepDir, now, run_record
 from sweep.progress import Progress
@@ -42,7 +44,6 @@ class Summary:
     interrupted: bool = False
     ray_cpus: int | None = None
     seconds: float = 0.0
-    error_samples: list = field(default_factory=list)
 
     @property
     def ok(self) -> int:
@@ -56,10 +57,7 @@ class Summary:
 def run_sweep(cfg: DictConfig, cells: list[Cell], sweep_dir: SweepDir, fresh: bool = False,
               shard=None, out=None) -> Summary:
     """Run every missing workload of ``cells``; results land in ``sweep_dir``'s store."""
-    import core
-
     out = out or sys.stderr
-
     summary = Summary(cells=len(cells))
     started = time.monotonic()
     with sweep_dir.lock():
@@ -70,7 +68,7 @@ def run_sweep(cfg: DictConfig, cells: list[Cell], sweep_dir: SweepDir, fresh: bo
                               status="running", shard=shard.label if shard else None, **run_record())
         session = _RaySession(cfg.ray, out)
         try:
-            with Store(sweep_dir.results) as store:
+            with _sigterm_as_interrupt(), Store(sweep_dir.results) as store:
                 _rounds(cfg, cells, store, session, summary, core.MODEL_VERSION, out)
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -98,8 +96,8 @@ def _rounds(cfg, cells, store, session, summary, model_version, out) -> None:
         summary.skipped = sum(w.key in stored_at_start for w in planned)
         if missing:
             label = "workloads" if summary.rounds == 1 else f"round {summary.rounds}"
-            seconds_per_workload = _run_missing(cfg, missing, store, session, summary,
-                                                seconds_per_workload, label, out)
+            seconds_per_workload = _run_missing(cfg, missing, store, session, summary, seconds_per_workload,
+                                                label)
         grow = _cells_needing_more(cfg, store, targets)
         if not grow:
             return
@@ -110,8 +108,6 @@ def _rounds(cfg, cells, store, session, summary, model_version, out) -> None:
 
 
 def _cells_needing_more(cfg, store, targets) -> list[str]:
-    from sweep.config import is_adaptive
-
     if not is_adaptive(cfg):
         return []
     from sweep import stats  # lazily: the CLI checked it imports before anything started
@@ -120,7 +116,9 @@ def _cells_needing_more(cfg, store, targets) -> list[str]:
     return [c for c in asked if c in targets and targets[c] < cfg.stats.max_replications]
 
 
-def _run_missing(cfg, missing, store, session, summary, seconds_per_workload, label, out) -> float:
+def _run_missing(cfg, missing, store, session, summary, seconds_per_workload, label) -> float:
+    """Calibrate on the first few (first round only), then the rest on Ray; returns the
+    per-workload time used for chunking."""
     progress = Progress(len(missing), label=label)
     try:
         if seconds_per_workload is None:
@@ -142,7 +140,8 @@ def _run_missing(cfg, missing, store, session, summary, seconds_per_workload, la
 
 
 def _execute(session, chunks: list[list[Workload]], max_in_flight: int, max_retries: int, on_chunk) -> None:
-    """Submit chunks with at most ``max_in_flight`` pending; hand each result to ``on_chunk``."""
+    """Submit chunks with at most ``max_in_flight`` pending; hand each result to ``on_chunk``.
+    (SIGTERM is re-routed here because ``ray.init`` installs its own handler.)"""
     ray, task = session.ray, session.run_chunk.options(max_retries=max_retries)
     queue = iter(chunks)
     pending: dict = {}
@@ -185,9 +184,8 @@ def _store_results(store, workloads, results, summary, progress) -> None:
 
 def result_row(w: Workload, result: dict) -> dict:
     """The store row of one workload's result."""
-    assert result["key"] == w.key, "results must come back in the order of the chunk"
-    import core
-
+    if result["key"] != w.key:
+        raise RuntimeError(f"result for {result['key']} where {w.key} was expected: chunk order broken")
     return {"key": w.key, "cell_id": w.cell.cell_id, "design": w.design, "replication": w.replication,
             "seed": w.seed, "status": result["status"], "error": result["error"], **w.cell.axes,
             **result["metrics"], "elapsed_s": result["elapsed_s"], "worker": result["worker"],

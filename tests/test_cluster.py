@@ -4,13 +4,11 @@ results equal a local run.  Everything started here is stopped here, by pid."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 

@@ -23,8 +23,10 @@ MIXES = sorted(p.stem for p in (REPO / "configs" / "mixes").glob("*.yaml"))
 
 # name: (changes to the YAML, extra CLI args, message prefix, substrings the message must contain)
 CASES = {
-    "unknown top-level key": ({"replicatons": 3}, [], "replicatons:", ["did you mean 'replications'", "allowed: name, seed"]),
-    "unknown nested key": ({"grid": {"nodez": [1]}}, [], "grid.nodez:", ["in grid (did you mean 'nodes'?)", "allowed: limit, high, order, nodes, mix"]),
+    "unknown top-level key": ({"replicatons": 3}, [], "replicatons:",
+                              ["did you mean 'replications'", "allowed: name, seed"]),
+    "unknown nested key": ({"grid": {"nodez": [1]}}, [], "grid.nodez:",
+                           ["in grid (did you mean 'nodes'?)", "allowed: limit, high, order, nodes, mix"]),
     "unknown key in an override": ({}, ["ray.chunk_second=1"], "ray.chunk_second:", ["'chunk_seconds'"]),
     "wrong type": ({"replications": "many"}, [], "replications:", ["expected an integer", "'many'"]),
     "wrong type in a list": ({}, ["grid.nodes=[1,two]"], "grid.nodes[1]:", ["expected an integer", "'two'"]),
@@ -41,7 +43,8 @@ CASES = {
     "axis field pinned in workload": ({"workload": {"machine": {"nodes": 2}}}, [],
                                       "workload.machine.nodes:", ["set by grid.nodes"]),
     "unknown mix": ({}, ["grid.mix=[kernel,kernal]"], "grid.mix[1]:",
-                    ["unknown mix 'kernal'", "did you mean 'kernel'", "allowed: " + ", ".join(sorted([*MIXES, "badgfp"]))]),
+                    ["unknown mix 'kernal'", "did you mean 'kernel'",
+                     "allowed: " + ", ".join(sorted([*MIXES, "badgfp"]))]),
     "bad request in a mix file": ({}, ["grid.mix=[kernel,badgfp]"], "grid.mix[1] (mix 'badgfp') requests[0].gfp:",
                                   ["GFP_KERNAL", "GFP_KERNEL"]),
     "unknown design": ({"designs": ["way1", "way3"]}, [], "designs[1]:",
