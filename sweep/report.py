@@ -120,7 +120,7 @@ def report_blocks(df, table, aggregates, cfg, meta, alpha, correction, images) -
     blocks = [Heading(1, f"kmemcg-sweep report: {sweep_name(cfg, meta)}"),
               Table(run_facts(df, cfg, meta)),
               Para(method_text(alpha, correction))]
-    warning = stats.power_warning(int(table["n_pairs"].min()), table["cell_id"].nunique(), alpha, correction)
+    warning = stats.sweep_power_warning(table, alpha, correction)
     if warning:
         blocks.append(Para(f"Warning: {warning}"))
     blocks += verdict_section(table)
@@ -165,6 +165,8 @@ def verdict_section(table: pd.DataFrame) -> list:
               Para("Cells where the candidate is significantly better / worse than the baseline, "
                    "and where they are.")]
     summary = stats.summarize_verdicts(table)
+    if summary.empty:
+        return blocks + [Para("Nothing to compare: the sweep ran a single design.")]
     for (baseline, candidate), part in summary.groupby(["baseline", "candidate"], sort=False):
         frame = pd.DataFrame({
             "metric": part["metric"].map(_metric_label),

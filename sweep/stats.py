@@ -39,6 +39,9 @@ BOOTSTRAP_RESAMPLES = 1999             # BCa CI of a mean; more moves the bounds
 BOOTSTRAP_SEED = 20150915              # fixed rng: the report is reproducible
 CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "fdr_bh": "fdr_bh"}  # config name -> statsmodels
 VERDICTS = ("better", "worse", "indistinguishable", "untestable")
+EMPTY_TABLE_COLUMNS = ["cell_id", *AXES, "baseline", "candidate", "metric", "n_pairs", "base_mean",
+                       "cand_mean", "diff_mean", "pct_change", "test", "p_value", "direction",
+                       "p_holm", "p_bh", "correction", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -277,10 +280,9 @@ def compare_cells(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Metr
                 rows.append({"cell_id": cell_id, **axes.loc[cell_id].to_dict(),
                              "baseline": baseline, "candidate": candidate,
                              "metric": metric.name, **result})
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    return add_verdicts(adjust(table, alpha), alpha, correction)
+    if not rows:                                   # one design: nothing to compare
+        return pd.DataFrame(columns=EMPTY_TABLE_COLUMNS)
+    return add_verdicts(adjust(pd.DataFrame(rows), alpha), alpha, correction)
 
 
 def adjust(table: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
@@ -367,6 +369,14 @@ def pairs_needed(n_cells: int, alpha: float = ALPHA) -> int:
     while smallest_p(n) >= alpha / max(n_cells, 1):
         n += 1
     return n
+
+
+def sweep_power_warning(table: pd.DataFrame, alpha: float = ALPHA, correction: str = "holm") -> str:
+    """power_warning for a comparison table: its least-replicated tested cell."""
+    tested = table[table["n_pairs"] > 0]
+    if tested.empty:
+        return ""
+    return power_warning(int(tested["n_pairs"].min()), table["cell_id"].nunique(), alpha, correction)
 
 
 def power_warning(n_pairs: int, n_cells: int, alpha: float = ALPHA, correction: str = "holm") -> str:

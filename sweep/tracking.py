@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -80,9 +81,16 @@ def log_sweep(sweep_dir: Path, cfg=None) -> str:
 
 
 def tracking_uri(cfg: Mapping) -> str:
-    """``tracking.uri`` of the config, else $MLFLOW_TRACKING_URI, else ./mlflow.db."""
-    configured = (cfg.get("tracking") or {}).get("uri")
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    """``tracking.uri`` of the config, else $MLFLOW_TRACKING_URI, else ./mlflow.db.
+
+    A relative sqlite path is made absolute against the current folder: MLflow caches its
+    store per URI string, so "sqlite:///mlflow.db" would keep writing to the first
+    folder's file after a chdir."""
+    uri = (cfg.get("tracking") or {}).get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/") and uri != prefix + ":memory:":
+        uri = prefix + str(Path.cwd() / uri[len(prefix):])       # sqlite:////abs/path/mlflow.db
+    return uri
 
 
 @contextlib.contextmanager
@@ -130,13 +138,42 @@ def _log(client: MlflowClient, sweep_dir: Path, cfg: dict, meta: dict) -> str:
     sweep_id = sweep_identity(cfg, meta)
     existing = find_runs(client, experiment_id, sweep_id)
     step = int(aggregates["n_ok"].sum())           # grows as a resumed sweep adds workloads
-    parent_id = _log_parent(client, experiment_id, existing, sweep_id, cfg, meta, comparisons, step)
+    parent = RunContent(
+        name=str(cfg.get("name") or "sweep"), params=parent_params(cfg, meta),
+        metrics=parent_metrics(comparisons, aggregates),
+        tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent", "mlflow.source.name": "python -m sweep",
+              "mlflow.note.content": verdict_note(comparisons, cfg.get("stats")), **parent_tags(cfg, meta)})
+    parent_id = upsert_run(client, experiment_id, existing.get(""), parent, step)
     for (cell_id, design), row in aggregates.set_index(["cell_id", "design"]).iterrows():
-        _log_child(client, experiment_id, existing, parent_id, sweep_id, cell_id, design, row,
-                   comparisons, step)
+        child = child_content(parent_id, sweep_id, cell_id, design, row, comparisons)
+        run = existing.get(child.tags[CHILD_KEY_TAG])
+        run_id = upsert_run(client, experiment_id, run, child, step)
+        if run is None or run.info.status != "FINISHED":
+            client.set_terminated(run_id, "FINISHED")
     _log_artifacts(client, parent_id, sweep_dir)
     client.set_terminated(parent_id, "FINISHED")
     return parent_id
+
+
+@dataclass
+class RunContent:
+    name: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def upsert_run(client: MlflowClient, experiment_id: str, run, content: RunContent, step: int) -> str:
+    """Create the run, or send an existing one only what changed; returns its id.
+    (Params are immutable in MLflow; the ones a run already has are never re-sent.)"""
+    if run is None:
+        run_id = client.create_run(experiment_id, run_name=content.name, tags=content.tags).info.run_id
+        log_batch(client, run_id, content.metrics, content.params, {}, step)
+        return run_id
+    log_batch(client, run.info.run_id, changed(content.metrics, run.data.metrics),
+              {k: v for k, v in content.params.items() if k not in run.data.params},
+              changed(content.tags, run.data.tags), step)
+    return run.info.run_id
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
@@ -169,39 +206,14 @@ def find_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> dict[s
             return found
 
 
-def _log_parent(client, experiment_id, existing, sweep_id, cfg, meta, comparisons, step) -> str:
-    tags = {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent", "mlflow.note.content": verdict_note(comparisons, cfg.get("stats")),
-            "mlflow.source.name": "python -m sweep", **parent_tags(cfg, meta)}
-    params = parent_params(cfg, meta)
-    metrics = parent_metrics(comparisons)
-    run = existing.get("")
-    if run is None:
-        run_id = client.create_run(experiment_id, run_name=str(cfg.get("name") or "sweep"),
-                                   tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent"}).info.run_id
-    else:
-        run_id = run.info.run_id
-        params = {k: v for k, v in params.items() if k not in run.data.params}
-        metrics, tags = changed(metrics, run.data.metrics), changed(tags, run.data.tags)
-    log_batch(client, run_id, metrics, params, tags, step)
-    return run_id
-
-
-def _log_child(client, experiment_id, existing, parent_id, sweep_id, cell_id, design, row,
-               comparisons, step) -> None:
-    key = f"{cell_id}/{design}"
-    label = f"{stats.cell_label(row)} {design}"
-    tags = {SWEEP_ID_TAG: sweep_id, CHILD_KEY_TAG: key, ROLE_TAG: "child",
-            "mlflow.parentRunId": parent_id, "kmemcg.cell_id": cell_id, "kmemcg.design": design}
-    metrics = {**child_metrics(row), **comparison_metrics(comparisons, cell_id, design)}
-    run = existing.get(key)
-    if run is None:
-        run_id = client.create_run(experiment_id, run_name=label, tags=tags).info.run_id
-        log_batch(client, run_id, metrics, child_params(cell_id, design, row), {}, step)
-        client.set_terminated(run_id, "FINISHED")
-        return
-    # an existing run: params of a cell never change; send only what moved
-    log_batch(client, run.info.run_id, changed(metrics, run.data.metrics), {},
-              changed(tags, run.data.tags), step)
+def child_content(parent_id: str, sweep_id: str, cell_id: str, design: str, row,
+                  comparisons: pd.DataFrame) -> RunContent:
+    return RunContent(
+        name=f"{stats.cell_label(row)} {design}",
+        params=child_params(cell_id, design, row),
+        metrics={**child_metrics(row), **comparison_metrics(comparisons, cell_id, design)},
+        tags={SWEEP_ID_TAG: sweep_id, CHILD_KEY_TAG: f"{cell_id}/{design}", ROLE_TAG: "child",
+              "mlflow.parentRunId": parent_id, "kmemcg.cell_id": cell_id, "kmemcg.design": design})
 
 
 def _log_artifacts(client: MlflowClient, run_id: str, sweep_dir: Path) -> None:
@@ -230,10 +242,12 @@ def parent_tags(cfg: Mapping, meta: Mapping) -> dict[str, str]:
     return tags
 
 
-def parent_metrics(comparisons: pd.DataFrame) -> dict[str, float]:
-    """verdict/<candidate>_vs_<baseline>/<metric>/<better|worse|...>: numbers of cells."""
+def parent_metrics(comparisons: pd.DataFrame, aggregates: pd.DataFrame) -> dict[str, float]:
+    """cells, workloads, and verdict/<candidate>_vs_<baseline>/<metric>/<verdict>: cells."""
     summary = stats.summarize_verdicts(comparisons)
-    metrics = {"cells": float(comparisons["cell_id"].nunique())}
+    metrics = {"cells": float(aggregates["cell_id"].nunique()),
+               "workloads": float(aggregates["n_workloads"].sum()),
+               "workloads_failed": float(aggregates["n_errors"].sum())}
     for row in summary.itertuples(index=False):
         for verdict in stats.VERDICTS:
             metrics[f"verdict/{row.candidate}_vs_{row.baseline}/{row.metric}/{verdict}"] = float(getattr(row, verdict))
@@ -272,8 +286,7 @@ def comparison_metrics(comparisons: pd.DataFrame, cell_id: str, design: str) -> 
 def verdict_note(comparisons: pd.DataFrame, stats_cfg=None) -> str:
     """The run description shown in the MLflow UI: where each design wins or loses."""
     lines = ["Significant cells per metric (better / worse); details in the report artifact.", ""]
-    warning = stats.power_warning(int(comparisons["n_pairs"].min()), comparisons["cell_id"].nunique(),
-                                  *stats.significance_settings(stats_cfg))
+    warning = stats.sweep_power_warning(comparisons, *stats.significance_settings(stats_cfg))
     if warning:
         lines[1:1] = [f"**Warning**: {warning}", ""]
     for row in stats.summarize_verdicts(comparisons).itertuples(index=False):

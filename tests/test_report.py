@@ -188,3 +188,11 @@ def test_too_few_replications_are_called_out():
 def test_enough_replications_give_no_warning(built):
     _, out = built
     assert "Warning:" not in (out / "report.md").read_text()
+
+
+def test_a_single_design_sweep_reports_without_comparisons(tmp_path):
+    out = report.build_report(write_sweep_dir(tmp_path, synthetic(designs=("way2",), reps=3)))
+    markdown = (out / "report.md").read_text()
+    assert "Nothing to compare: the sweep ran a single design." in markdown
+    assert not list(out.glob("effect_*.png")) and (out / "failure_rate_vs_limit.png").exists()
+    assert "(lower is better)" not in markdown                           # no comparison table

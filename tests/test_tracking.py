@@ -162,7 +162,7 @@ def test_default_is_sqlite_mlflow_db_in_the_working_folder(one_replication, tmp_
     sweep_dir = _copy(one_replication, tmp_path)
     parent_id = tracking.log_sweep(sweep_dir)
     assert (tmp_path / "mlflow.db").exists()
-    client = MlflowClient("sqlite:///mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.get_run(parent_id).data.tags["kmemcg.role"] == "parent"
     assert len(_runs(client, "kmemcg-sweep")) == 1 + N_CELLS * N_DESIGNS
 
@@ -210,3 +210,18 @@ def test_cli_log_sends_later_what_a_dead_server_missed(server, one_replication, 
     alive = _cli("log", str(sweep_dir), env_uri=server)
     assert alive.returncode == 0, alive.stderr
     assert len(_runs(MlflowClient(server), "t-cli")) == 1 + N_CELLS * N_DESIGNS
+
+
+def test_a_single_design_sweep_logs_children_without_comparisons(results, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    one = results[(results["design"] == "way2") & (results["replication"] < 2)]
+    parent_id = tracking.log_sweep(write_sweep_dir(tmp_path / "sweep", one, name="solo"))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = _runs(client, "kmemcg-sweep")
+    assert len(runs) == 1 + N_CELLS
+    parent = client.get_run(parent_id)
+    assert parent.data.metrics["cells"] == N_CELLS and parent.data.metrics["workloads"] == 2 * N_CELLS
+    child = next(r for r in runs if r.info.run_id != parent_id)
+    assert child.data.metrics["n_ok"] == 2
+    assert not any(key.startswith("vs_") for key in child.data.metrics)

@@ -47,7 +47,7 @@ def ui(tmp_path_factory):
         patch.chdir(workdir)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         parent_id = tracking.log_sweep(sweep_dir)
-        client = MlflowClient("sqlite:///mlflow.db")
+        client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
         experiment_id = client.get_experiment_by_name("kmemcg-sweep").experiment_id
         runs = list(client.search_runs([experiment_id], max_results=1000))
     children = {r.info.run_id: r.info.run_name for r in runs if r.info.run_id != parent_id}
