@@ -81,6 +81,12 @@ RATES = {
 
 # ---------------------------------------------------------------- small helpers
 
+def metric_label(name: str) -> str:
+    """'peak overshoot over memory.high (pages) [overshoot_high_peak_pages]'."""
+    metric = METRICS_BY_NAME.get(name)
+    return f"{metric.label} [{name}]" if metric else name
+
+
 def wilson(count, nobs, alpha: float = ALPHA) -> tuple[float, float]:
     """Wilson score interval of count/nobs (NaN when nobs is 0)."""
     if nobs <= 0:

@@ -3,6 +3,8 @@
 Reference values come from scipy/statsmodels called directly on hand-made pairs, or from
 closed forms worked out by hand (McNemar exact = two-sided binomial on the discordant
 pairs; Holm/BH step-up and step-down on three p-values; Wilson's formula)."""
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,7 +27,7 @@ def test_mcnemar_exact_on_discordant_pairs():
     base = np.array([1] * 1 + [0] * 9 + [1] * 5 + [0] * 5)
     cand = np.array([0] * 1 + [1] * 9 + [1] * 5 + [0] * 5)
     row = stats.compare_pair(base, cand, stats.ENOMEM, resamples=0)
-    by_hand = 2 * sum(__import__("math").comb(10, k) for k in (0, 1)) / 2 ** 10
+    by_hand = 2 * sum(math.comb(10, k) for k in (0, 1)) / 2 ** 10
     assert row["p_value"] == pytest.approx(by_hand)          # 0.021484375
     assert row["p_value"] == pytest.approx(mcnemar([[5, 1], [9, 5]], exact=True).pvalue)
     assert (row["discordant_base"], row["discordant_cand"]) == (1, 9)
