@@ -100,6 +100,7 @@ class Heading:
 @dataclass
 class Para:
     text: str
+    warning: bool = False
 
 
 @dataclass
@@ -120,7 +121,7 @@ def report_blocks(df, table, aggregates, cfg, meta, alpha, correction, images) -
               Para(method_text(alpha, correction))]
     warning = stats.sweep_power_warning(table, alpha, correction)
     if warning:
-        blocks.append(Para(f"Warning: {warning}"))
+        blocks.append(Para(f"Warning: {warning}", warning=True))
     blocks += verdict_section(table)
     blocks += comparison_section(table, alpha)
     blocks += rates_section(aggregates, df)
@@ -294,6 +295,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
 th { background: #eee; } td:first-child { text-align: left; }
 tr.better td { background: #e3f5e1; } tr.worse td { background: #fbe3e1; }
+p.warning { background: #fff4ce; border-left: 4px solid #e0a800; padding: 0.5em; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 """
 
@@ -305,7 +307,7 @@ def to_html(blocks: list, title: str) -> str:
         if isinstance(block, Heading):
             parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
         elif isinstance(block, Para):
-            parts.append(f"<p>{html.escape(block.text)}</p>")
+            parts.append(f"<p class='{'warning' if block.warning else ''}'>{html.escape(block.text)}</p>")
         elif isinstance(block, Table):
             parts.append(_html_table(block.frame, block.row_class))
         elif isinstance(block, Image):
