@@ -468,16 +468,29 @@ def cells_needing_more(df: pd.DataFrame, stats_cfg=None) -> list[str]:
 
 
 def _widest_halfwidth(values: pd.DataFrame, pairs, alpha: float) -> dict[str, float]:
-    widest: dict[str, float] = {}
+    widest = pd.Series(dtype=float)
     for metric in KEY_METRICS:
         wide = _paired_wide(values, metric.name)
         for baseline, candidate in pairs:
             paired = _pairs(wide, baseline, candidate)
-            for cell_id, cell in paired.groupby(level="cell_id"):
-                hw = relative_halfwidth(cell[baseline].to_numpy(), cell[candidate].to_numpy(),
-                                        metric, alpha)
-                widest[cell_id] = max(widest.get(cell_id, 0.0), hw)
-    return widest
+            if len(paired):
+                hw = relative_halfwidths(paired[baseline], paired[candidate], metric, alpha)
+                widest = hw.combine(widest, max, fill_value=0.0)
+    return widest.to_dict()
+
+
+def relative_halfwidths(base: pd.Series, cand: pd.Series, metric: Metric, alpha: float = ALPHA) -> pd.Series:
+    """``relative_halfwidth`` of every cell at once (base/cand indexed by cell_id, seed):
+    the same paired t interval, t quantile from scipy, in one pass instead of one
+    ``ttest_rel`` per cell and comparison (5,000 calls per round on the default grid)."""
+    d = (cand - base).groupby(level="cell_id")
+    n, sd = d.count(), d.std(ddof=1)
+    halfwidth = sps.t.ppf(1 - alpha / 2, (n - 1).clip(lower=1)) * sd / np.sqrt(n)
+    halfwidth = halfwidth.where(n >= 2, np.inf).where(~((n >= 2) & (sd == 0)), 0.0)
+    if metric.binary:
+        return halfwidth
+    scale = np.maximum(base.groupby(level="cell_id").mean().abs(), cand.groupby(level="cell_id").mean().abs())
+    return (halfwidth / scale.where(scale > 0)).where(scale > 0, 0.0)
 
 
 def relative_halfwidth(base: np.ndarray, cand: np.ndarray, metric: Metric, alpha: float = ALPHA) -> float:

@@ -338,3 +338,14 @@ def test_the_power_rule_holds_for_a_uniform_effect(reps, holm_finds):
     if warning:
         assert "no such cell can be significant" in warning and "at least 9 replications" in warning
         assert "at least 2 cells" in stats.power_warning(reps, 8, 0.05, "bh")
+
+
+def test_vectorised_halfwidths_equal_scipy_ttest_rel_per_cell():
+    df = synthetic(reps=7)
+    values = stats.workload_values(df)
+    for metric in (OVERSHOOT, stats.ENOMEM, stats.METRICS_BY_NAME["slub_order_fallback_rate"]):
+        wide = stats._paired_wide(values, metric.name)[["v4.3", "way2"]].dropna()
+        together = stats.relative_halfwidths(wide["v4.3"], wide["way2"], metric)
+        for cell_id, cell in wide.groupby(level="cell_id"):
+            one = stats.relative_halfwidth(cell["v4.3"].to_numpy(), cell["way2"].to_numpy(), metric)
+            assert together[cell_id] == pytest.approx(one, rel=1e-9)
