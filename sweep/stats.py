@@ -174,6 +174,14 @@ def _paired_wide(values: pd.DataFrame, metric: str) -> pd.DataFrame:
                               aggfunc="first", dropna=False)
 
 
+def _pairs_by_cell(paired: pd.DataFrame, baseline: str, candidate: str) -> dict[str, tuple]:
+    """cell_id -> (baseline values, candidate values), aligned by seed."""
+    if paired.empty:
+        return {}
+    return {cell_id: (cell[baseline].to_numpy(), cell[candidate].to_numpy())
+            for cell_id, cell in paired.groupby(level="cell_id")}
+
+
 def _pairs(wide: pd.DataFrame, baseline: str, candidate: str) -> pd.DataFrame:
     if baseline not in wide or candidate not in wide:
         return wide.iloc[0:0, 0:0]
@@ -276,16 +284,12 @@ def compare_cells(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Metr
     for metric in metrics:
         wide = _paired_wide(values, metric.name)
         for baseline, candidate in pairs:
-            paired = _pairs(wide, baseline, candidate)
-            by_cell = dict(iter(paired.groupby(level="cell_id"))) if len(paired) else {}
+            by_cell = _pairs_by_cell(_pairs(wide, baseline, candidate), baseline, candidate)
             for cell_id in axes.index:
-                cell = by_cell.get(cell_id, paired.iloc[0:0])
-                result = compare_pair(cell[baseline].to_numpy() if len(cell) else [],
-                                      cell[candidate].to_numpy() if len(cell) else [],
-                                      metric, alpha, resamples)
+                base, cand = by_cell.get(cell_id, ([], []))
                 rows.append({"cell_id": cell_id, **axes.loc[cell_id].to_dict(),
-                             "baseline": baseline, "candidate": candidate,
-                             "metric": metric.name, **result})
+                             "baseline": baseline, "candidate": candidate, "metric": metric.name,
+                             **compare_pair(base, cand, metric, alpha, resamples)})
     if not rows:                                   # one design: nothing to compare
         return pd.DataFrame(columns=EMPTY_TABLE_COLUMNS)
     return add_verdicts(adjust(pd.DataFrame(rows), alpha), alpha, correction)
