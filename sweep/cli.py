@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         return _subcommand(argv)
     args = _run_parser().parse_intermixed_args(argv)
     try:
+        shard = grid.Shard.parse(args.shard) if args.shard else None
         cfg = config.load(args.config, args.overrides)
         cells = grid.build_cells(cfg, config.load_mixes(cfg, args.config))
-        shard = grid.Shard.parse(args.shard) if args.shard else None
         cells = [c for c in cells if shard is None or shard.holds(c)]
         _check_stats_available(cfg)
     except ConfigError as err:
@@ -69,7 +69,7 @@ def _check_stats_available(cfg) -> None:
 
 
 def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard) -> int:
-    from sweep import runner   # imports Ray: only now that there is something to run
+    from sweep import runner   # Ray's module: loaded only once a run is certain
 
     try:
         summary = runner.run_sweep(cfg, cells, sweep_dir, fresh=fresh, shard=shard)

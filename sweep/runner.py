@@ -142,7 +142,9 @@ def _run_missing(cfg, missing, store, session, summary, seconds_per_workload, la
 def _execute(session, chunks: list[list[Workload]], max_in_flight: int, max_retries: int, on_chunk) -> None:
     """Submit chunks with at most ``max_in_flight`` pending; hand each result to ``on_chunk``.
     (SIGTERM is re-routed here because ``ray.init`` installs its own handler.)"""
-    ray, task = session.ray, session.run_chunk.options(max_retries=max_retries)
+    # SPREAD: chunks go to every node from the start, instead of piling onto the driver's
+    # node while the other nodes' worker processes are still starting (no effect on one node)
+    ray, task = session.ray, session.run_chunk.options(max_retries=max_retries, scheduling_strategy="SPREAD")
     queue = iter(chunks)
     pending: dict = {}
     with _sigterm_as_interrupt():

@@ -23,7 +23,7 @@ from sweep_helpers import REPO, alive, cli_env, descendants, kill_all, metric_ta
 pytestmark = pytest.mark.cluster
 
 RAY = str(Path(sys.executable).with_name("ray"))
-CLUSTER_SWEEP = {"name": "cluster", "workload": {"length": {"kernel_entries": 6000}},
+CLUSTER_SWEEP = {"name": "cluster", "workload": {"length": {"kernel_entries": 15000}},
                  "ray": {"chunk_seconds": 0.2}, "output": {"report": False}}
 
 
