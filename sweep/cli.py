@@ -13,7 +13,9 @@ Ray is imported only when there is work for it, so config errors never start Ray
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections import Counter
 
 from sweep import config, grid, plan
 from sweep.config import ConfigError
@@ -106,25 +108,17 @@ def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
 
 
 def _dry_run(cfg, cells, sweep_dir: SweepDir, shard) -> int:
-    import os
-
     import core
 
     workloads = grid.workloads(cells, cfg.designs, cfg.replications, cfg.seed, core.MODEL_VERSION)
     stored = _stored_ok_keys(sweep_dir)
     missing = plan.ordered([w for w in workloads if w.key not in stored])
-    per_cell = {}
-    for w in missing:
-        per_cell[w.cell.cell_id] = per_cell.get(w.cell.cell_id, 0) + 1
+    per_cell = Counter(w.cell.cell_id for w in missing)
     print("cells (id: workloads to run):")
     for cell in cells:
-        print(f"  {cell.cell_id}: {per_cell.get(cell.cell_id, 0)}")
-    calibration = plan.calibrate(missing or workloads)
-    spw = calibration.seconds_per_workload
-    chunks = plan.chunks(missing, spw, cfg.ray.chunk_seconds)
+        print(f"  {cell.cell_id}: {per_cell[cell.cell_id]}")
     cpus = cfg.ray.num_cpus or os.cpu_count() or 1
-    where = f"the cluster at {cfg.ray.address or os.environ.get('RAY_ADDRESS')}" \
-        if (cfg.ray.address or os.environ.get("RAY_ADDRESS")) else f"a local Ray, {cpus} CPUs"
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     axes = ", ".join(f"{a}={_axis_text(cfg.grid[a])}" for a in config.GRID_AXES)
     print(f"sweep {cfg.name!r} (model {core.MODEL_VERSION}){' ' + shard.label if shard else ''}")
     print(f"axes: {axes}")
@@ -133,14 +127,21 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard) -> int:
     print(f"cells: {len(cells)}")
     print(f"workloads: {len(workloads)} ({len(workloads) - len(missing)} stored in {sweep_dir.results}, "
           f"{len(missing)} to run)")
-    print(f"calibration: {len(calibration.workloads)} workloads ran, {spw:.3f}s each on average")
-    size = len(chunks[0]) if chunks else 0
-    print(f"Ray tasks: {len(chunks)} (up to {size} workloads, ~{size * spw:.2f}s of work each), "
-          f"at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
-    est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=True)
-    print(f"estimated time: {plan.format_seconds(est)} on {where} (incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)")
+    if missing:
+        _print_estimate(cfg, missing, cpus, f"the cluster at {address}" if address else f"a local Ray, {cpus} CPUs")
     print("dry run: nothing was started or stored")
     return OK
+
+
+def _print_estimate(cfg, missing, cpus: int, where: str) -> None:
+    calibration = plan.calibrate(missing)
+    spw = calibration.seconds_per_workload
+    chunks = plan.chunks(missing, spw, cfg.ray.chunk_seconds)
+    print(f"calibration: {len(calibration.workloads)} workloads ran, {spw:.3f}s each on average")
+    print(f"Ray tasks: {len(chunks)} (up to {len(chunks[0])} workloads, ~{len(chunks[0]) * spw:.2f}s of work "
+          f"each), at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
+    est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=True)
+    print(f"estimated time: {plan.format_seconds(est)} on {where} (incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)")
 
 
 def _axis_text(values) -> str:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from sweep import worker
 from sweep.grid import Workload
 
+CALIBRATION_RUNS = 21   # 3 per mix of the default grid
 RAY_STARTUP_S = 10.0  # ray.init() took 8-15 s on the 2-core build machine (benchmarks/RESULTS.md)
 
 
@@ -28,20 +30,42 @@ def ordered(workloads: list[Workload]) -> list[Workload]:
     return sorted(workloads, key=lambda w: w.key)
 
 
-def calibrate(workloads: list[Workload], budget_s: float = 2.0, max_runs: int = 12) -> Calibration:
-    """Time up to ``max_runs`` workloads spread over the list, stopping after ``budget_s``."""
+def calibrate(workloads: list[Workload], budget_s: float = 3.0, max_runs: int = CALIBRATION_RUNS) -> Calibration:
+    """Time up to ``max_runs`` workloads, stopping after ``budget_s``.
+
+    The mix drives the cost (10x between mixes), so the sample takes turns over the mixes
+    and the estimate weights each mix's mean time by its share of ``workloads``."""
     if not workloads:
         return Calibration(0.0, [], [])
-    step = max(1, len(workloads) // max_runs)
     ran, results = [], []
     start = time.perf_counter()
-    for w in workloads[::step][:max_runs]:
+    for w in _turns_over_mixes(workloads)[:max_runs]:
         results += worker.run_chunk([as_item(w)])
         ran.append(w)
         if time.perf_counter() - start > budget_s:
             break
-    mean = sum(r["elapsed_s"] for r in results) / len(results)
+    seconds = defaultdict(list)
+    for w, result in zip(ran, results):
+        seconds[w.cell.axes["mix"]].append(result["elapsed_s"])
+    overall = sum(map(sum, seconds.values())) / len(results)
+    share = Counter(w.cell.axes["mix"] for w in workloads)
+    mean = sum(n * _mean(seconds.get(mix), overall) for mix, n in share.items()) / len(workloads)
     return Calibration(max(mean, 1e-4), ran, results)
+
+
+def _turns_over_mixes(workloads: list[Workload]) -> list[Workload]:
+    """The first workload of every mix, then the second of every mix, ..."""
+    rank = Counter()
+    keyed = []
+    for w in workloads:
+        mix = w.cell.axes["mix"]
+        keyed.append((rank[mix], mix, w.key, w))
+        rank[mix] += 1
+    return [w for *_, w in sorted(keyed, key=lambda t: t[:3])]
+
+
+def _mean(values, default: float) -> float:
+    return sum(values) / len(values) if values else default
 
 
 def chunks(workloads: list[Workload], seconds_per_workload: float, chunk_seconds: float) -> list[list[Workload]]:

@@ -13,7 +13,7 @@ import threading
 import pandas as pd
 import pytest
 
-from sweep import config, grid, runner
+from sweep import config, grid, plan, runner
 from sweep.outdir import SweepDir
 from sweep.store import Store
 from sweep_helpers import (alive, command_line, descendants, kill_all, metric_table, planned_workloads,
@@ -22,7 +22,7 @@ from sweep_helpers import (alive, command_line, descendants, kill_all, metric_ta
 # ~50 ms per workload, 144 workloads: a few seconds of Ray work to interrupt
 FAULT = {"name": "faults", "workload": {"length": {"kernel_entries": 15000}}, "ray": {"chunk_seconds": 0.3},
          "output": {"report": False}}
-CALIBRATION_RUNS = 12  # workloads the driver runs itself before Ray starts (sweep.plan.calibrate)
+CALIBRATION_RUNS = plan.CALIBRATION_RUNS   # at most this many run in the driver before Ray starts
 
 
 @pytest.fixture(scope="module")

@@ -149,6 +149,8 @@ def test_calibration_times_real_workloads_and_returns_their_results(small):
     wls = plan.ordered(grid.workloads(cells, cfg.designs, 1, cfg.seed, core.MODEL_VERSION))
     calibration = plan.calibrate(wls, budget_s=5.0, max_runs=4)
     assert len(calibration.workloads) == 4
+    assert {w.cell.axes["mix"] for w in calibration.workloads[:3]} == set(SMALL["grid"]["mix"]), \
+        "the sample must take turns over the mixes (they differ 10x in cost)"
     assert calibration.seconds_per_workload > 0
     for w, result in zip(calibration.workloads, calibration.results):
         assert result["key"] == w.key and result["status"] == "ok"
