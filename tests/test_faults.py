@@ -110,7 +110,10 @@ def test_interrupted_driver_resumes_running_only_what_is_missing(fault_config, r
                    what="the first chunk from Ray")
         ray_processes = descendants(driver.pid)
         assert driver.poll() is None, "the sweep finished before it could be interrupted: make it longer"
-        driver.send_signal(how)
+        if how == signal.SIGINT:
+            os.killpg(driver.pid, how)     # Ctrl-C in a terminal: the whole process group
+        else:
+            driver.send_signal(how)        # kill -9 of the driver alone
         _, stderr = driver.communicate(timeout=60)
         if how == signal.SIGINT:
             assert driver.returncode == 130, stderr
