@@ -85,6 +85,7 @@ class SweepDir:
         metas = [s.read_meta() for s in shards]
         self.update_meta(**{k: metas[0].get(k) for k in ("name", "model_version", "git_commit", "host")},
                          shards=[s.path.name for s in shards], counts=counts,
+                         ray_cpus=sum(m.get("ray_cpus") or 0 for m in metas) or None,   # shards ran side by side
                          started=min((m.get("started") or "") for m in metas) or None,
                          finished=max((m.get("finished") or "") for m in metas) or None,
                          status="merged")

@@ -127,7 +127,10 @@ def test_shards_partition_the_sweep_and_merge_into_the_unsharded_result(smoke_ru
     assert cli.main(["export", str(out), "--parquet", str(tmp_path / "all.parquet")]) == 0
     merged = pd.read_parquet(tmp_path / "all.parquet")
     pd.testing.assert_frame_equal(metric_table(merged), metric_table(frame(smoke_run[1])))
-    assert json.loads((out / "sweep.json").read_text())["counts"] == {"workloads": 144, "ok": 144, "errors": 0}
+    meta = json.loads((out / "sweep.json").read_text())
+    assert meta["counts"] == {"workloads": 144, "ok": 144, "errors": 0} and meta["ray_cpus"] == 6
+    assert cli.main(["report", str(out)]) == 0            # one report over every shard
+    assert (out / "report").is_dir()
 
 
 def test_a_workload_that_raises_is_stored_as_an_error_and_the_sweep_goes_on(tmp_path, ray_session, monkeypatch,
