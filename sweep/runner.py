@@ -159,8 +159,14 @@ def _execute(session, chunks: list[list[Workload]], max_in_flight: int, max_retr
                     chunk = pending.pop(ref)
                     on_chunk(chunk, _chunk_results(ray, ref, chunk))
         except KeyboardInterrupt:
+            # a gentle cancel: force=True kills workers whose replies may already be in
+            # flight, which trips a Ray 2.60 core-worker check ("Tried to complete task that
+            # was not pending") and turns a clean Ctrl-C into a crash
             for ref in pending:
-                ray.cancel(ref, force=True)
+                try:
+                    ray.cancel(ref, force=False)
+                except Exception:   # noqa: BLE001 - best effort; the results are stored
+                    pass
             raise
 
 
