@@ -144,7 +144,8 @@ def _execute(session, chunks: list[list[Workload]], max_in_flight: int, max_retr
     (SIGTERM is re-routed here because ``ray.init`` installs its own handler.)"""
     # SPREAD: chunks go to every node from the start, instead of piling onto the driver's
     # node while the other nodes' worker processes are still starting (no effect on one node)
-    ray, task = session.ray, session.run_chunk.options(max_retries=max_retries, scheduling_strategy="SPREAD")
+    ray, task = session.ray, session.run_chunk.options(max_retries=max_retries, scheduling_strategy="SPREAD",
+                                                               name="run_chunk")
     queue = iter(chunks)
     pending: dict = {}
     with _sigterm_as_interrupt():
@@ -228,7 +229,7 @@ class _RaySession:
             where = f"joined Ray at {address}" if address else "started a local Ray"
             print(f"{where} in {time.monotonic() - started:.1f}s", file=self.out)
         self.ray = ray
-        self.run_chunk = ray.remote(num_cpus=1)(worker.run_chunk)
+        self.run_chunk = ray.remote(num_cpus=1)(worker.run_chunk_in_ray_worker)
         self.cpus = int(ray.cluster_resources().get("CPU", 1))
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ an error result carrying the message; the rest of the chunk still runs.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 import traceback
@@ -16,6 +17,18 @@ def run_chunk(items: list[dict]) -> list[dict]:
     """``items``: ``{"key", "spec", "seed"}`` each; returns one result dict per item."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
     return [dict(run_one(item["spec"], item["seed"]), key=item["key"], worker=worker) for item in items]
+
+
+def run_chunk_in_ray_worker(items: list[dict]) -> list[dict]:
+    """``run_chunk`` as a Ray task. Ctrl-C in a terminal signals the whole process group,
+    local Ray workers included; a worker dying of it races the driver's own shutdown and can
+    crash Ray 2.60's core worker ("Tried to complete task that was not pending"). The driver
+    stops the sweep cleanly and Ray then ends its workers, so workers ignore SIGINT."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:      # not the worker's main thread: nothing to do
+        pass
+    return run_chunk(items)
 
 
 def run_one(spec: dict, seed: int) -> dict:
