@@ -37,8 +37,9 @@ def test_one_cell_per_combination_of_the_axes(small):
 def test_cell_specs_carry_the_axes_the_pins_and_the_inlined_mix(small, tmp_path):
     path, cfg, cells = small
     mix_file = yaml.safe_load((path.parent / "mixes" / "nowait-burst.yaml").read_text())
-    cell = next(c for c in cells if c.axes == {"limit": 128 * 2**20, "high": 0.75, "order": 0, "nodes": 2,
-                                               "mix": "nowait-burst"})
+    cell = next(c for c in cells if c.axes == {"block": "", "limit": 128 * 2**20, "high": 0.75, "order": 0,
+                                               "nodes": 2, "mix": "nowait-burst", "allocator": "slub",
+                                               "cpus": SMALL["workload"]["machine"]["cpus"], "fragment": 0.0})
     for design in cfg.designs:
         spec = cell.specs[design]
         assert spec["design"] == design
