@@ -401,7 +401,7 @@ cdef int32_t alloc_kmem_pages(mm_t *mm, task_t *t, uint32_t gfp_mask, int order,
     mm.pg_memcg[pfn] = memcg_id
     if bypass and t != NULL and t.memcg != ROOT_MEMCG and not (gfp_mask & __GFP_NOACCOUNT):
         mm.pg_flags[pfn] |= PG_acct_miss
-        mm.acct_miss_pages += nr_pages
+        mm.kmem_miss_pages += nr_pages
         mm.stats[M_CHARGE_BYPASSED_PAGES] += nr_pages
     mm.memcgs[memcg_id].stat[MS_KERNEL] += nr_pages
     mm.zones[page_to_nid(mm, pfn)].nr_kmem += nr_pages
@@ -416,7 +416,7 @@ cdef void free_kmem_pages(mm_t *mm, int32_t oid) noexcept nogil:
     cdef int order = mm.objs[oid].order, memcg_id = mm.pg_memcg[pfn]
     cdef int64_t nr_pages = 1 << order
     if mm.pg_flags[pfn] & PG_acct_miss:
-        mm.acct_miss_pages -= nr_pages
+        mm.kmem_miss_pages -= nr_pages
     mm.memcgs[memcg_id].stat[MS_KERNEL] -= nr_pages
     mm.zones[page_to_nid(mm, pfn)].nr_kmem -= nr_pages
     if memcg_id != ROOT_MEMCG:

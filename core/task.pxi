@@ -45,7 +45,9 @@ cdef int task_new(mm_t *mm, int memcg_id, int cpu) noexcept nogil:
 
 
 cdef inline void syscall_enter(mm_t *mm, int tid) noexcept nogil:
+    """A syscall entry: one kernel entry (the denominator of enomem_per_kentry)."""
     mm.tasks[tid].in_kernel = True
+    mm.stats[M_KENTRIES] += 1
     mm.now_ns += COST_SYSCALL
 
 

@@ -1,0 +1,153 @@
+"""Issue 10: every metric that compares the designs, planted in a small scenario.
+
+Each test plants the effect a metric measures through `core.Machine` and shows that the
+metric moves for the design that causes it and not for the others (or, where every design
+behaves alike, that it counts exactly what was planted). The kernel fact each scenario
+mirrors is cited by section of the kernel facts and by kernel source.
+"""
+import functools
+
+import pytest
+
+import core
+from kernel_selftest import (
+    MB, PAGE_SIZE, cg_read_long, fill_with_kmem, metrics_delta, warm_kmalloc,
+)
+
+DESIGNS = ("v4.3", "way1", "way2")
+RATES = ("enomem_per_kentry", "nowait_failure_rate", "atomic_failure_rate")
+
+
+def test_new_metric_names_are_in_core_metrics():
+    for name in ("kmem_uncharged_pages", "kernel_entries", *RATES):
+        assert name in core.METRICS
+    assert "accounting_error_pages" not in core.METRICS   # renamed: kmem_uncharged_pages
+
+
+def usage(m, cgroup="/a"):
+    return cg_read_long(m, cgroup, "memory.current")
+
+
+def at_max(design, cpus=1):
+    """/a at exactly memory.max = 4M of unreclaimable kmem, stock drained (the state of
+    the over-max tests of test_designs.py); kmalloc-96 and kmalloc-4096 clones warm."""
+    m = core.Machine(nodes=1, mem_mib=128, cpus=cpus, allocator="slub", design=design, seed=4)
+    m.mkdir("/a")
+    task = m.spawn("/a", cpu=0)
+    warm_kmalloc(m, task, 96)
+    warm_kmalloc(m, task, 4096)
+    m.write("/a", "memory.max", "4M")
+    fill_with_kmem(m, task, "/a")
+    assert usage(m) == MB(4)
+    return m, task
+
+
+# ---- kmem_uncharged_pages ------------------------------------------------------------------
+
+@functools.cache
+def nofail_kmem_at_max(design):
+    """At memory.max: one NOFAIL kmem page and 16 NOFAIL kmalloc-4096 objects, kept."""
+    m, task = at_max(design)
+    before = m.metrics()
+    with task.syscall():
+        assert task.alloc_pages(0, "GFP_KERNEL|__GFP_NOFAIL") is not None
+        assert None not in [task.kmalloc(4096, "GFP_KERNEL|__GFP_NOFAIL") for _ in range(16)]
+    return m, before, m.metrics()
+
+
+def test_kmem_uncharged_pages_counts_nofail_kmem_v43_leaves_uncharged():
+    # §2.4 (4.3 include/linux/memcontrol.h memcg_kmem_newpage_charge / memcg_kmem_get_cache:
+    # "if (gfp & __GFP_NOFAIL) return true" - the allocation is not accounted): one page
+    # plus 16 objects of 4 KiB escape memory.max, and only this metric sees them
+    m, before, after = nofail_kmem_at_max("v4.3")
+    assert after["kmem_uncharged_pages"] - before["kmem_uncharged_pages"] == 1 + 16
+    assert usage(m) == MB(4)
+    assert after["charge_forced_pages"] == before["charge_forced_pages"]
+
+
+@pytest.mark.parametrize("design", ["way1", "way2"])
+def test_kmem_uncharged_pages_stays_flat_where_nofail_is_force_charged(design):
+    # §2.7 (4.4 mm/memcontrol.c try_charge "force:" label) and Davydov's way2: NOFAIL is
+    # charged past memory.max - the cost shows in charge_forced_pages instead
+    m, before, after = nofail_kmem_at_max(design)
+    assert after["kmem_uncharged_pages"] == before["kmem_uncharged_pages"]
+    assert after["charge_forced_pages"] - before["charge_forced_pages"] >= 1 + 1
+    assert usage(m) > MB(4)
+
+
+def test_kmem_uncharged_pages_returns_to_zero_when_the_memory_is_freed():
+    m, task = at_max("v4.3")
+    with task.syscall():
+        handle = task.alloc_pages(2, "GFP_KERNEL|__GFP_NOFAIL")
+    assert m.metrics()["kmem_uncharged_pages"] == 4
+    task.kfree(handle)
+    assert m.metrics()["kmem_uncharged_pages"] == 0
+
+
+# ---- per-workload failure rates ------------------------------------------------------------
+
+@functools.cache
+def mixed_syscalls_at_max(design):
+    """At memory.max, 4 syscalls: one GFP_KERNEL page (ENOMEM: kmem is unreclaimable,
+    §2.3 steps 8-16, no OOM kill from a syscall), then 2 NOWAIT pages (fail at step 6,
+    one failure per request) and 2 ATOMIC pages. User page faults are not syscalls."""
+    m, task = at_max(design)
+    before = m.metrics()
+    with task.syscall():
+        assert task.alloc_pages(0, "GFP_KERNEL") is None
+    for gfp in ("GFP_NOWAIT", "GFP_ATOMIC"):
+        with task.syscall():
+            task.alloc_pages(0, gfp)
+            task.alloc_pages(0, gfp)
+    with task.syscall():
+        assert task.kmalloc(96, "GFP_KERNEL") is not None     # a free object of the warm cache
+    return m, metrics_delta(before, m.metrics()), m.metrics()
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_enomem_per_kentry_counts_enomem_per_syscall(design):
+    # §2.3 step 16: a charge from a syscall gets -ENOMEM (user-visible), never an OOM kill
+    m, delta, after = mixed_syscalls_at_max(design)
+    assert delta["kernel_entries"] == 4
+    assert delta["enomem_user_visible"] == 1
+    assert after["enomem_per_kentry"] == after["enomem_user_visible"] / after["kernel_entries"]
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_nowait_failure_rate_is_failed_per_nowait_request(design):
+    # §2.3 step 6: !__GFP_WAIT over the limit -> nomem, in every design
+    m, delta, after = mixed_syscalls_at_max(design)
+    assert delta["alloc_nowait_attempts"] == 2 and delta["nowait_failures"] == 2
+    assert after["nowait_failure_rate"] == after["nowait_failures"] / after["alloc_nowait_attempts"]
+    assert after["nowait_failure_rate"] > 0
+
+
+def test_atomic_failure_rate_drops_only_where_gfp_high_is_forced():
+    # way2 (Davydov, §3.3/§8.3): __GFP_HIGH charges are forced past max, so GFP_ATOMIC
+    # never fails at the limit; v4.3 and way1 (4.4 try_charge: only NOFAIL/dying forced)
+    # fail both ATOMIC requests
+    deltas = {d: mixed_syscalls_at_max(d)[1] for d in DESIGNS}
+    rates = {d: mixed_syscalls_at_max(d)[2]["atomic_failure_rate"] for d in DESIGNS}
+    assert deltas["way2"]["alloc_atomic_failures"] == 0
+    assert deltas["way2"]["charge_forced_pages"] == 2
+    for design in ("v4.3", "way1"):
+        assert deltas[design]["alloc_atomic_failures"] == 2
+        assert deltas[design]["charge_forced_pages"] == 0
+        assert rates[design] > rates["way2"]
+
+
+def test_rates_are_zero_without_a_denominator():
+    m = core.Machine(nodes=1, mem_mib=64, cpus=1, design="way1")
+    metrics = m.metrics()
+    assert all(metrics[name] == 0.0 for name in RATES)
+    assert metrics["kernel_entries"] == 0
+
+
+def test_page_faults_are_not_kernel_entries_of_enomem_per_kentry():
+    m = core.Machine(nodes=1, mem_mib=64, cpus=1, design="way1")
+    m.mkdir("/a")
+    task = m.spawn("/a")
+    task.fault_anon(4 * PAGE_SIZE)
+    assert m.metrics()["kernel_entries"] == 0
+    task.kmalloc(64)                              # a request outside syscall(): one entry
+    assert m.metrics()["kernel_entries"] == 1
