@@ -51,6 +51,8 @@ cdef dict collect_metrics(mm_t *mm):
         over = m.memory.count - m.high
         if over > 0:
             integral += <double>over * <double>(mm.now_ns - m.last_ns)
+    out["syscall_latency_p50_ns"] = float(lat_percentile(mm.syscall_lat, 0.5))
+    out["syscall_latency_p99_ns"] = float(lat_percentile(mm.syscall_lat, 0.99))
     out["requests"] = float(mm.stats[M_REQUESTS])
     out["enomem_user_visible"] = float(mm.stats[M_ENOMEM])
     out["kernel_entries"] = float(mm.stats[M_KENTRIES])

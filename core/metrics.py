@@ -21,6 +21,11 @@ METRICS = tuple(
     + [f"latency_{c}_p50_ns" for c in GFP_CLASSES]
     + [f"latency_{c}_p99_ns" for c in GFP_CLASSES]
     + [
+        # per syscall: entry until its return-to-user work (punted reclaim) is done
+        "syscall_latency_p50_ns",
+        "syscall_latency_p99_ns",
+    ]
+    + [
         "requests",                 # requests issued by the workload / scenario
         "kernel_entries",           # syscall entries (user page faults are not counted)
         "enomem_user_visible",      # GFP_KERNEL/NOFS request failed after its fallback

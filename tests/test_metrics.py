@@ -19,7 +19,8 @@ RATES = ("enomem_per_kentry", "nowait_failure_rate", "atomic_failure_rate")
 
 
 def test_new_metric_names_are_in_core_metrics():
-    for name in ("kmem_uncharged_pages", "kernel_entries", *RATES):
+    for name in ("syscall_latency_p50_ns", "syscall_latency_p99_ns",
+                 "kmem_uncharged_pages", "kernel_entries", *RATES):
         assert name in core.METRICS
     assert "accounting_error_pages" not in core.METRICS   # renamed: kmem_uncharged_pages
 
@@ -151,3 +152,89 @@ def test_page_faults_are_not_kernel_entries_of_enomem_per_kentry():
     assert m.metrics()["kernel_entries"] == 0
     task.kmalloc(64)                              # a request outside syscall(): one entry
     assert m.metrics()["kernel_entries"] == 1
+
+
+# ---- syscall latency: kernel entry until the return-to-user work is done ------------------
+
+def bucket_floor(ns):
+    """The lower bound of the latency histogram bucket holding ns (16 per power of two)."""
+    if ns < 16:
+        return ns
+    shift = ns.bit_length() - 5
+    return (ns >> shift) << shift
+
+
+@functools.cache
+def kmalloc_syscalls_over_high(design, high):
+    """30M of page cache in /a, memory.high = `high` ("max": none), then 4 syscalls of 6M
+    of GFP_KERNEL kmalloc-2048 each (the memory.high bug scenario of test_designs.py)."""
+    m = core.Machine(nodes=1, mem_mib=256, cpus=2, allocator="slub", design=design, seed=1)
+    m.mkdir("/a")
+    task = m.spawn("/a", cpu=0)
+    warm_kmalloc(m, task, 2048)
+    m.write("/a", "memory.high", high)
+    task.read_file(MB(30))
+    before, spans = m.metrics(), []
+    for _ in range(4):
+        start = m.now_ns
+        with task.syscall():
+            for _ in range(MB(6) // 2048):
+                assert task.kmalloc(2048, "GFP_KERNEL") is not None
+        spans.append(m.now_ns - start)
+    return m, metrics_delta(before, m.metrics()), spans
+
+
+def test_syscall_latency_is_entry_to_end_of_return_to_user_work():
+    m = core.Machine(nodes=1, mem_mib=64, cpus=1, design="way1")
+    m.mkdir("/a")
+    task = m.spawn("/a")
+    start = m.now_ns
+    with task.syscall():
+        for _ in range(100):
+            task.kmalloc(512)
+    span = m.now_ns - start
+    metrics = m.metrics()
+    assert metrics["syscall_latency_p50_ns"] == metrics["syscall_latency_p99_ns"] == bucket_floor(span)
+    task.fault_anon(PAGE_SIZE)                  # a user page fault is not a syscall
+    assert m.metrics()["syscall_latency_p99_ns"] == bucket_floor(span)
+
+
+def test_way1_punted_high_reclaim_is_in_syscall_latency_not_in_request_latency():
+    # §2.7 (4.4 mm/memcontrol.c try_charge -> set_notify_resume; tracehook_notify_resume ->
+    # mem_cgroup_handle_over_high): way1 reclaims memory.high on the way back to user mode,
+    # after the last request of the syscall - only the syscall latency can see it
+    m, with_high, spans = kmalloc_syscalls_over_high("way1", "32M")
+    _, no_high, spans_no_high = kmalloc_syscalls_over_high("way1", "max")
+    assert with_high["reclaim_ns_return_to_user"] > 0
+    after, after_no_high = m.metrics(), kmalloc_syscalls_over_high("way1", "max")[0].metrics()
+    assert after["syscall_latency_p99_ns"] == bucket_floor(max(spans))
+    assert after["syscall_latency_p99_ns"] > 2 * after_no_high["syscall_latency_p99_ns"]
+    # the per-request latency does not move: the punted work is outside every request
+    assert after["latency_kernel_p99_ns"] <= 1.25 * after_no_high["latency_kernel_p99_ns"]
+
+
+def test_way2_synchronous_high_reclaim_is_in_both_latencies():
+    # 4.2/4.3 try_charge done_restock (§2.3 step 19): way2 reclaims memory.high at charge
+    # time, inside the request and hence inside its syscall
+    m, with_high, _ = kmalloc_syscalls_over_high("way2", "32M")
+    assert with_high["reclaim_ns_charge"] > 0 and with_high["reclaim_ns_return_to_user"] == 0
+    after, after_no_high = m.metrics(), kmalloc_syscalls_over_high("way2", "max")[0].metrics()
+    assert after["syscall_latency_p99_ns"] > 2 * after_no_high["syscall_latency_p99_ns"]
+    assert after["latency_kernel_p99_ns"] > after_no_high["latency_kernel_p99_ns"]
+
+
+def test_v43_skips_high_so_its_syscall_latency_does_not_move():
+    # §3.2 b (4.3 mm/slub.c allocate_slab drops __GFP_WAIT for oo > min; 4.3 try_charge
+    # returns before the high check for !__GFP_WAIT): no high reclaim anywhere
+    m, with_high, _ = kmalloc_syscalls_over_high("v4.3", "32M")
+    assert with_high["reclaim_rounds"] == 0
+    after, after_no_high = m.metrics(), kmalloc_syscalls_over_high("v4.3", "max")[0].metrics()
+    assert after["syscall_latency_p99_ns"] == after_no_high["syscall_latency_p99_ns"]
+
+
+def test_way1_and_way2_pay_comparable_high_reclaim_in_syscall_latency():
+    # the issue's point: the same work in a different place must cost the same here
+    way1 = kmalloc_syscalls_over_high("way1", "32M")[0].metrics()["syscall_latency_p99_ns"]
+    way2 = kmalloc_syscalls_over_high("way2", "32M")[0].metrics()["syscall_latency_p99_ns"]
+    print("syscall latency p99 with memory.high=32M: way1", way1, "way2", way2)
+    assert 0.5 < way1 / way2 < 2
