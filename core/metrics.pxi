@@ -82,6 +82,7 @@ cdef dict collect_metrics(mm_t *mm):
     out["slub_high_order_attempts"] = float(mm.stats[M_SLUB_HIGH_ATTEMPTS])
     out["slub_order_fallbacks"] = float(mm.stats[M_SLUB_FALLBACKS])
     out["slab_wrong_node_pages"] = float(mm.stats[M_SLAB_WRONG_NODE])
+    out["slab_wrong_node_objects"] = float(mm.stats[M_SLAB_WRONG_NODE_OBJS])
     out["slab_node_probe_failures"] = float(mm.stats[M_SLAB_PROBE_FAIL])
     out["slab_lazy_uncharged_objects"] = float(mm.stats[M_SLAB_LAZY])
     out["kswapd_wakeups"] = float(mm.stats[M_KSWAPD_WAKEUPS])

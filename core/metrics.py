@@ -55,7 +55,8 @@ METRICS = tuple(
         "slab_pages_allocated",     # slabs created (any order)
         "slub_high_order_attempts",  # allocate_slab tries at oo > min
         "slub_order_fallbacks",     # ORDER_FALLBACK
-        "slab_wrong_node_pages",    # slab pages placed off the requested node
+        "slab_wrong_node_pages",    # pages of new slabs placed off the requested node
+        "slab_wrong_node_objects",  # objects placed in a slab off the node asked for
         "slab_node_probe_failures",  # SLAB gfp_exact_node grows that failed
         "slab_lazy_uncharged_objects",  # objects put in root caches while a clone was created
         "kswapd_wakeups",

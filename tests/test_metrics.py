@@ -19,7 +19,7 @@ RATES = ("enomem_per_kentry", "nowait_failure_rate", "atomic_failure_rate")
 
 
 def test_new_metric_names_are_in_core_metrics():
-    for name in ("syscall_latency_p50_ns", "syscall_latency_p99_ns",
+    for name in ("syscall_latency_p50_ns", "syscall_latency_p99_ns", "slab_wrong_node_objects",
                  "kmem_uncharged_pages", "kernel_entries", *RATES):
         assert name in core.METRICS
     assert "accounting_error_pages" not in core.METRICS   # renamed: kmem_uncharged_pages
@@ -238,3 +238,68 @@ def test_way1_and_way2_pay_comparable_high_reclaim_in_syscall_latency():
     way2 = kmalloc_syscalls_over_high("way2", "32M")[0].metrics()["syscall_latency_p99_ns"]
     print("syscall latency p99 with memory.high=32M: way1", way1, "way2", way2)
     assert 0.5 < way1 / way2 < 2
+
+
+# ---- slab_wrong_node_objects --------------------------------------------------------------
+
+@functools.cache
+def slab_kmalloc_node_near_max(design):
+    """SLAB on 2 nodes, /a at memory.max = 32M full of page cache, then 2048 GFP_KERNEL
+    kmalloc_node(1024) on the node the task does not run on (test_designs.py's scenario)."""
+    m = core.Machine(nodes=2, mem_mib=512, cpus=2, allocator="slab", design=design,
+                     slub_max_order=1, seed=3)
+    m.mkdir("/a")
+    task = m.spawn("/a", cpu=0)
+    with task.syscall():
+        probe = task.alloc_pages(0, "GFP_KERNEL")
+        remote = 1 - m.node_of(probe)
+        task.free_pages(probe)
+    warm_kmalloc(m, task, 1024, node=remote)
+    m.write("/a", "memory.max", "32M")
+    task.read_file(MB(40))
+    before = m.metrics()
+    with task.syscall():
+        handles = [task.kmalloc(1024, "GFP_KERNEL", node=remote) for _ in range(2048)]
+    assert None not in handles
+    placed_wrong = sum(m.node_of(h) != remote for h in handles)
+    return placed_wrong, metrics_delta(before, m.metrics())
+
+
+@pytest.mark.parametrize("design", ["v4.3", "way1"])
+def test_slab_wrong_node_objects_counts_every_object_off_the_node(design):
+    # §4.2-§4.4 (4.3 mm/slab.c ____cache_alloc_node -> cache_grow(gfp_exact_node(flags))
+    # charged with the probe's NOWAIT mask fails at max; fallback_alloc then takes objects
+    # of the other node's slabs and grows on numa_mem_id())
+    placed_wrong, delta = slab_kmalloc_node_near_max(design)
+    assert placed_wrong > 0
+    assert delta["slab_wrong_node_objects"] == placed_wrong
+    # many objects per wrong-node slab page: the page count understates the harm
+    assert delta["slab_wrong_node_objects"] > delta["slab_wrong_node_pages"]
+
+
+def test_way2_charges_slab_probes_with_the_caller_gfp_and_places_nothing_off_node():
+    # §4.6 (Davydov, "mm/slab: skip memcg reclaim only if in atomic context"): the charge
+    # reclaims with GFP_KERNEL, only the page allocation is THISNODE|NOWAIT
+    placed_wrong, delta = slab_kmalloc_node_near_max("way2")
+    assert placed_wrong == 0
+    assert delta["slab_wrong_node_objects"] == 0
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_slub_objects_on_a_fallback_node_count_in_every_design(design):
+    # 4.3 mm/slub.c alloc_slab_page -> __alloc_pages_node(node) without __GFP_THISNODE:
+    # the zonelist falls back to the other node when the asked-for one is exhausted
+    m = core.Machine(nodes=2, mem_mib=256, cpus=2, allocator="slub", design=design, seed=5)
+    m.mkdir("/a")
+    root = m.spawn("/", cpu=0)
+    with root.syscall():
+        while root.alloc_pages(0, "GFP_ATOMIC|__GFP_MEMALLOC|__GFP_THISNODE", node=1) is not None:
+            pass
+    task = m.spawn("/a", cpu=0)
+    before = m.metrics()
+    with task.syscall():
+        handles = [task.kmalloc(512, "GFP_KERNEL", node=1) for _ in range(100)]
+    delta = metrics_delta(before, m.metrics())
+    assert all(m.node_of(h) == 0 for h in handles)
+    assert delta["slab_wrong_node_objects"] == 100
+    assert delta["slab_wrong_node_pages"] > 0
