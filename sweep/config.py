@@ -22,6 +22,9 @@ GRID_AXES = ("limit", "high", "order", "nodes", "mix", "allocator", "cpus", "fra
 # axes a config may leave unset (null): the value then comes from `workload` or the spec default
 OPTIONAL_AXES = ("allocator", "cpus", "fragment")
 BLOCK_KEYS = ("name", "grid", "workload")
+# workload-spec field each optional axis sets
+OPTIONAL_AXIS_FIELDS = {("machine", "allocator"): "allocator", ("machine", "cpus"): "cpus",
+                        ("background", "fragment"): "fragment"}
 
 
 class ConfigError(ValueError):
@@ -82,6 +85,7 @@ class SweepSchema:
     # several small grids in one sweep: each block's grid/workload is merged over the top-level
     # ones (command-line grid.* overrides win over every block); empty = the top-level grid
     blocks: List[Any] = field(default_factory=list)
+    claims: Optional[str] = None     # claims registry (configs/claims.yaml): path, next to the config or cwd
     ray: RaySchema = field(default_factory=RaySchema)
     output: OutputSchema = field(default_factory=OutputSchema)
     tracking: TrackingSchema = field(default_factory=TrackingSchema)
@@ -148,7 +152,11 @@ def _checked_blocks(cfg: DictConfig, grid_overrides: dict) -> list:
         except OmegaConfBaseException as err:
             raise ConfigError(f"{path}.{_omegaconf_message(err, OmegaConf.structured(SweepSchema))}") from None
         _check_grid(merged, f"{path}.grid")
-        workload = OmegaConf.merge(cfg.workload, block.get("workload") or {})
+        workload = OmegaConf.to_container(OmegaConf.merge(cfg.workload, block.get("workload") or {}))
+        own = block.get("workload") or {}
+        for (section, key), axis in OPTIONAL_AXIS_FIELDS.items():   # the block's axis beats an inherited pin
+            if merged[axis] is not None and key not in (own.get(section) or {}):
+                (workload.get(section) or {}).pop(key, None)
         blocks.append({"name": name, "grid": merged, "workload": workload})
     return blocks
 
@@ -177,6 +185,16 @@ def load_mixes(cfg: DictConfig, config_path: str | Path) -> dict[str, dict]:
         mix.setdefault("name", Path(name).stem)
         mixes[name] = mix
     return mixes
+
+
+def claims_file(cfg: DictConfig, config_path: str | Path) -> Path | None:
+    """The claims registry the config names, looked up next to the config, then in cwd."""
+    if not cfg.claims:
+        return None
+    for base in (Path(config_path).resolve().parent, Path.cwd()):
+        if (base / cfg.claims).is_file():
+            return (base / cfg.claims).resolve()
+    raise ConfigError(f"claims: no file {cfg.claims!r} next to the config or in the current folder")
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -18,6 +18,7 @@ from typing import Iterable, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from sweep import config
 from sweep.config import OPTIONAL_AXES, ConfigError, block_configs, unknown_key_message
 
 # workload-spec fields that a grid axis (or the design list) sets: never pinned
@@ -30,11 +31,7 @@ AXIS_FIELDS = {
     ("mix",): "grid.mix",
 }
 # ... and those an optional axis sets when the config gives it (else they are pinnable)
-OPTIONAL_AXIS_FIELDS = {
-    ("machine", "allocator"): "grid.allocator",
-    ("machine", "cpus"): "grid.cpus",
-    ("background", "fragment"): "grid.fragment",
-}
+OPTIONAL_AXIS_FIELDS = {fields: f"grid.{axis}" for fields, axis in config.OPTIONAL_AXIS_FIELDS.items()}
 
 
 @dataclass(frozen=True)
