@@ -33,7 +33,7 @@ from statsmodels.stats.proportion import proportion_confint
 from core.metrics import GFP_CLASSES, METRICS
 
 BASELINE = "v4.3"                      # the kernel as shipped: compared against every design
-AXES = ("limit", "high", "order", "nodes", "mix")
+AXES = ("limit", "high", "order", "nodes", "mix", "block", "allocator", "cpus", "fragment")  # = store.AXIS_COLUMNS
 ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 1999             # BCa CI of a mean; more moves the bounds < 1 %
 BOOTSTRAP_SEED = 20150915              # fixed rng: the report is reproducible
