@@ -165,7 +165,7 @@ def workload_values(df: pd.DataFrame) -> pd.DataFrame:
 
 def cell_axes(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell_id with its grid-axis values."""
-    return df.groupby("cell_id", sort=True)[list(AXES)].first()
+    return df.groupby("cell_id", sort=True)[[a for a in AXES if a in df.columns]].first()
 
 
 def _paired_wide(values: pd.DataFrame, metric: str) -> pd.DataFrame:
