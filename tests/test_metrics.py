@@ -303,3 +303,51 @@ def test_slub_objects_on_a_fallback_node_count_in_every_design(design):
     assert all(m.node_of(h) == 0 for h in handles)
     assert delta["slab_wrong_node_objects"] == 100
     assert delta["slab_wrong_node_pages"] > 0
+
+
+# ---- slub_order_fallbacks: ORDER_FALLBACK as 4.3 counts it ---------------------------------
+
+@functools.cache
+def nofail_kmalloc96_at_max(design):
+    """At memory.max (unreclaimable kmem), 100 NOFAIL kmalloc-96: kmalloc-96 has
+    oo == min == order 0 (1 CPU), 42 objects per slab, so new slabs are needed."""
+    m, task = at_max(design)
+    geometry = core.slub_geometry(96, 1)
+    assert geometry["order"] == geometry["min_order"] == 0
+    before = m.metrics()
+    with task.syscall():
+        assert None not in [task.kmalloc(96, "GFP_KERNEL|__GFP_NOFAIL") for _ in range(100)]
+    return metrics_delta(before, m.metrics())
+
+
+def test_order_fallback_counted_for_oo_equal_min_when_the_first_charge_fails():
+    # way1 (4.4: try_charge sees the allocation's own gfp): the first try of 4.3
+    # mm/slub.c allocate_slab() has __GFP_NORETRY and no __GFP_NOFAIL (§3.1 step 3), so
+    # its charge fails at memory.max (§2.3 step 11); the second try with the caller's NOFAIL
+    # is forced (4.4 try_charge force:) and the kernel counts stat(s, ORDER_FALLBACK) with
+    # no oo > min test - although both tries are order 0
+    delta = nofail_kmalloc96_at_max("way1")
+    assert delta["slub_high_order_attempts"] == 0
+    assert delta["slub_order_fallbacks"] >= 2
+    assert delta["slub_new_slab_attempts"] == delta["slub_order_fallbacks"]
+
+
+@pytest.mark.parametrize("design", ["v4.3", "way2"])
+def test_order_fallback_not_counted_where_the_first_try_succeeds(design):
+    # v4.3: §2.4 (4.3 memcg_kmem_get_cache: NOFAIL bypass) serves NOFAIL from the root
+    # cache, uncharged; way2 (§3.3/§4.6): the charge sees the caller's NOFAIL and is forced
+    # at the first try. Neither falls back
+    delta = nofail_kmalloc96_at_max(design)
+    assert delta["slub_new_slab_attempts"] >= 2
+    assert delta["slub_order_fallbacks"] == 0
+    if design == "v4.3":
+        assert delta["kmem_uncharged_pages"] >= 1
+    else:
+        assert delta["charge_forced"] == delta["slub_new_slab_attempts"]
+
+
+@pytest.mark.parametrize("design", DESIGNS)
+def test_order_fallbacks_never_exceed_new_slab_attempts(design):
+    for delta in (nofail_kmalloc96_at_max(design), mixed_syscalls_at_max(design)[1]):
+        assert delta["slub_order_fallbacks"] <= delta["slub_new_slab_attempts"]
+        assert delta["slub_high_order_attempts"] <= delta["slub_new_slab_attempts"]
