@@ -1,6 +1,11 @@
 """``python -m sweep`` (see sweep.cli)."""
-import sys
+from sweep import interrupt
 
-from sweep.cli import main
+interrupt.install()          # first: a Ctrl-C even during the imports below exits 130 quietly
 
-sys.exit(main())
+if __name__ == "__main__":
+    try:
+        from sweep.cli import main
+    except KeyboardInterrupt:
+        interrupt.exit_now("interrupted: nothing was started")
+    interrupt.leave(main())

@@ -40,11 +40,31 @@ class SweepDir:
         path = Path(cfg.output.dir)
         return cls(path / shard.label if shard else path)
 
+    def check_usable(self) -> None:
+        """Refuse (exit 2, before anything starts) a path that cannot become the sweep folder:
+        an existing file, a path under a file, a folder we cannot write.  Creates nothing."""
+        path = self.path
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if existing == path and not path.is_dir():
+            raise sweep_config.ConfigError(f"output.dir: {path} is an existing file; allowed: a folder "
+                                           f"(new, or the folder of an earlier run)")
+        if not existing.is_dir():
+            raise sweep_config.ConfigError(f"output.dir: {path}: {existing} is a file, so no folder can be "
+                                           f"made under it; allowed: a path under a writable folder")
+        if not os.access(existing, os.W_OK | os.X_OK) or os.statvfs(existing).f_flag & os.ST_RDONLY:
+            raise sweep_config.ConfigError(f"output.dir: {path}: {existing} is not writable by this user; "
+                                           f"allowed: a path under a writable folder")
+
     @contextlib.contextmanager
     def lock(self):
         """Exclusive use of the folder; the OS drops the lock when the driver dies."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a+") as handle:
+        try:   # check_usable() ran first; this catches what access(2) cannot see (e.g. /proc)
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / ".lock", "a+")
+        except OSError as err:
+            raise sweep_config.ConfigError(f"output.dir: {self.path}: cannot create the sweep folder "
+                                           f"({err.strerror})") from None
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

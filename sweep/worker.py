@@ -50,3 +50,32 @@ def _describe(err: Exception) -> str:
     frames = traceback.extract_tb(err.__traceback__)[-3:]
     where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames)
     return f"{type(err).__name__}: {err} [{where}]"
+
+
+def calibration_main() -> None:
+    """``plan.calibrate``'s child process: JSON items on stdin, one JSON result line each on
+    stdout as it finishes.  Dies with its parent (PR_SET_PDEATHSIG): a workload can run for
+    hours and nothing may keep it running once the driver is gone."""
+    import json
+    import sys
+
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the driver stops us when it wants to
+    items = json.load(sys.stdin)
+    print(json.dumps({"ready": True}), flush=True)
+    for result in map(lambda item: run_chunk([item])[0], items):
+        print(json.dumps(result), flush=True)
+
+
+def _die_with_parent() -> None:
+    import sys
+
+    parent = int(sys.argv[1])
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:        # the parent died before prctl took effect
+        os._exit(1)

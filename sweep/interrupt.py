@@ -1,0 +1,127 @@
+"""One interrupt path for the whole driver: the sweep, the report and the MLflow logging.
+
+First Ctrl-C (SIGINT) or SIGTERM: stop.  While the runner holds :func:`polling`, the signal
+only sets a flag that the runner reads at safe points (between chunks, never inside a store
+write or a Ray call), so every finished chunk is stored and no Ray task is cancelled
+(``ray.cancel`` can crash Ray 2.60's core worker).  Anywhere else (imports, config, the
+report, the logging) it raises ``KeyboardInterrupt``, which the CLI turns into one line and
+exit 130.  Second signal: the user wants out now; the registered last words run (they mark
+``sweep.json`` interrupted) and the process ends at once with 130, never a traceback.
+
+Test hook (tests/test_faults.py): ``SWEEP_TEST_PAUSE=point[,point:N...]`` with
+``SWEEP_TEST_PAUSE_FILE=path``: at :func:`checkpoint` ``point`` (with a count >= N) the
+driver writes the point's name to the file and waits for the next signal, so a test
+interrupts at a known moment instead of a wall-clock guess.  Stdlib only: this module is
+installed before anything heavy is imported.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+
+INTERRUPTED = 130
+
+_signals = 0          # signals received so far
+_polling = 0          # > 0: the runner polls stop_requested() instead of taking an exception
+_last_words: list = []
+_fired: set[str] = set()
+
+
+def install() -> None:
+    """Route SIGINT and SIGTERM here (again after anything that installs its own, e.g. ray.init)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_signal)
+
+
+def stop_requested() -> bool:
+    return _signals > 0
+
+
+@contextmanager
+def polling():
+    """Within: a first signal sets the flag only; the caller polls :func:`stop_requested`."""
+    global _polling
+    _polling += 1
+    try:
+        yield
+    finally:
+        _polling -= 1
+
+
+@contextmanager
+def last_words(action):
+    """Within: ``action()`` runs if a second signal ends the process at once."""
+    _last_words.append(action)
+    try:
+        yield
+    finally:
+        _last_words.remove(action)
+
+
+def _on_signal(signum, frame) -> None:
+    global _signals
+    _signals += 1
+    if _signals > 1:
+        exit_now("interrupted again: stopped at once")
+    if not _polling:
+        raise KeyboardInterrupt
+
+
+def exit_now(message: str, code: int = INTERRUPTED) -> None:
+    """Last words, one line, flushed output, then ``os._exit``: no cleanup can hang or raise."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # a third Ctrl-C must not interrupt this
+    for action in reversed(_last_words):
+        try:
+            action()
+        except BaseException:  # noqa: BLE001 - best effort on the way out
+            pass
+    try:
+        if sys.stderr.isatty():
+            sys.stderr.write("\n")          # leave a progress bar's line
+        sys.stderr.write(message + "\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001
+        pass
+    os._exit(code)
+
+
+def checkpoint(point: str, count: int = 0) -> None:
+    """Test hook: pause at ``point`` when SWEEP_TEST_PAUSE names it (see the module doc)."""
+    wanted = os.environ.get("SWEEP_TEST_PAUSE")
+    if not wanted or point in _fired:
+        return
+    for item in wanted.split(","):
+        name, _, at_least = item.partition(":")
+        if name == point and count >= int(at_least or 0):
+            _fired.add(point)
+            _pause(point)
+            return
+
+
+def _pause(point: str) -> None:
+    seen = _signals
+    path = os.environ["SWEEP_TEST_PAUSE_FILE"]
+    with open(path + ".tmp", "w") as handle:
+        handle.write(point)
+    os.replace(path + ".tmp", path)
+    while _signals == seen:    # raises KeyboardInterrupt here unless polling
+        time.sleep(0.02)
+
+
+def leave(code: int) -> None:
+    """End the process with ``code`` (130 if a signal came and was not yet answered), skipping
+    the interpreter's finalization, where a late Ctrl-C would print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if _signals and code == 0:
+        code = INTERRUPTED
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001
+        pass
+    os._exit(code)
