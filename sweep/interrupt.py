@@ -10,8 +10,8 @@ exit 130.  Second signal: the user wants out now; the registered last words run 
 
 Test hook (tests/test_faults.py): ``SWEEP_TEST_PAUSE=point[,point:N...]`` with
 ``SWEEP_TEST_PAUSE_FILE=path``: at :func:`checkpoint` ``point`` (with a count >= N) the
-driver writes the point's name to the file and waits for the next signal, so a test
-interrupts at a known moment instead of a wall-clock guess.  Stdlib only: this module is
+driver writes the point's name to the file and waits for the next signal (or for the file
+to be deleted), so a test acts at a known moment instead of a wall-clock guess.  Stdlib only: this module is
 installed before anything heavy is imported.
 """
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _pause(point: str) -> None:
     with open(path + ".tmp", "w") as handle:
         handle.write(point)
     os.replace(path + ".tmp", path)
-    while _signals == seen:    # raises KeyboardInterrupt here unless polling
+    while _signals == seen and os.path.exists(path):   # raises KeyboardInterrupt here unless polling
         time.sleep(0.02)
 
 

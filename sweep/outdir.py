@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,9 +52,11 @@ class SweepDir:
         if not existing.is_dir():
             raise sweep_config.ConfigError(f"output.dir: {path}: {existing} is a file, so no folder can be "
                                            f"made under it; allowed: a path under a writable folder")
-        if not os.access(existing, os.W_OK | os.X_OK) or os.statvfs(existing).f_flag & os.ST_RDONLY:
-            raise sweep_config.ConfigError(f"output.dir: {path}: {existing} is not writable by this user; "
-                                           f"allowed: a path under a writable folder")
+        try:    # a nameless file (O_TMPFILE): the real test, for root too, and it leaves nothing
+            tempfile.TemporaryFile(dir=existing).close()
+        except OSError as err:
+            raise sweep_config.ConfigError(f"output.dir: {path}: cannot write in {existing} ({err.strerror}); "
+                                           f"allowed: a path under a writable folder") from None
 
     @contextlib.contextmanager
     def lock(self):

@@ -56,9 +56,10 @@ class LocalHead:
                 line = self.proc.stdout.readline()
                 if not line:
                     raise RayLost(f"the local Ray did not start (see {self.log_path}): {self._last_log_line()}")
-                info = json.loads(line)
-                self.address, self.pids = info["address"], info["pids"]
-                return True
+                info = _message(line)
+                if "address" in info:
+                    self.address, self.pids = info["address"], info["pids"]
+                    return True
 
     def check(self) -> None:
         """Raise :class:`RayLost` when the head process ended (Ray's processes died)."""
@@ -66,7 +67,7 @@ class LocalHead:
             return
         reason = "the head process exited"
         for line in self.proc.stdout:
-            reason = json.loads(line).get("lost", reason)
+            reason = _message(line).get("lost", reason)
         raise RayLost(f"the local Ray stopped: {reason}")
 
     def close(self) -> None:
@@ -85,6 +86,15 @@ class LocalHead:
         except OSError:
             return "no log"
         return lines[-1][:300] if lines else "no output"
+
+
+def _message(line: bytes) -> dict:
+    """One line of the head's stdout: our JSON messages, or Ray's own chatter (ignored)."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return {}
+    return message if isinstance(message, dict) else {}
 
 
 def _loopback_env() -> dict:
@@ -163,10 +173,10 @@ def main(num_cpus: int) -> None:
 def _watch(pids: list[list[int]], names: dict[int, str]) -> None:
     while True:
         time.sleep(WATCH_S)
-        for pid, started in pids:
-            if start_time(pid) != started:
-                print(json.dumps({"lost": f"Ray's {names[pid]} (pid {pid}) exited"}), flush=True)
-                _end(1)
+        dead = [f"{names[pid]} (pid {pid})" for pid, started in pids if start_time(pid) != started]
+        if dead:
+            print(json.dumps({"lost": f"Ray's {', '.join(dead)} exited"}), flush=True)
+            _end(1)
 
 
 def _name(pid: int) -> str:

@@ -284,7 +284,9 @@ class _RaySession:
             started = time.monotonic()
             if address is None:
                 address = self._start_head()
-            ray.init(address=address, logging_level=logging.WARNING)
+            # log_to_driver=False: run_chunk reports every failure itself; Ray's forwarded
+            # worker and raylet chatter would bury the one-line messages
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
             interrupt.install()           # ray.init installs its own SIGTERM handler
             self._connected = True
             where = "started a local Ray" if self.head else f"joined Ray at {address}"

@@ -28,7 +28,28 @@ def run_chunk_in_ray_worker(items: list[dict]) -> list[dict]:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:      # not the worker's main thread: nothing to do
         pass
+    _hang_once_for_tests()
     return run_chunk(items)
+
+
+def _hang_once_for_tests() -> None:
+    """Test hook (tests/test_faults.py): with SWEEP_TEST_HANG_FILE set in Ray's environment,
+    the first chunk to find no such file creates it holding its worker's pid and never
+    returns, so a test can kill a worker that is certainly running a chunk."""
+    path = os.environ.get("SWEEP_TEST_HANG_FILE")
+    if not path or os.path.exists(path):
+        return
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as handle:
+        handle.write(str(os.getpid()))
+    try:
+        os.link(tmp, path)          # atomic: exactly one chunk wins
+    except FileExistsError:
+        return
+    finally:
+        os.unlink(tmp)
+    while True:
+        time.sleep(1)
 
 
 def run_one(spec: dict, seed: int) -> dict:
