@@ -53,7 +53,7 @@ def _main(args) -> int:
     if not args.fresh:
         Store.check(sweep_dir.results)
     if args.dry_run:
-        return _dry_run(cfg, cells, sweep_dir, shard)
+        return _dry_run(cfg, cells, sweep_dir, shard, args.fresh)
     return _run(cfg, cells, sweep_dir, args.fresh, shard)
 
 
@@ -84,33 +84,46 @@ def _check_stats_available(cfg) -> None:
 def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard) -> int:
     from sweep import runner   # Ray's module: loaded only once a run is certain
 
+    summary = None
     try:
-        summary = runner.run_sweep(cfg, cells, sweep_dir, fresh=fresh, shard=shard)
+        with interrupt.polling():       # a first Ctrl-C in here is the runner's to answer
+            summary = runner.run_sweep(cfg, cells, sweep_dir, fresh=fresh, shard=shard)
+            _print_summary(cfg, summary, sweep_dir)
+            if summary.interrupted or summary.failure:
+                return _stopped_early(summary, sweep_dir)
+            stopped = interrupt.stop_requested()     # Ctrl-C after the last workload
+        if stopped:
+            raise KeyboardInterrupt
+        failed = FAILED if summary.errors or summary.lost else OK
+        if shard:
+            print(f"shard {shard.index}/{shard.count} done. When every shard is done: "
+                  f"python -m sweep report {sweep_dir.path.parent} && python -m sweep log {sweep_dir.path.parent}",
+                  file=sys.stderr)
+            return failed
+        post = _report_and_log(sweep_dir, cfg, log=cfg.tracking.enabled, report=cfg.output.report)
+        return failed or post
     except SweepBusy as err:
         print(f"error: {err}", file=sys.stderr)
         return BUSY
-    _print_summary(cfg, summary, sweep_dir)
+    except KeyboardInterrupt:
+        if summary is None:
+            raise
+        if summary.interrupted or summary.failure:
+            return INTERRUPTED             # its own line is printed already
+        where = sweep_dir.path.parent if shard else sweep_dir.path
+        print(f"interrupted: every workload is stored in {sweep_dir.results}; build the report with: "
+              f"python -m sweep report {where}; log it with: python -m sweep log {where}", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _stopped_early(summary, sweep_dir: SweepDir) -> int:
     stored = f"{summary.ran} workloads of this run (+{summary.skipped} from before) are stored in {sweep_dir.results}"
     if summary.interrupted:
         print(f"interrupted: {stored}; rerun the same command to resume", file=sys.stderr)
         return INTERRUPTED
-    if summary.failure:
-        print(f"stopped: {summary.failure}; {stored}; no report or MLflow run was made from part of the "
-              f"data; rerun the same command to resume", file=sys.stderr)
-        return STOPPED
-    if interrupt.stop_requested():    # Ctrl-C while Ray shut down, after the last workload
-        print(f"interrupted: every workload is stored in {sweep_dir.results}; build the report with: "
-              f"python -m sweep report {sweep_dir.path}; log it with: python -m sweep log {sweep_dir.path}",
-              file=sys.stderr)
-        return INTERRUPTED
-    failed = FAILED if summary.errors or summary.lost else OK
-    if shard:
-        print(f"shard {shard.index}/{shard.count} done. When every shard is done: "
-              f"python -m sweep report {sweep_dir.path.parent} && python -m sweep log {sweep_dir.path.parent}",
-              file=sys.stderr)
-        return failed
-    post = _report_and_log(sweep_dir, cfg, log=cfg.tracking.enabled, report=cfg.output.report)
-    return failed or post
+    print(f"stopped: {summary.failure}; {stored}; no report or MLflow run was made from part of the data; "
+          f"rerun the same command to resume", file=sys.stderr)
+    return STOPPED
 
 
 def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
@@ -128,11 +141,11 @@ def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
 # --- dry run ------------------------------------------------------------------------
 
 
-def _dry_run(cfg, cells, sweep_dir: SweepDir, shard) -> int:
+def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False) -> int:
     import core
 
     workloads = grid.workloads(cells, cfg.designs, cfg.replications, cfg.seed, core.MODEL_VERSION)
-    stored = _stored_ok_keys(sweep_dir)
+    stored = set() if fresh else _stored_ok_keys(sweep_dir)
     missing = plan.ordered([w for w in workloads if w.key not in stored])
     per_cell = Counter(w.cell.cell_id for w in missing)
     print("cells (id: workloads to run):")
@@ -166,7 +179,9 @@ def _print_estimate(cfg, missing, cpus: int, where: str) -> None:
     print(f"Ray tasks: {len(chunks)} (up to {len(chunks[0])} workloads, ~{len(chunks[0]) * spw:.2f}s of work "
           f"each), at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
     est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=True)
-    print(f"estimated time: {plan.format_seconds(est)} on {where} (incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)")
+    at_least = "at least " if calibration.lower_bound else ""
+    print(f"estimated time: {at_least}{plan.format_seconds(est)} on {where} "
+          f"(incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)")
 
 
 def _axis_text(values) -> str:

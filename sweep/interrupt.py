@@ -78,13 +78,9 @@ def exit_now(message: str, code: int = INTERRUPTED) -> None:
             action()
         except BaseException:  # noqa: BLE001 - best effort on the way out
             pass
-    try:
-        if sys.stderr.isatty():
-            sys.stderr.write("\n")          # leave a progress bar's line
-        sys.stderr.write(message + "\n")
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except BaseException:  # noqa: BLE001
+    try:    # os.write: the main thread may hold sys.stderr's lock (a handler must not print)
+        os.write(2, (("\n" if os.isatty(2) else "") + message + "\n").encode())
+    except OSError:
         pass
     os._exit(code)
 

@@ -16,6 +16,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
+from sweep import interrupt
 from sweep.grid import Workload
 
 CALIBRATION_RUNS = 21   # 3 per mix of the default grid
@@ -102,6 +103,7 @@ def _run_timed(sample: list[Workload], budget_s: float, stop) -> tuple[list[dict
     try:
         child.stdin.write(json.dumps([as_item(w) for w in sample]))
         child.stdin.close()
+        interrupt.checkpoint("calibrating")
         while len(results) < len(sample) and not stop():
             if time.perf_counter() - (started or spawned) > (budget_s if started else 60.0):
                 break

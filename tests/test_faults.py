@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -21,7 +22,7 @@ import pytest
 
 from sweep.rayhead import LocalHead, start_time
 from sweep.store import Store
-from sweep_helpers import (alive, descendants, metric_table, planned_workloads, reference_table, start_cli,
+from sweep_helpers import (alive, cli_env, descendants, metric_table, planned_workloads, reference_table, start_cli,
                            stored_rows, wait_until, write_config)
 
 # ~50 ms per workload, 288 workloads, at most 2 chunks in flight: a run that is certainly
@@ -260,3 +261,25 @@ def _command(pid: int) -> str:
             return handle.read().replace(b"\0", b" ").decode().strip()
     except OSError:
         return ""
+
+
+def test_a_huge_workload_costs_the_calibration_budget_and_ctrl_c_ends_it(fault_config, tmp_path):
+    huge = [fault_config, f"output.dir={tmp_path / 'out'}", "workload.length.kernel_entries=2000000000",
+            "--dry-run"]
+    code, stdout = _dry_run(huge, tmp_path)
+    assert code == 0 and "calibration: no workload finished in" in stdout and "estimated time: at least" in stdout
+    driver = Driver(huge, tmp_path, pause="calibrating")
+    driver.wait_paused("calibrating")
+    child = {p for p in descendants(driver.proc.pid) if "calibration_main" in _command(p)}
+    assert len(child) == 1
+    driver.ctrl_c()
+    code, stderr = driver.finish()
+    assert code == 130 and "interrupted: nothing was started" in stderr, stderr
+    assert_gone_within(child, 5)
+
+
+def _dry_run(args, cwd) -> tuple[int, str]:
+    done = subprocess.run([sys.executable, "-m", "sweep", *map(str, args)], cwd=cwd, env=cli_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert not any(bad in done.stderr for bad in NO_TRACEBACK), done.stderr
+    return done.returncode, done.stdout
