@@ -78,6 +78,10 @@ def exit_now(message: str, code: int = INTERRUPTED) -> None:
             action()
         except BaseException:  # noqa: BLE001 - best effort on the way out
             pass
+    try:
+        sys.stdout.flush()      # e.g. a dry run's plan
+    except BaseException:  # noqa: BLE001 - the main thread may be inside a write
+        pass
     try:    # os.write: the main thread may hold sys.stderr's lock (a handler must not print)
         os.write(2, (("\n" if os.isatty(2) else "") + message + "\n").encode())
     except OSError:

@@ -37,17 +37,36 @@ class RayLost(RuntimeError):
 class LocalHead:
     """Driver side: start the head process, wait for its address, close it."""
 
+    STARTS = 3      # Ray gives a raylet 30 s to register (node.py): a busy machine can miss that
+
     def __init__(self, num_cpus: int | None, log_path: Path):
         self.log_path = log_path
-        args = [sys.executable, "-m", "sweep.rayhead", str(num_cpus or 0)]
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                         start_new_session=True, env=_loopback_env())
+        self.args = [sys.executable, "-m", "sweep.rayhead", str(num_cpus or 0)]
+        self.proc = self._spawn()
         self.address: str | None = None
         self.pids: list[list[int]] = []   # [pid, start time] of Ray's own processes
 
+    def _spawn(self) -> subprocess.Popen:
+        with open(self.log_path, "ab") as log:
+            return subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                    start_new_session=True, env=_loopback_env())
+
     def wait_ready(self, stop) -> bool:
         """Read the address line; False when ``stop()`` turned true first (nothing connected)."""
+        for start in range(self.STARTS):
+            if start:
+                kill_group(self.proc.pid)
+                self.proc.wait()
+                self.proc = self._spawn()
+            ready = self._wait_once(stop)
+            if ready is not None:
+                return ready
+            if "timed out during startup" not in self._last_log_line():
+                break
+        raise RayLost(f"the local Ray did not start (see {self.log_path}): {self._last_log_line()}")
+
+    def _wait_once(self, stop) -> bool | None:
+        """True: ready; False: stopped; None: the head exited without starting Ray."""
         while True:
             if stop():
                 return False
@@ -55,7 +74,7 @@ class LocalHead:
             if readable:
                 line = self.proc.stdout.readline()
                 if not line:
-                    raise RayLost(f"the local Ray did not start (see {self.log_path}): {self._last_log_line()}")
+                    return None
                 info = _message(line)
                 if "address" in info:
                     self.address, self.pids = info["address"], info["pids"]
