@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager
 
@@ -28,12 +29,42 @@ _signals = 0          # signals received so far
 _polling = 0          # > 0: the runner polls stop_requested() instead of taking an exception
 _last_words: list = []
 _fired: set[str] = set()
+_wakeup = None        # (read, write) ends of the signal wakeup pipe
+_exiting = threading.Lock()
 
 
 def install() -> None:
     """Route SIGINT and SIGTERM here (again after anything that installs its own, e.g. ray.init)."""
+    if threading.current_thread() is not threading.main_thread():
+        return      # only the main thread may; a library caller keeps its own handlers
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
+    _watch_from_a_thread()
+
+
+def _watch_from_a_thread() -> None:
+    """A Python handler runs only when the main thread runs Python; inside a long C++ call
+    (``ray.init`` connecting to a GCS that does not answer) it would not run at all.  The
+    C-level handler still writes each signal to the wakeup fd, so this thread counts them
+    too and makes a second Ctrl-C end the process in any case."""
+    global _wakeup
+    if _wakeup is not None:
+        signal.set_wakeup_fd(_wakeup[1], warn_on_full_buffer=False)
+        return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+    _wakeup = (read_end, write_end)
+
+    def count():
+        seen = 0
+        while True:
+            seen += sum(b in (signal.SIGINT, signal.SIGTERM) for b in os.read(read_end, 64))
+            if seen > 1:
+                time.sleep(0.5)      # the main thread's own handler, when it can run, goes first
+                exit_now("interrupted again: stopped at once")
+
+    threading.Thread(target=count, name="sweep-interrupt-watch", daemon=True).start()
 
 
 def stop_requested() -> bool:
@@ -72,7 +103,11 @@ def _on_signal(signum, frame) -> None:
 
 def exit_now(message: str, code: int = INTERRUPTED) -> None:
     """Last words, one line, flushed output, then ``os._exit``: no cleanup can hang or raise."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)    # a third Ctrl-C must not interrupt this
+    if not _exiting.acquire(blocking=False):       # the other thread is already on its way out
+        while True:
+            time.sleep(1)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)    # a third Ctrl-C must not interrupt this
     for action in reversed(_last_words):
         try:
             action()

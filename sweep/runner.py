@@ -83,7 +83,8 @@ def run_sweep(cfg: DictConfig, cells: list[Cell], sweep_dir: SweepDir, fresh: bo
         _stop_leftover_ray(sweep_dir, out)
         sweep_dir.write_config(cfg)
         sweep_dir.update_meta(name=cfg.name, model_version=core.MODEL_VERSION, started=now(), finished=None,
-                              status="running", reason=None, ray_head=None,
+                              status="running", reason=None, ray_head=None, counts=None, seconds=None,
+                              ray_cpus=None,
                               shard=shard.label if shard else None, **run_record())
         session = _RaySession(cfg.ray, out, sweep_dir)
 
