@@ -285,9 +285,7 @@ class _RaySession:
             started = time.monotonic()
             if address is None:
                 address = self._start_head()
-            # log_to_driver=False: run_chunk reports every failure itself; Ray's forwarded
-            # worker and raylet chatter would bury the one-line messages
-            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            _connect(ray, address)
             interrupt.install()           # ray.init installs its own SIGTERM handler
             self._connected = True
             where = "started a local Ray" if self.head else f"joined Ray at {address}"
@@ -321,6 +319,21 @@ class _RaySession:
             self.head.close()
             self.sweep_dir.update_meta(ray_head=None)
             self.head = None
+
+
+def _connect(ray, address: str, tries: int = 3) -> None:
+    """``ray.init`` to ``address``; a busy GCS can time out a first connection, so try again."""
+    for attempt in range(tries):
+        try:
+            # log_to_driver=False: run_chunk reports every failure itself; Ray's forwarded
+            # worker and raylet chatter would bury the one-line messages
+            ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+            return
+        except ConnectionError as err:
+            if attempt == tries - 1:
+                raise RayLost(f"cannot connect to Ray at {address}: {err}") from None
+            time.sleep(2.0)
+            _check_stop()
 
 
 def _import_ray(local: bool):
