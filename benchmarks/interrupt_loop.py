@@ -79,7 +79,8 @@ def main() -> int:
 def drive(config: Path, out: Path, signal_at, ray_address: str | None = None) -> tuple[int, str, set[int]]:
     """Run the sweep; with ``signal_at`` = (seconds, twice), Ctrl-C it then. Returns its exit
     code, stderr and the Ray processes it started that are still alive 10 s after it ended."""
-    joined = {"RAY_ADDRESS": ray_address, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"} if ray_address else {}
+    joined = {"RAY_ADDRESS": ray_address, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+              "RAY_AUTH_MODE": "token"} if ray_address else {}
     env = cli_env(**joined)     # (the shared Ray listens on 127.0.0.1 only: PLATFORM.md)
     proc = subprocess.Popen([sys.executable, "-m", "sweep", str(config), f"output.dir={out}"], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -89,8 +89,15 @@ class LocalHead:
             reason = _message(line).get("lost", reason)
         raise RayLost(f"the local Ray stopped: {reason}")
 
+    def kill(self) -> None:
+        """At once, from anywhere (a second Ctrl-C's last words): Ray's processes and the head."""
+        kill_group(self.proc.pid)
+
     def close(self) -> None:
-        """EOF on the head's stdin: it kills its process group (Ray's processes) and exits."""
+        """EOF on the head's stdin: it kills its process group (Ray's processes) and exits.
+        A head still inside ``ray.init`` reads no stdin: it is killed at once."""
+        if self.address is None:
+            self.kill()
         if self.proc.poll() is None:
             try:
                 self.proc.stdin.close()

@@ -93,7 +93,12 @@ def run_sweep(cfg: DictConfig, cells: list[Cell], sweep_dir: SweepDir, fresh: bo
             sweep_dir.update_meta(finished=now(), status=status, reason=summary.failure, ray_cpus=session.cpus,
                                   counts=summary.counts(), seconds=round(summary.seconds, 1))
 
-        with interrupt.last_words(lambda: record("interrupted")):
+        def last_words() -> None:       # a second Ctrl-C: no time for a clean close
+            if session.head is not None:
+                session.head.kill()
+            record("interrupted")
+
+        with interrupt.last_words(last_words):
             try:
                 with Store(sweep_dir.results) as store:
                     _rounds(cfg, cells, store, session, summary, core.MODEL_VERSION, out)
