@@ -302,6 +302,7 @@ class _RaySession:
 
     def _start_head(self) -> str:
         self.head = LocalHead(self.cfg.num_cpus, self.sweep_dir.path / "ray-head.log")
+        interrupt.checkpoint("ray-starting")
         if not self.head.wait_ready(interrupt.stop_requested):
             raise Interrupted
         self.sweep_dir.update_meta(ray_head={"pid": self.head.proc.pid, "pids": self.head.pids})

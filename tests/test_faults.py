@@ -20,7 +20,7 @@ import time
 import pandas as pd
 import pytest
 
-from sweep.rayhead import LocalHead, start_time
+from sweep.rayhead import LocalHead, group_members, start_time
 from sweep.store import Store
 from sweep_helpers import (alive, cli_env, descendants, metric_table, planned_workloads, reference_table, start_cli,
                            stored_rows, wait_until, write_config)
@@ -166,6 +166,19 @@ def test_ctrl_c_before_ray_is_up_starts_no_ray(fault_config, tmp_path):
     assert code == 130, stderr
     assert "started a local Ray" not in stderr and not (out / "ray-head.log").exists()
     assert meta(out)["status"] == "interrupted" and meta(out)["counts"]["ran"] == stored_rows(out) > 0
+
+
+def test_ctrl_c_twice_while_the_local_ray_starts_leaves_no_ray(fault_config, tmp_path):
+    out = tmp_path / "out"
+    driver = Driver([fault_config, f"output.dir={out}"], tmp_path, pause="ray-starting")
+    driver.wait_paused("ray-starting")
+    head = next(p for p in descendants(driver.proc.pid) if "sweep.rayhead" in _command(p))
+    driver.ctrl_c()
+    driver.ctrl_c()     # the second lands while the first is handled, or after the exit: 130 either way
+    code, stderr = driver.finish()
+    assert code == 130, stderr
+    assert meta(out)["status"] == "interrupted"
+    wait_until(lambda: not group_members(head), timeout=10, what="the Ray head's process group to exit")
 
 
 def test_ctrl_c_twice_stops_at_once_and_sweep_json_tells_the_truth(fault_config, tmp_path):
