@@ -39,6 +39,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tries", type=int, default=20)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--window", type=float, help="Ctrl-C within [0, WINDOW] s (default: the reference run's length)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     folder = Path(tempfile.mkdtemp(prefix="interrupt-loop-"))
@@ -58,7 +59,7 @@ def main() -> int:
     failures = 0
     try:
         for i in range(args.tries):
-            at = rng.uniform(0, length)
+            at = rng.uniform(0, args.window or length)
             twice = rng.random() < 1 / 3
             out = folder / f"try{i}"
             code, stderr, leftovers = drive(config, out, (at, twice))
