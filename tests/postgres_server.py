@@ -116,7 +116,8 @@ def postgres(user: str, database: str, password: str):
         yield pg
     finally:
         if (data / "postmaster.pid").exists():
-            subprocess.run(as_server_user + [str(bin_ / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+            # immediate: no shutdown checkpoint, the files are deleted next
+            subprocess.run(as_server_user + [str(bin_ / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                            cwd=root, capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
 

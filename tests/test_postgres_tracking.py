@@ -163,51 +163,64 @@ def test_report_artifacts_go_through_the_server_onto_its_volume(smoke, server, t
 
 def test_logging_the_smoke_sweep_again_duplicates_nothing(smoke, server):
     out, client, parent, children = smoke
-    rows = {table: sql(server, f"SELECT count(*) FROM {table}")[0][0] for table in ("runs", "metrics", "params", "tags")}
-    files = sorted(p.relative_to(server.artifacts) for p in server.artifacts.rglob("*") if p.is_file())
-    again = subprocess.run([sys.executable, "-m", "sweep", "log", str(out)], cwd=REPO, env=cli_env(),
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert f"MLflow: parent run {parent.info.run_id}" in again.stderr
+    rows = table_rows(server)
+    files = artifact_files(server)
+    rc, stderr = quietly(["log", str(out)])
+    assert rc == 0, stderr
+    assert f"MLflow: parent run {parent.info.run_id}" in stderr
     assert {r.info.run_id for r in runs_of(client, "kmemcg-smoke")} == \
         {parent.info.run_id} | {c.info.run_id for c in children}
     # nothing changed, so no row was added anywhere: not even a metric history entry
-    assert {table: sql(server, f"SELECT count(*) FROM {table}")[0][0] for table in rows} == rows
-    assert sorted(p.relative_to(server.artifacts) for p in server.artifacts.rglob("*") if p.is_file()) == files
+    assert table_rows(server) == rows
+    assert artifact_files(server) == files
+
+
+def table_rows(server) -> dict[str, int]:
+    return {table: sql(server, f"SELECT count(*) FROM {table}")[0][0] for table in ("runs", "metrics", "params", "tags")}
+
+
+def artifact_files(server) -> list[Path]:
+    return sorted(p.relative_to(server.artifacts) for p in server.artifacts.rglob("*") if p.is_file())
 
 
 # --- the sharded Indexed Job and its merge Job ---------------------------------------------------
 
 
-def test_merge_job_logs_the_shards_as_one_sweep(server, ray_session, tmp_path):
+def test_merge_job_logs_the_shards_as_the_one_sweep_they_are(smoke, server, tmp_path, monkeypatch):
+    """The smoke sweep again, as 2 shards with the Indexed Job's overrides, then the merge Job's
+    two containers: the merged sweep is the same sweep, so its log lands on the same runs."""
+    _, client, parent, children = smoke
     shards_cmd = manifest_command("Job", "kmemcg-sweep-shards", "sweep")
     results = tmp_path / "results"                     # the sweep-results volume
-    overrides = localized_overrides(shards_cmd, server.url, results) + ["tracking.experiment=kmemcg-shards"]
+    overrides = localized_overrides(shards_cmd, server.url, results)
     for index in range(2):
         rc, stderr = quietly([str(SMOKE), "--shard", f"{index}/2", *overrides])
-        assert rc == 0, stderr
-    client = MlflowClient(server.url)
-    assert client.get_experiment_by_name("kmemcg-shards") is None, "shards must not log one by one"
-    for step in ("report", "log"):                     # the merge Job: init container, then container
-        run_merge_step(step, server.url, results)
-    runs = runs_of(client, "kmemcg-shards")
-    parent, children = parent_and_children(runs)
-    assert len(runs) == RUNS and parent.data.metrics["workloads"] == 144
-    assert len({c.data.tags["kmemcg.child_key"] for c in children}) == CELLS * DESIGNS
-    # the Job is safe to rerun (after a shard was retried): the same runs
-    run_merge_step("log", server.url, results)
-    assert {r.info.run_id for r in runs_of(client, "kmemcg-shards")} == {r.info.run_id for r in runs}
+        assert rc == 0 and "MLflow" not in stderr, stderr   # shards do not log one by one
+    report, log = (merge_step(step, server.url, results) for step in ("report", "log"))
+    for name, value in report.env.items():             # the init container: in this process
+        monkeypatch.setenv(name, value)
+    rc, stderr = quietly(report.argv[3:])
+    assert rc == 0 and "merged 144 rows from 2 shards" in stderr, stderr
+    done = subprocess.run(log.argv, cwd=REPO, env=cli_env(**log.env), capture_output=True, text=True,
+                          timeout=300)                  # the container: a process of its own, as in its pod
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = runs_of(client, "kmemcg-smoke")
+    assert {r.info.run_id for r in runs} == {parent.info.run_id} | {c.info.run_id for c in children}
+    merged = client.get_run(parent.info.run_id).data
+    assert merged.metrics["cells"] == CELLS and merged.metrics["workloads"] == 144
+    # the parent now describes the merged folder: both shards' Ray CPUs, the volume's path
+    assert merged.tags["kmemcg.ray_cpus"] == "4"
+    assert merged.tags["config.output.dir"] == str(results / "grid-shards")
 
 
-def run_merge_step(container: str, url: str, results: Path) -> None:
-    """A merge Job container's command line and env as written, with the volume and the
-    Service URL localized."""
+def merge_step(container: str, url: str, results: Path):
+    """A merge Job container's command line and env as written, with the results volume and
+    the Service URL localized."""
     cmd = manifest_command("Job", "kmemcg-sweep-merge", container)
     mount = results_mount(cmd, cmd.argv[-1])               # python -m sweep STEP /results/...
-    argv = [sys.executable] + [a.replace(mount, str(results), 1) for a in cmd.argv[1:]]
-    env = cli_env(**{k: (url if v == SERVICE_URL else v) for k, v in cmd.env.items()})
-    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"{cmd.where}: {argv}\n{done.stderr[-3000:]}"
+    cmd.argv = [sys.executable] + [a.replace(mount, str(results), 1) for a in cmd.argv[1:]]
+    cmd.env = {k: (url if v == SERVICE_URL else v) for k, v in cmd.env.items()}
+    return cmd
 
 
 # --- the MLflow UI of that server -------------------------------------------------------------
@@ -241,9 +254,8 @@ def test_server_restarted_mid_log_loses_and_duplicates_nothing(smoke, server, tm
     assert f"python -m sweep log {sweep_dir}" in stderr       # says how to send the rest
     assert 8 <= runs_in_db(server, "kmemcg-restart") < RUNS
     server.server.start()                                     # the new pod, same Service address
-    again = subprocess.run([sys.executable, "-m", "sweep", "log", str(sweep_dir)], cwd=REPO, env=cli_env(),
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
+    rc, stderr = quietly(["log", str(sweep_dir)])
+    assert rc == 0, stderr
     runs = runs_of(client, "kmemcg-restart")
     parent, children = parent_and_children(runs)
     assert len(runs) == runs_in_db(server, "kmemcg-restart") == RUNS
