@@ -11,20 +11,23 @@ its Service is replaced.
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from browser import browse_until
-from k8s_manifests import REPO, container_commands, dockerfile_stages, load_objects
-from postgres_server import PostgresUnavailable, manifest_mlflow_on_postgres
+from k8s_manifests import REPO, container_commands, dockerfile_stages, literal_env, load_objects
+from postgres_server import (PostgresUnavailable, bindir, manifest_mlflow_on_postgres, manifest_objects,
+                             mlflow_container)
 from sweep import cli
 from sweep_helpers import cli_env, start_cli, wait_until
 
@@ -70,12 +73,10 @@ def parent_and_children(runs: list):
     return parent, [r for r in runs if r is not parent]
 
 
-def manifest_command(kind: str, name: str, container: str | None = None):
-    """The CommandLine of a container of a manifest object (or a RayJob's entrypoint)."""
-    where = f"{kind}/{name}" + (f" container {container}" if container else "")
-    found = [c for c in container_commands(load_objects()) if c.where.startswith(where)]
-    assert found, where
-    return found[0]
+def manifest_command(where: str):
+    """A command line of the manifests by where it runs (see k8s_manifests.container_commands)."""
+    found, = [c for c in container_commands(load_objects()) if c.where == where]
+    return found
 
 
 def localized_overrides(cmd, url: str, results: Path) -> list[str]:
@@ -106,12 +107,23 @@ def results_mount(cmd, path: str) -> str:
 
 def quietly(argv: list[str]) -> tuple[int, str]:
     """cli.main in this process (the session's Ray), stderr captured."""
-    import io
-
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         rc = cli.main(argv)
     return rc, err.getvalue()
+
+
+def test_the_servers_init_container_waits_for_this_postgres(server):
+    """wait-for-postgres's own script (pg_isready in a loop), pointed at the local PostgreSQL."""
+    init = manifest_command("Deployment/mlflow container wait-for-postgres")
+    backend = urlsplit(literal_env(mlflow_container(manifest_objects()))["MLFLOW_BACKEND_STORE_URI"])
+    script = init.argv[-1]
+    local = script.replace(f"-h {backend.hostname} ", f"-h {server.postgres.host} ") \
+                  .replace(f"-p {backend.port} ", f"-p {server.postgres.port} ")
+    assert local.count(str(server.postgres.port)) == 1, script
+    done = subprocess.run(init.argv[:-1] + [local], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{bindir()}:/usr/bin:/bin"})
+    assert done.returncode == 0 and "accepting connections" in done.stdout, done.stdout + done.stderr
 
 
 # --- a sweep as the RayJob runs it, logged by its driver -----------------------------------------
@@ -120,7 +132,7 @@ def quietly(argv: list[str]) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def smoke(server, ray_session, tmp_path_factory):
     """configs/smoke.yaml with the RayJob entrypoint's overrides, logging to the server."""
-    entrypoint = manifest_command("RayJob", "kmemcg-sweep")
+    entrypoint = manifest_command("RayJob/kmemcg-sweep entrypoint (on the head)")
     results = tmp_path_factory.mktemp("results")
     overrides = localized_overrides(entrypoint, server.url, results)
     rc, stderr = quietly([str(SMOKE), *overrides])
@@ -190,7 +202,7 @@ def test_merge_job_logs_the_shards_as_the_one_sweep_they_are(smoke, server, tmp_
     """The smoke sweep again, as 2 shards with the Indexed Job's overrides, then the merge Job's
     two containers: the merged sweep is the same sweep, so its log lands on the same runs."""
     _, client, parent, children = smoke
-    shards_cmd = manifest_command("Job", "kmemcg-sweep-shards", "sweep")
+    shards_cmd = manifest_command("Job/kmemcg-sweep-shards container sweep")
     results = tmp_path / "results"                     # the sweep-results volume
     overrides = localized_overrides(shards_cmd, server.url, results)
     for index in range(2):
@@ -216,7 +228,7 @@ def test_merge_job_logs_the_shards_as_the_one_sweep_they_are(smoke, server, tmp_
 def merge_step(container: str, url: str, results: Path):
     """A merge Job container's command line and env as written, with the results volume and
     the Service URL localized."""
-    cmd = manifest_command("Job", "kmemcg-sweep-merge", container)
+    cmd = manifest_command(f"Job/kmemcg-sweep-merge container {container}")
     mount = results_mount(cmd, cmd.argv[-1])               # python -m sweep STEP /results/...
     cmd.argv = [sys.executable] + [a.replace(mount, str(results), 1) for a in cmd.argv[1:]]
     cmd.env = {k: (url if v == SERVICE_URL else v) for k, v in cmd.env.items()}
