@@ -86,13 +86,45 @@ def bench(target: str, sweep_dir: Path, workdir: Path) -> None:
     with servers[target]() as running:
         url = running if isinstance(running, str) else running.url
         cfg = {**report.read_config(sweep_dir), "tracking": {"uri": url, "experiment": "bench"}}
+        # what the server side spent: mlflow server (+ its worker) and, on PostgreSQL, the database
+        tops = [_server_pid(url)] + ([running.postgres.pid()] if target == "postgres" else [])
+        before = sum(map(tree_cpu, tops))
         log_twice(f"{target} {url}", sweep_dir, cfg)
+        print(f"server-side CPU for both logs ({target}): {sum(map(tree_cpu, tops)) - before:.1f} s", flush=True)
 
 
 def log_twice(label: str, sweep_dir: Path, cfg: dict) -> None:
     timed(f"log to {label}, first", lambda: tracking.log_sweep(sweep_dir, cfg))
     timed(f"log to {label}, again", lambda: tracking.log_sweep(sweep_dir, cfg))
     print(f"runs in {label}: {count_runs(cfg['tracking']['uri'], 'bench')}", flush=True)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process, its reaped children and its living descendants."""
+    from sweep_helpers import descendants
+
+    total = 0.0
+    for one in [pid, *descendants(pid)]:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        own = sum(map(int, fields[11:13]))
+        total += own + (sum(map(int, fields[13:15])) if one == pid else 0)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _server_pid(url: str) -> int:
+    """The mlflow server process serving ``url`` (the leader of its process group)."""
+    import subprocess
+
+    port = url.rsplit(":", 1)[1]
+    listing = subprocess.run(["ps", "-eo", "pid,pgid,args"], capture_output=True, text=True).stdout
+    for line in listing.splitlines()[1:]:
+        pid, pgid, args = line.split(None, 2)
+        if pid == pgid and f"--port {port}" in args:
+            return int(pid)
+    raise RuntimeError(f"no mlflow server process for {url}")
 
 
 if __name__ == "__main__":

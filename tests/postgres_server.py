@@ -75,7 +75,12 @@ class Postgres:
     user: str
     database: str
     password: str
+    data: Path
     host: str = "127.0.0.1"
+
+    def pid(self) -> int:
+        """The postmaster's pid (first line of postmaster.pid)."""
+        return int((self.data / "postmaster.pid").read_text().split()[0])
 
 
 def bindir() -> Path:
@@ -110,7 +115,7 @@ def postgres(user: str, database: str, password: str):
              root, "initdb")
         pwfile.unlink()
         port = _start(bin_, as_server_user, data, log, root)
-        pg = Postgres(port, user, database, password)
+        pg = Postgres(port, user, database, password, data)
         _run([str(bin_ / "createdb"), "-h", pg.host, "-p", str(port), "-U", user, database], root, "createdb",
              env={**_clean(os.environ), "PGPASSWORD": password})
         yield pg
