@@ -94,28 +94,27 @@ def calibrate(workloads: list[Workload], budget_s: float = 3.0, max_runs: int = 
     return Calibration(max(mean, 1e-4), ran, results)
 
 
-def sample_regimes(workloads: list[Workload], budget_s: float = 15.0, done: list | None = None):
+def sample_regimes(workloads: list[Workload], budget_s: float = 15.0, done: list | None = None,
+                   stop=lambda: False):
     """Estimate the regime of each (cell, design) from replication 0 of as many cells as
     ``budget_s`` allows (taking turns over blocks and mixes), reusing the calibration's
-    results (``done``: (workload, result) pairs).  Returns (regimes frame, cells sampled)."""
+    results (``done``: (workload, result) pairs).  Returns (regimes frame, cells sampled).
+    The workloads run in a child process, as the calibration's do (Ctrl-C, huge workloads)."""
     import pandas as pd
 
     from sweep import regime
     from sweep.runner import result_row
 
     ran = {w.key: (w, r) for w, r in (done or [])}
-    first = [w for w in workloads if w.replication == 0]
     by_cell: dict[str, list[Workload]] = defaultdict(list)
-    for w in first:
-        by_cell[w.cell.cell_id].append(w)
-    start = time.perf_counter()
-    for cell_id in _cells_in_turns(by_cell):
-        if time.perf_counter() - start > budget_s:
-            break
-        for w in by_cell[cell_id]:
-            if w.key not in ran:
-                ran[w.key] = (w, worker.run_chunk([as_item(w)])[0])
-    rows = [result_row(w, r) for w, r in ran.values()]
+    for w in workloads:
+        if w.replication == 0:
+            by_cell[w.cell.cell_id].append(w)
+    sample = [w for cell_id in _cells_in_turns(by_cell) for w in by_cell[cell_id] if w.key not in ran]
+    results, _ = _run_timed(sample, budget_s, stop) if sample else ([], 0.0)
+    ran.update((w.key, (w, r)) for w, r in zip(sample, results))
+    complete = {c for c, ws in by_cell.items() if all(w.key in ran for w in ws)}   # every design ran
+    rows = [result_row(w, r) for w, r in ran.values() if w.cell.cell_id in complete]
     frame = regime.classify(pd.DataFrame(rows)) if rows else regime.classify(pd.DataFrame())
     return frame, frame["cell_id"].nunique() if len(frame) else 0
 
