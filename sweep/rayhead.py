@@ -55,7 +55,7 @@ class LocalHead:
         """Read the address line; False when ``stop()`` turned true first (nothing connected)."""
         for start in range(self.STARTS):
             if start:
-                kill_group(self.proc.pid)
+                self.kill()
                 self.proc.wait()
                 self.proc = self._spawn()
             ready = self._wait_once(stop)
@@ -91,7 +91,7 @@ class LocalHead:
 
     def kill(self) -> None:
         """At once, from anywhere (a second Ctrl-C's last words): Ray's processes and the head."""
-        kill_group(self.proc.pid)
+        kill_tree(self.proc.pid)
 
     def close(self) -> None:
         """EOF on the head's stdin: it kills its process group (Ray's processes) and exits.
@@ -103,7 +103,7 @@ class LocalHead:
                 self.proc.stdin.close()
                 self.proc.wait(timeout=15)
             except (OSError, subprocess.TimeoutExpired):
-                kill_group(self.proc.pid)
+                self.kill()
         self.proc.wait()
 
     def _last_log_line(self) -> str:
@@ -154,6 +154,35 @@ def group_members(pgid: int) -> list[int]:
             except (OSError, IndexError, ValueError):
                 continue
     return members
+
+
+def kill_tree(pid: int) -> None:
+    """``pid``'s process group and every process below it: Ray's workers run in process
+    groups of their own, and one still starting up can outlive its raylet for a minute."""
+    below = descendants(pid)
+    for child in below:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    kill_group(pid)
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def kill_group(pgid: int) -> None:
@@ -214,7 +243,7 @@ def _name(pid: int) -> str:
 
 def _end(code: int) -> None:
     sys.stdout.flush()
-    kill_group(os.getpid())      # Ray's processes and this one
+    kill_tree(os.getpid())       # Ray's processes, its workers and this one
     os._exit(code)
 
 
