@@ -1,6 +1,6 @@
-"""``python -m sweep``: run a sweep, or log / report / export a finished one.
+"""python -m sweep: run a sweep, or log / report / export a finished one.
 
-    python -m sweep CONFIG.yaml [key=value ...] [--dry-run] [--fresh] [--shard i/N]
+    python -m sweep CONFIG.yaml [key=value ...] [--dry-run [-v]] [--fresh] [--shard i/N]
     python -m sweep log    SWEEP_DIR       # (re)log to MLflow
     python -m sweep report SWEEP_DIR       # (re)build the report
     python -m sweep export SWEEP_DIR [--parquet FILE] [--all]
@@ -20,6 +20,7 @@ from collections import Counter
 from sweep import config, grid, plan
 from sweep.config import ConfigError
 from sweep.outdir import SweepBusy, SweepDir
+from sweep.progress import plural
 from sweep.store import Store
 
 OK, FAILED, USAGE, POSTPROCESS, BUSY, INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -42,8 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE
     sweep_dir = SweepDir.for_config(cfg, shard)
     if args.dry_run:
-        return _dry_run(cfg, cells, sweep_dir, shard)
-    return _run(cfg, cells, sweep_dir, args.fresh, shard)
+        return _dry_run(cfg, cells, sweep_dir, shard, verbose=args.verbose)
+    return _run(cfg, cells, sweep_dir, args.fresh, shard, command=_command(argv, args.overrides))
 
 
 # --- run ----------------------------------------------------------------------------
@@ -54,7 +55,9 @@ def _run_parser() -> argparse.ArgumentParser:
                                      epilog="Subcommands: log|report|export SWEEP_DIR (see docs/sweep.md)")
     parser.add_argument("config", help="sweep YAML, e.g. configs/grid.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. grid.nodes=[1,2] replications=4")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and an estimated time; run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (cells, workloads, regimes) and an estimated time; run nothing")
+    parser.add_argument("-v", "--verbose", action="store_true", help="with --dry-run: also one line per cell")
     parser.add_argument("--fresh", action="store_true", help="discard stored results and start over")
     parser.add_argument("--shard", metavar="i/N", help="run only shard i of N (whole cells, by key hash)")
     return parser
@@ -70,7 +73,14 @@ def _check_stats_available(cfg) -> None:
                           f"sweep.stats.cells_needing_more, which is not available ({err})") from None
 
 
-def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard) -> int:
+def _command(argv: list[str], overrides: list[str]) -> dict:
+    """The command line as typed, and its overrides: the MLflow parent run shows both."""
+    import shlex
+
+    return {"command": shlex.join(["python", "-m", "sweep", *argv]), "overrides": list(overrides)}
+
+
+def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, command: dict | None = None) -> int:
     from sweep import runner   # Ray's module: loaded only once a run is certain
 
     try:
@@ -78,6 +88,8 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard) -> int:
     except SweepBusy as err:
         print(f"error: {err}", file=sys.stderr)
         return BUSY
+    if command:
+        sweep_dir.update_meta(**command)
     _print_summary(cfg, summary, sweep_dir)
     if summary.interrupted:
         print(f"interrupted: finished work is stored in {sweep_dir.results}; "
@@ -94,11 +106,11 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard) -> int:
 
 
 def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
-    cpus = f" on {summary.ray_cpus} CPUs" if summary.ray_cpus else ""
-    print(f"sweep {cfg.name!r}: {summary.cells} cells, {summary.planned} workloads; "
-          f"{summary.skipped} already stored, {summary.ran} ran ({summary.ok} ok, {summary.errors} errors, "
-          f"{summary.lost} lost) in {plan.format_seconds(summary.seconds)}{cpus}; "
-          f"results: {sweep_dir.results}", file=sys.stderr)
+    cpus = f" on {plural(summary.ray_cpus, 'CPU')}" if summary.ray_cpus else ""
+    print(f"sweep {cfg.name!r}: {plural(summary.cells, 'cell')}, {plural(summary.planned, 'workload')}; "
+          f"{summary.skipped:,} already stored, {summary.ran:,} ran ({summary.ok:,} ok, "
+          f"{plural(summary.errors, 'error')}, {summary.lost:,} lost) in {plan.format_seconds(summary.seconds)}"
+          f"{cpus}; results: {sweep_dir.results}", file=sys.stderr)
     with Store(sweep_dir.results) as store:
         for cell_id, design, error in store.errors(limit=5):
             print(f"  error in {cell_id} [{design}]: {error}", file=sys.stderr)
@@ -107,16 +119,13 @@ def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
 # --- dry run ------------------------------------------------------------------------
 
 
-def _dry_run(cfg, cells, sweep_dir: SweepDir, shard) -> int:
+def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, verbose: bool = False) -> int:
+    """The summary first (cells, workloads, regimes, estimate); per-cell lines with -v."""
     import core
 
     workloads = grid.workloads(cells, cfg.designs, cfg.replications, cfg.seed, core.MODEL_VERSION)
     stored = _stored_ok_keys(sweep_dir)
     missing = plan.ordered([w for w in workloads if w.key not in stored])
-    per_cell = Counter(w.cell.cell_id for w in missing)
-    print("cells (id: workloads to run):")
-    for cell in cells:
-        print(f"  {cell.cell_id}: {per_cell[cell.cell_id]}")
     cpus = cfg.ray.num_cpus or os.cpu_count() or 1
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     axes = ", ".join(f"{a}={_axis_text(cfg.grid[a])}" for a in config.GRID_AXES)
@@ -124,22 +133,47 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard) -> int:
     print(f"axes: {axes}")
     print(f"designs: {', '.join(cfg.designs)}; replications: {cfg.replications}"
           + (f" (adaptive up to {cfg.stats.max_replications})" if config.is_adaptive(cfg) else ""))
-    print(f"cells: {len(cells)}")
-    print(f"workloads: {len(workloads)} ({len(workloads) - len(missing)} stored in {sweep_dir.results}, "
-          f"{len(missing)} to run)")
+    print(f"cells: {len(cells):,}")
+    print(f"workloads: {len(workloads):,} ({len(workloads) - len(missing):,} stored in {sweep_dir.results}, "
+          f"{len(missing):,} to run)")
+    print(f"regimes: {_regimes_text(sweep_dir, {c.cell_id for c in cells})}")
     if missing:
-        _print_estimate(cfg, missing, cpus, f"the cluster at {address}" if address else f"a local Ray, {cpus} CPUs")
+        _print_estimate(cfg, missing, cpus, f"the cluster at {address}" if address
+                        else f"a local Ray, {plural(cpus, 'CPU')}")
+    if verbose:
+        per_cell = Counter(w.cell.cell_id for w in missing)
+        print("cells (id: workloads to run):")
+        for cell in cells:
+            print(f"  {cell.cell_id}: {per_cell[cell.cell_id]}")
+    else:
+        print("(add -v for one line per cell)")
     print("dry run: nothing was started or stored")
     return OK
+
+
+def _regimes_text(sweep_dir: SweepDir, cell_ids: set[str]) -> str:
+    """Regime counts of the (cell, design)s already stored; unknown before they ran."""
+    if not sweep_dir.results.exists():
+        return "known once cells have run (none stored yet)"
+    from sweep import regime
+
+    with Store(sweep_dir.results) as store:
+        df = store.dataframe()
+    df = df[df["cell_id"].isin(cell_ids)]
+    if df.empty:
+        return "known once cells have run (none stored yet)"
+    counts = regime.classify(df)["regime"].value_counts()
+    known = ", ".join(f"{name} {int(counts[name])}" for name in regime.REGIMES if name in counts)
+    return f"{known} (cell-design pairs with stored results)"
 
 
 def _print_estimate(cfg, missing, cpus: int, where: str) -> None:
     calibration = plan.calibrate(missing)
     spw = calibration.seconds_per_workload
     chunks = plan.chunks(missing, spw, cfg.ray.chunk_seconds)
-    print(f"calibration: {len(calibration.workloads)} workloads ran, {spw:.3f}s each on average")
-    print(f"Ray tasks: {len(chunks)} (up to {len(chunks[0])} workloads, ~{len(chunks[0]) * spw:.2f}s of work "
-          f"each), at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
+    print(f"calibration: {plural(len(calibration.workloads), 'workload')} ran, {spw:.3f}s each on average")
+    print(f"Ray tasks: {len(chunks):,} (up to {plural(len(chunks[0]), 'workload')}, ~{len(chunks[0]) * spw:.2f}s "
+          f"of work each), at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
     est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=True)
     print(f"estimated time: {plan.format_seconds(est)} on {where} (incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)")
 
@@ -167,7 +201,7 @@ def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = T
         try:
             from sweep.report import build_report
 
-            print(f"report: {build_report(sweep_dir.path)}", file=sys.stderr)
+            print(f"report: {build_report(sweep_dir.path) / 'report.html'}", file=sys.stderr)
         except Exception as err:   # incl. ImportError while sweep.report is not installed
             print(f"report failed: {type(err).__name__}: {err}\n  results are safe in {sweep_dir.results}; "
                   f"retry with: python -m sweep report {sweep_dir.path}", file=sys.stderr)
@@ -176,12 +210,26 @@ def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = T
         try:
             from sweep.tracking import log_sweep
 
-            print(f"MLflow: parent run {log_sweep(sweep_dir.path, cfg)}", file=sys.stderr)
+            parent_id = log_sweep(sweep_dir.path, cfg)
+            _print_where_to_look(sweep_dir, cfg, parent_id)
         except Exception as err:
             print(f"tracking failed: {type(err).__name__}: {err}\n  results are safe in {sweep_dir.results}; "
                   f"retry with: python -m sweep log {sweep_dir.path}", file=sys.stderr)
             status = POSTPROCESS
     return status
+
+
+def _print_where_to_look(sweep_dir: SweepDir, cfg, parent_id: str) -> None:
+    """The parent run, the command that starts the MLflow UI, and the run's URL in it."""
+    from sweep import tracking
+
+    cfg = tracking.report.read_config(sweep_dir.path) if cfg is None else tracking._plain(cfg)
+    url, command = tracking.run_url(cfg, parent_id)
+    print(f"MLflow: parent run {parent_id}", file=sys.stderr)
+    if command:
+        print(f"  browse: {command}   (then open {url})", file=sys.stderr)
+    else:
+        print(f"  browse: {url}", file=sys.stderr)
 
 
 def _subcommand(argv: list[str]) -> int:
