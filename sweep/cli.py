@@ -17,7 +17,11 @@ import os
 import sys
 from collections import Counter
 
+import shutil
+from pathlib import Path
+
 from sweep import config, grid, plan
+from sweep.claims import CLAIMS_FILE, load_claims
 from sweep.config import ConfigError
 from sweep.outdir import SweepBusy, SweepDir
 from sweep.progress import plural
@@ -38,13 +42,18 @@ def main(argv: list[str] | None = None) -> int:
         cells = grid.build_cells(cfg, config.load_mixes(cfg, args.config))
         cells = [c for c in cells if shard is None or shard.holds(c)]
         _check_stats_available(cfg)
+        claims_path = config.claims_file(cfg, args.config)
+        claims = load_claims(claims_path) if claims_path else []
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return USAGE
     sweep_dir = SweepDir.for_config(cfg, shard)
     if args.dry_run:
-        return _dry_run(cfg, cells, sweep_dir, shard, verbose=args.verbose)
-    return _run(cfg, cells, sweep_dir, args.fresh, shard, command=_command(argv, args.overrides))
+        return _dry_run(cfg, cells, sweep_dir, shard, claims, verbose=args.verbose)
+    if claims_path:   # the report reads the registry from the sweep folder (shards: their parent)
+        Path(cfg.output.dir).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(claims_path, Path(cfg.output.dir) / CLAIMS_FILE)
+    return _run(cfg, cells, sweep_dir, args.fresh, shard, claims, command=_command(argv, args.overrides))
 
 
 # --- run ----------------------------------------------------------------------------
@@ -80,7 +89,7 @@ def _command(argv: list[str], overrides: list[str]) -> dict:
     return {"command": shlex.join(["python", "-m", "sweep", *argv]), "overrides": list(overrides)}
 
 
-def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, command: dict | None = None) -> int:
+def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command: dict | None = None) -> int:
     from sweep import runner   # Ray's module: loaded only once a run is certain
 
     try:
@@ -91,6 +100,8 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, command: dict | No
     if command:
         sweep_dir.update_meta(**command)
     _print_summary(cfg, summary, sweep_dir)
+    if not summary.interrupted:
+        _print_regimes(sweep_dir, claims)
     if summary.interrupted:
         print(f"interrupted: finished work is stored in {sweep_dir.results}; "
               "rerun the same command to resume", file=sys.stderr)
@@ -116,11 +127,24 @@ def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
             print(f"  error in {cell_id} [{design}]: {error}", file=sys.stderr)
 
 
+def _print_regimes(sweep_dir: SweepDir, claims) -> None:
+    """Regime counts of the stored results, and the warnings of sweep.regime."""
+    from sweep import regime
+
+    with Store(sweep_dir.results) as store:
+        regimes = regime.classify(store.dataframe())
+    if regimes.empty:
+        return
+    print(regime.format_summary(regime.summary(regimes)), file=sys.stderr)
+    for text in regime.warnings(regimes, claims):
+        print(f"warning: {text}", file=sys.stderr)
+
+
 # --- dry run ------------------------------------------------------------------------
 
 
-def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, verbose: bool = False) -> int:
-    """The summary first (cells, workloads, regimes, estimate); per-cell lines with -v."""
+def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, claims=(), verbose: bool = False) -> int:
+    """The summary first (cells, workloads, estimate, regimes); per-cell lines with -v."""
     import core
 
     workloads = grid.workloads(cells, cfg.designs, cfg.replications, cfg.seed, core.MODEL_VERSION)
@@ -128,18 +152,19 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, verbose: bool = False) -> i
     missing = plan.ordered([w for w in workloads if w.key not in stored])
     cpus = cfg.ray.num_cpus or os.cpu_count() or 1
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    axes = ", ".join(f"{a}={_axis_text(cfg.grid[a])}" for a in config.GRID_AXES)
     print(f"sweep {cfg.name!r} (model {core.MODEL_VERSION}){' ' + shard.label if shard else ''}")
-    print(f"axes: {axes}")
+    for block, one in config.block_configs(cfg):
+        axes = ", ".join(f"{a}={_axis_text(one.grid[a])}" for a in config.GRID_AXES if one.grid[a] is not None)
+        print(f"axes of block {block}: {axes}" if cfg.blocks else f"axes: {axes}")
     print(f"designs: {', '.join(cfg.designs)}; replications: {cfg.replications}"
           + (f" (adaptive up to {cfg.stats.max_replications})" if config.is_adaptive(cfg) else ""))
     print(f"cells: {len(cells):,}")
     print(f"workloads: {len(workloads):,} ({len(workloads) - len(missing):,} stored in {sweep_dir.results}, "
           f"{len(missing):,} to run)")
-    print(f"regimes: {_regimes_text(sweep_dir, {c.cell_id for c in cells})}")
     if missing:
-        _print_estimate(cfg, missing, cpus, f"the cluster at {address}" if address
-                        else f"a local Ray, {plural(cpus, 'CPU')}")
+        calibration = _print_estimate(cfg, missing, cpus, f"the cluster at {address}" if address
+                                      else f"a local Ray, {plural(cpus, 'CPU')}")
+        _print_regime_estimate(workloads, calibration, claims, len(cells))
     if verbose:
         per_cell = Counter(w.cell.cell_id for w in missing)
         print("cells (id: workloads to run):")
@@ -151,22 +176,6 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, verbose: bool = False) -> i
     return OK
 
 
-def _regimes_text(sweep_dir: SweepDir, cell_ids: set[str]) -> str:
-    """Regime counts of the (cell, design)s already stored; unknown before they ran."""
-    if not sweep_dir.results.exists():
-        return "known once cells have run (none stored yet)"
-    from sweep import regime
-
-    with Store(sweep_dir.results) as store:
-        df = store.dataframe()
-    df = df[df["cell_id"].isin(cell_ids)]
-    if df.empty:
-        return "known once cells have run (none stored yet)"
-    counts = regime.classify(df)["regime"].value_counts()
-    known = ", ".join(f"{name} {int(counts[name])}" for name in regime.REGIMES if name in counts)
-    return f"{known} (cell-design pairs with stored results)"
-
-
 def _print_estimate(cfg, missing, cpus: int, where: str) -> None:
     calibration = plan.calibrate(missing)
     spw = calibration.seconds_per_workload
@@ -176,6 +185,20 @@ def _print_estimate(cfg, missing, cpus: int, where: str) -> None:
           f"of work each), at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
     est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=True)
     print(f"estimated time: {plan.format_seconds(est)} on {where} (incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)")
+    return calibration
+
+
+def _print_regime_estimate(workloads, calibration, claims, n_cells: int) -> None:
+    """Regimes estimated from replication 0 of as many cells as a short budget allows."""
+    from sweep import regime
+
+    regimes, sampled = plan.sample_regimes(workloads, done=list(zip(calibration.workloads, calibration.results)))
+    if not sampled:
+        return
+    print(f"regime estimate from replication 0 of {sampled} of {n_cells} cells: "
+          + regime.format_summary(regime.summary(regimes)))
+    for text in regime.warnings(regimes, claims if sampled == n_cells else ()):
+        print(f"warning (estimate): {text}")
 
 
 def _axis_text(values) -> str:
