@@ -34,6 +34,35 @@ DPI = 130
 FONT = 8
 DESIGN_COLOURS = ("#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
 CLAIM_ROWS_MAX = 48                   # a forest plot beyond that is unreadable: largest effects
+# axes of the store beyond stats.AXES (config blocks may vary them); shown only where they vary
+EXTRA_AXES = {"allocator": str, "cpus": lambda v: f"{int(v)}cpu", "fragment": lambda v: f"frag{v:g}"}
+
+
+def all_axes(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell_id: stats.AXES plus the extra axes (and block) the store has."""
+    columns = [c for c in (*stats.AXES, *EXTRA_AXES, "block") if c in df.columns]
+    return df.groupby("cell_id", sort=True)[columns].first()
+
+
+def varying_extra_axes(axes: pd.DataFrame) -> list[str]:
+    return [a for a in EXTRA_AXES if a in axes and axes[a].dropna().nunique() > 1]
+
+
+def cell_labels(df: pd.DataFrame) -> dict[str, str]:
+    """cell_id -> '64M o3 n2 kernel' (+ high, allocator, cpus, fragment where they vary;
+    + the block when two cells of different blocks would still read the same)."""
+    axes = all_axes(df)
+    with_high = axes["high"].nunique() > 1
+    extra = varying_extra_axes(axes)
+    labels = {}
+    for cell_id, row in axes.iterrows():
+        parts = [stats.cell_label(row, with_high)]
+        parts += [EXTRA_AXES[a](row[a]) for a in extra if pd.notna(row[a])]
+        labels[cell_id] = " ".join(parts)
+    seen = pd.Series(labels).value_counts()
+    if (seen > 1).any() and "block" in axes:
+        labels = {c: f"{text} [{axes.loc[c, 'block']}]" if seen[text] > 1 else text for c, text in labels.items()}
+    return labels
 
 
 @dataclass
@@ -68,6 +97,8 @@ def draw_plots(df: pd.DataFrame, table: pd.DataFrame, pooled: pd.DataFrame, verd
         if figure:
             figures.claims[verdict.claim.id] = figure
     if len(table):
+        extra = all_axes(df)[varying_extra_axes(all_axes(df))]
+        table = table.join(extra, on="cell_id") if len(extra.columns) else table
         significant = table[table[table["correction"].iloc[0]] < alpha]
         for (baseline, candidate, metric), rows in table.groupby(["baseline", "candidate", "metric"], sort=False):
             if not ((significant["baseline"] == baseline) & (significant["candidate"] == candidate)
@@ -164,9 +195,8 @@ def plot_claim(verdict, table: pd.DataFrame, df: pd.DataFrame, out: Path, alpha:
     rows = rows.sort_values("effect")
     holding, against = set(verdict.cells_holding), set(verdict.cells_against)
     colour = ["#2ca02c" if c in holding else "#d62728" if c in against else "#7f7f7f" for c in rows["cell_id"]]
-    with_high = df["high"].nunique() > 1
-    axes = stats.cell_axes(df)
-    labels = [stats.cell_label(axes.loc[c], with_high) for c in rows["cell_id"]]
+    names = cell_labels(df)
+    labels = [names[c] for c in rows["cell_id"]]
     height = 1.3 + 0.2 * len(rows)
     fig, ax = plt.subplots(figsize=(7.5, height))
     y = np.arange(len(rows))
@@ -278,7 +308,8 @@ def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, baseline: 
     rows = rows.assign(effect=colour_values, absolute=absolute.astype(float),
                        label_value=np.where(absolute, rows["diff_mean"], colour_values),
                        significant=(rows[rows["correction"].iloc[0]] < alpha).to_numpy(dtype=float))
-    row_keys = ["mix"] + (["high"] if rows["high"].nunique() > 1 else [])
+    row_keys = ["mix"] + (["high"] if rows["high"].nunique() > 1 else []) \
+        + [a for a in EXTRA_AXES if a in rows.columns]
     panel_rows = sorted(rows[row_keys].drop_duplicates().itertuples(index=False, name=None))
     orders, limits, nodes = (sorted(rows[c].unique()) for c in ("order", "limit", "nodes"))
     height, width = len(nodes) + 1, len(limits) + 1          # a panel plus its gap
@@ -340,7 +371,7 @@ def _row_text(keys: list[str], values: tuple) -> str:
 def _nodes_by_limits(part: pd.DataFrame, column: str, nodes, limits) -> np.ndarray:
     """A nodes x limits array of one column (NaN where a cell is missing)."""
     wanted = pd.MultiIndex.from_product([nodes, limits], names=["nodes", "limit"])
-    values = part.set_index(["nodes", "limit"])[column].astype(float)
+    values = part.groupby(["nodes", "limit"])[column].first().astype(float)
     return values.reindex(wanted).to_numpy().reshape(len(nodes), len(limits))
 
 
@@ -357,4 +388,6 @@ def _effect_text(value: float, unit: str, absolute: bool = False) -> str:
 def _panel_text(axis: str, value) -> str:
     if axis == "high":
         return f"high {stats.format_high(value)}"
+    if axis in EXTRA_AXES:
+        return EXTRA_AXES[axis](value) if pd.notna(value) else ""
     return str(value) if axis == "mix" else f"{axis} {value}"

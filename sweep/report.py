@@ -34,7 +34,7 @@ from scipy import stats as sps
 
 from sweep import claims as claims_mod
 from sweep import regime, stats
-from sweep.plots import draw_plots
+from sweep.plots import cell_labels, draw_plots
 from sweep.progress import plural
 
 REPORT_DIR = "report"
@@ -54,7 +54,6 @@ RATE_COLUMNS = {"enomem_workloads": "ENOMEM workloads", "oom_kill_workloads": "O
                 "slub_order_fallback": "ORDER_FALLBACK / high-order try",
                 "nowait_fallback": "NOWAIT fallbacks / NOWAIT requests",
                 "alloc_kernel_failure": "GFP_KERNEL failures / requests"}
-DEFAULT_CLAIMS = Path(__file__).resolve().parent.parent / "configs" / "claims.yaml"
 
 
 # ---------------------------------------------------------------- entry point
@@ -72,7 +71,7 @@ def build_report(sweep_dir: Path, results: pd.DataFrame | None = None) -> Path:
     table = stats.compare_cells(df, alpha=alpha, correction=correction)
     aggregates = stats.aggregate(df, alpha)
     regimes = regime.classify(df)
-    verdicts = evaluate_claims(cfg, df, regimes, alpha)
+    verdicts = evaluate_claims(sweep_dir, df, regimes, alpha)
     pooled = pooled_means(df, alpha)
     counts = stats.summarize_verdicts(table)
     df.to_parquet(out / RESULTS, index=False)
@@ -127,18 +126,12 @@ def is_current(sweep_dir: Path) -> bool:
     return min(t.stat().st_mtime for t in tables) >= newest_result
 
 
-def claims_path(cfg: dict) -> Path | None:
-    """The claims registry: the config's ``claims`` entry, else configs/claims.yaml."""
-    named = cfg.get("claims")
-    path = Path(named) if isinstance(named, str) and named else DEFAULT_CLAIMS
-    return path if path.exists() else None
-
-
-def evaluate_claims(cfg: dict, df: pd.DataFrame, regimes: pd.DataFrame, alpha: float) -> list:
-    path = claims_path(cfg)
-    if path is None or df["design"].nunique() < 2:
+def evaluate_claims(sweep_dir: Path, df: pd.DataFrame, regimes: pd.DataFrame, alpha: float) -> list:
+    """Verdicts on the claims registry the run copied into the sweep folder (none: [])."""
+    registry = claims_mod.claims_of_sweep(sweep_dir)
+    if not registry or df["design"].nunique() < 2:
         return []
-    return claims_mod.evaluate(claims_mod.load_claims(path), df, regimes, alpha)
+    return claims_mod.evaluate(registry, df, regimes, alpha)
 
 
 # ---------------------------------------------------------------- the numbers behind the first screen
@@ -196,9 +189,11 @@ class Facts:
     correction: str
     designs: list[str] = field(init=False)
     pairs: list[tuple[str, str]] = field(init=False)
+    labels: dict[str, str] = field(init=False)
 
     def __post_init__(self):
         self.designs = design_order(self.df["design"].unique())
+        self.labels = cell_labels(self.df)
         self.pairs = stats.comparisons(self.designs)
 
     @property
@@ -383,12 +378,15 @@ def caveats(facts: Facts) -> list[str]:
     missing = [d for d in core.DESIGNS if d not in facts.designs]
     if missing:
         lines.append(f"**Designs not run**: {', '.join(missing)} (add them to `designs` to compare them).")
-    allocator = ((facts.cfg.get("workload") or {}).get("machine") or {}).get("allocator")
-    if allocator:
-        others = [a for a in ("slub", "slab") if a != allocator]
-        lines.append(f"**Allocators not run**: {', '.join(others).upper()} (the sweep pins "
-                     f"`workload.machine.allocator: {allocator}`); claims about "
-                     f"{' and '.join(o.upper() for o in others)} cannot be tested here.")
+    ran = allocators_run(facts.df, facts.cfg)
+    if ran:
+        from core.spec import ALLOCATORS
+
+        others = [a.upper() for a in ALLOCATORS if a not in ran]
+        if others:
+            lines.append(f"**Allocators not run**: {', '.join(others)} (every cell ran "
+                         f"{', '.join(a.upper() for a in sorted(ran))}); claims about {' or '.join(others)} "
+                         f"cannot be tested here.")
     errors = int((facts.df["status"] != "ok").sum())
     if errors:
         lines.append(f"**Failed workloads**: {errors} of {len(facts.df)} raised and are left out of the "
@@ -397,6 +395,15 @@ def caveats(facts: Facts) -> list[str]:
     if warning:
         lines.append(f"**Too few replications**: {warning}")
     return lines
+
+
+def allocators_run(df: pd.DataFrame, cfg: dict) -> set[str]:
+    """The slab allocators the sweep's cells ran: the ``allocator`` axis where a block set
+    it, ``workload.machine.allocator`` (default slub) elsewhere."""
+    default = ((cfg.get("workload") or {}).get("machine") or {}).get("allocator") or "slub"
+    if "allocator" not in df:
+        return {default}
+    return {a if isinstance(a, str) and a else default for a in df["allocator"].unique()}
 
 
 # ---------------------------------------------------------------- document model
@@ -495,7 +502,8 @@ def claims_section(facts: Facts, figures) -> list:
     blocks = [Heading(2, "Claims from the 2015 thread", "claims")]
     if not facts.verdicts:
         reason = ("the sweep ran a single design" if len(facts.designs) < 2
-                  else "no claims registry (configs/claims.yaml) was found")
+                  else f"the sweep folder has no claims registry ({claims_mod.CLAIMS_FILE}; the config's "
+                       f"`claims` entry names one)")
         return blocks + [Para(f"No claims were evaluated: {reason}.")]
     frame, classes = claims_table(facts, figures)
     return blocks + [Table(frame, classes)]
@@ -628,14 +636,13 @@ def per_cell_blocks(facts: Facts) -> list:
     rows, each design's mean, then each pair's change with '*' when significant.  Metrics
     with no difference anywhere collapse into one line."""
     blocks = []
-    with_high = facts.df["high"].nunique() > 1
     quiet = []
     for metric in metrics_shown(facts):
         rows = facts.table[facts.table["metric"] == metric.name]
         if facts.all_zero(metric.name) or rows.empty or not facts.differs(metric.name):
             quiet.append(metric.name)
             continue
-        frame, classes = per_cell_table(rows, facts, metric, with_high)
+        frame, classes = per_cell_table(rows, facts, metric)
         blocks += [Heading(2, f"{metric.label} [{metric.name}]", f"cells-{metric.name}"),
                    Table(frame, cell_class=classes)]
     if quiet:
@@ -646,7 +653,7 @@ def per_cell_blocks(facts: Facts) -> list:
     return blocks
 
 
-def per_cell_table(rows: pd.DataFrame, facts: Facts, metric, with_high: bool):
+def per_cell_table(rows: pd.DataFrame, facts: Facts, metric):
     """Cells x (n, one mean per design, one change per pair)."""
     axes = stats.cell_axes(facts.df)
     significant = rows[rows["correction"].iloc[0]] < facts.alpha
@@ -656,7 +663,7 @@ def per_cell_table(rows: pd.DataFrame, facts: Facts, metric, with_high: bool):
     column = "rate/enomem_workloads" if metric.binary else f"mean/{metric.name}"
     out, classes = [], []
     for cell_id in axes.index:
-        row = {"cell": stats.cell_label(axes.loc[cell_id], with_high),
+        row = {"cell": facts.labels[cell_id],
                "n": int(min((p.loc[cell_id, "n_pairs"] for p in by_pair.values() if cell_id in p.index), default=0))}
         cls = ["", ""]
         for design in facts.designs:
@@ -696,10 +703,8 @@ def change_text(row, metric) -> str:
 
 def rates_blocks(facts: Facts) -> list:
     aggregates, df = facts.aggregates, facts.df
-    with_high = df["high"].nunique() > 1
-    axes = stats.cell_axes(df)
     frame = pd.DataFrame({
-        "cell": [stats.cell_label(axes.loc[c], with_high) for c in aggregates["cell_id"]],
+        "cell": [facts.labels[c] for c in aggregates["cell_id"]],
         "design": aggregates["design"], "ok / runs": [
             f"{int(ok)} / {int(n)}" for ok, n in zip(aggregates["n_ok"], aggregates["n_workloads"])]})
     for name, label in RATE_COLUMNS.items():

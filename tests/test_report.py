@@ -2,6 +2,8 @@
 import json
 import os
 import re
+import shutil
+from pathlib import Path
 
 import matplotlib.image as mpimg
 import pandas as pd
@@ -9,6 +11,8 @@ import pytest
 
 from results_data import grid_cells, real, synthetic, write_sweep_dir
 from sweep import claims, plots, report, stats
+
+REGISTRY = Path(__file__).resolve().parent.parent / "configs" / "claims.yaml"
 
 
 def _planted(cell, design):
@@ -242,7 +246,9 @@ def test_report_of_real_simulator_results(tmp_path):
     caller's lock when it holds one.  Wherever v4.3 did so in every paired seed, the report
     must call way1 better on reclaim_rounds_locked; where neither did, indistinguishable."""
     df = real(reps=12, cells=grid_cells(limits=(16 << 20, 32 << 20)))
-    out = report.build_report(write_sweep_dir(tmp_path, df, name="real"))
+    sweep_dir = write_sweep_dir(tmp_path, df, name="real")
+    shutil.copyfile(REGISTRY, sweep_dir / claims.CLAIMS_FILE)          # as the run copies it
+    out = report.build_report(sweep_dir)
     table = pd.read_parquet(out / "comparisons.parquet")
     assert set(table["n_pairs"]) == {12}
     locked = table[(table["baseline"] == "v4.3") & (table["candidate"] == "way1")
@@ -260,7 +266,7 @@ def test_report_of_real_simulator_results(tmp_path):
     assert locked_row[4].split(" / ")[0] == str(int(always.sum()))      # way1 vs v4.3: better cells
     # every claim of the registry gets a row with one of the four verdicts
     claim_rows = _table_rows(markdown, "## Claims from the 2015 thread")
-    registry = claims.load_claims(report.DEFAULT_CLAIMS)
+    registry = claims.load_claims(REGISTRY)
     assert [r[0] for r in claim_rows] == [c.id for c in registry]
     assert all(re.match(r"\*\*(holds|refuted|inconclusive|untestable)\*\*", r[3]) for r in claim_rows)
 
@@ -308,4 +314,6 @@ def test_a_single_design_sweep_reports_without_comparisons(tmp_path):
     markdown = (out / "report.md").read_text()
     assert "Nothing to compare: the sweep ran a single design." in markdown
     assert "No claims were evaluated: the sweep ran a single design." in markdown
+    plain = report.build_report(write_sweep_dir(tmp_path / "two", synthetic(reps=3)))
+    assert "No claims were evaluated: the sweep folder has no claims registry" in (plain / "report.md").read_text()
     assert not list(out.glob("effect_*.png")) and (out / "summary.png").exists()
