@@ -44,6 +44,7 @@ RESULTS = "results.parquet"
 SUMMARY = "summary.json"             # what tracking needs: answer, pooled means, net cells, claims
 REGIMES = "regimes.parquet"
 APPENDIX = "cells.md"
+PACKAGE_MIXES = Path(__file__).resolve().parent.parent / "configs" / "mixes"
 FIRST_SCREEN_END = "<!-- end of the first screen -->"
 SIGN_CONVENTION = ("Differences are candidate - baseline (in 'way2 vs v4.3' way2 is the candidate), "
                    "in the metric's unit; every compared metric is lower-is-better, so a negative "
@@ -128,10 +129,13 @@ def is_current(sweep_dir: Path) -> bool:
 
 def evaluate_claims(sweep_dir: Path, df: pd.DataFrame, regimes: pd.DataFrame, alpha: float) -> list:
     """Verdicts on the claims registry the run copied into the sweep folder (none: [])."""
-    registry = claims_mod.claims_of_sweep(sweep_dir)
-    if not registry or df["design"].nunique() < 2:
+    path = Path(sweep_dir) / claims_mod.CLAIMS_FILE
+    if not path.exists() or df["design"].nunique() < 2:
         return []
-    return claims_mod.evaluate(registry, df, regimes, alpha)
+    # the mixes a claim may name: this sweep's and the package's (``claims_of_sweep`` would
+    # look them up relative to the current folder, so a report built elsewhere would fail)
+    mixes = sorted(set(df["mix"].dropna()) | {p.stem for p in PACKAGE_MIXES.glob("*.yaml")})
+    return claims_mod.evaluate(claims_mod.load_claims(path, mixes=mixes), df, regimes, alpha)
 
 
 # ---------------------------------------------------------------- the numbers behind the first screen
@@ -255,7 +259,9 @@ def answer_sentences(facts: Facts) -> list[str]:
 def _metric_sentence(facts: Facts, metric) -> str:
     pooled = facts.pooled_of(metric.name)
     best = pooled["mean"].idxmin()
-    lowest = f"lowest under {best}" if _best_design(pooled, metric) else f"lowest under {best} (tied as printed)"
+    shown = pooled["mean"].map(lambda v: _fmt_mean(v, metric))
+    tied = [d for d in pooled.index if shown[d] == shown[best]]
+    lowest = f"lowest under {best}" if len(tied) == 1 else f"lowest under {' and '.join(tied)} (tied)"
     others = ", ".join(f"{d} {_fmt_mean(pooled.loc[d, 'mean'], metric)}" for d in pooled.index if d != best)
     pairs = []
     for row in facts.metric_counts(metric.name).itertuples(index=False):
@@ -547,9 +553,9 @@ def differences_section(facts: Facts, figures) -> list:
     without any difference collapse into one line each kind."""
     blocks = [Heading(2, "Where the designs differ", "differences"), Para(
         "Per metric and pair: the cells where the candidate is significantly better or worse, and "
-        "their axis values. Heatmaps: the paired effect per cell (% of the baseline mean; an absolute "
-        "difference, marked with a leading 'd', where the baseline mean is 0; ENOMEM in percentage "
-        "points); green = the candidate is lower (better), '*' = significant.")]
+        "their axis values. Effect maps: the paired effect per cell and pair (% of the baseline mean; "
+        "an absolute difference, marked with a leading 'd', where the baseline mean is 0; ENOMEM in "
+        "percentage points); green = the candidate is lower (better), '*' = significant.")]
     if facts.counts.empty:
         return blocks + [Para("Nothing to compare: the sweep ran a single design.")]
     quiet, zero = [], []
@@ -569,9 +575,8 @@ def differences_section(facts: Facts, figures) -> list:
         classes = ["better" if b and not w else "worse" if w and not b else ""
                    for b, w in zip(part["better"], part["worse"])]
         blocks += [Heading(3, f"{metric.label} [{metric.name}]", f"diff-{metric.name}"), Table(frame, classes)]
-        for (baseline, candidate, name), figure in figures.heatmaps.items():
-            if name == metric.name:
-                blocks.append(Image(figure.file, figure.caption))
+        if metric.name in figures.heatmaps:
+            blocks.append(Image(figures.heatmaps[metric.name].file, figures.heatmaps[metric.name].caption))
     if figures.failure_rate:
         blocks.append(Image(figures.failure_rate.file, figures.failure_rate.caption))
     if quiet:
