@@ -25,6 +25,7 @@ import json
 import math
 import numbers
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -385,19 +386,29 @@ def verdict_tags(rows: pd.DataFrame) -> dict[str, str]:
 def parent_note(summary: Mapping, comparisons: pd.DataFrame, cfg: Mapping, meta: Mapping) -> str:
     """The parent run's description: the answer first, then each claim's verdict."""
     designs = summary.get("designs") or sorted(comparisons["baseline"].unique())
-    lines = [f"**The answer** ({summary.get('cells', '?')} cells; designs {', '.join(designs)}; "
-             f"{summary.get('sign_convention') or report.SIGN_CONVENTION})", ""]
+    lines = [f"**The answer** ({summary.get('cells', '?')} cells; designs {', '.join(designs)})", ""]
     lines += [f"- {sentence}" for sentence in summary.get("answer") or ["no comparisons (a single design)"]]
     claims = summary.get("claims") or []
     if claims:
         lines += ["", "**Claims of the 2015 thread**", ""]
-        lines += [f"- {c['id']} ({c['who']}): **{c['verdict']}**" + (f" - {c['reason']}" if c.get("reason") else "")
-                  for c in claims]
+        lines += [f"- {c['id']} ({c['who']}): **{c['verdict']}**"
+                  + (f" - {_clip(c['reason'], 200)}" if c.get("reason") else "") for c in claims]
     warning = stats.sweep_power_warning(comparisons, *stats.significance_settings(cfg.get("stats")))
     if warning:
         lines += ["", f"**Warning**: {warning}"]
-    lines += ["", "The evidence: artifact report.html (self-contained; per-cell tables collapsed at its end)."]
+    lines += ["", f"Sign convention: {summary.get('sign_convention') or report.SIGN_CONVENTION}",
+              "", "The evidence: artifact report.html (self-contained; per-cell tables collapsed at its end)."]
     return _clip("\n".join(lines), MAX_TAG_VAL_LENGTH)
+
+
+def ui_url(base: str, experiment_id: str, run_id: str | None = None, artifact: str | None = None) -> str:
+    """A page of the MLflow UI.  ``workflowType=machine_learning`` opens the classic runs
+    views: MLflow 3.17's UI picks GenAI or classic from this (or the user's toggle, which it
+    remembers), not from the experiment's ``mlflow.experimentKind`` tag."""
+    page = f"#/experiments/{experiment_id}"
+    if run_id:
+        page += f"/runs/{run_id}" + (f"/artifacts/{artifact}" if artifact else "")
+    return f"{base.rstrip('/')}/{page}?workflowType=machine_learning"
 
 
 def run_url(cfg: Mapping, run_id: str) -> tuple[str, str | None]:
@@ -406,13 +417,17 @@ def run_url(cfg: Mapping, run_id: str) -> tuple[str, str | None]:
     uri = tracking_uri(cfg)
     with client_env():
         experiment_id = MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
-    fragment = f"#/experiments/{experiment_id}/runs/{run_id}"
     if uri.startswith(("http://", "https://")):
-        return f"{uri.rstrip('/')}/{fragment}", None
+        return ui_url(uri, experiment_id, run_id), None
+    mlflow = Path(sys.executable).parent / "mlflow"
+    try:
+        mlflow = mlflow.relative_to(Path.cwd())         # .venv/bin/mlflow
+    except ValueError:
+        pass
     db = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
     here = str(Path.cwd() / "mlflow.db")
-    command = "mlflow ui" if db == here else f"mlflow ui --backend-store-uri {uri}"
-    return f"http://127.0.0.1:5000/{fragment}", command
+    command = f"{mlflow} ui" if db == here else f"{mlflow} ui --backend-store-uri {uri}"
+    return ui_url("http://127.0.0.1:5000", experiment_id, run_id), command
 
 
 def changed(new: Mapping, logged: Mapping) -> dict:
