@@ -123,6 +123,13 @@ def test_parent_run_artifacts_put_the_report_at_the_root(ui, browser):
 
 # ---------------------------------------------------------------- the documentation's screenshots
 
+def close_assistant(b: Browser) -> None:
+    """MLflow 3.17 opens an assistant panel on the right; screenshots want the room."""
+    b.js("Array.from(document.querySelectorAll('button[aria-label]'))"
+         ".filter(e => /close/i.test(e.getAttribute('aria-label'))).forEach(e => e.click())")
+    time.sleep(1)
+
+
 def take_screenshots(workdir: Path, outdir: Path) -> None:
     """docs/img/: the runs table (way2's child runs of the sweep), the parent run, and the
     report's first screen in the artifact viewer."""
@@ -133,6 +140,7 @@ def take_screenshots(workdir: Path, outdir: Path) -> None:
     outdir.mkdir(parents=True, exist_ok=True)
     with mlflow_server(Path(workdir), command="ui") as url, Browser(outdir / ".profile", 1500, 900) as b:
         open_runs_table(b, url, experiment_id)
+        close_assistant(b)
         b.js("document.querySelector('[data-testid=search-box]').focus()")
         b.call("Input.insertText", text="tags.`kmemcg.design` = 'way2'")
         for kind in ("keyDown", "keyUp"):
@@ -145,10 +153,16 @@ def take_screenshots(workdir: Path, outdir: Path) -> None:
         b.call("Emulation.setDeviceMetricsOverride", width=1500, height=1100, deviceScaleFactor=1, mobile=False)
         b.open(tracking.ui_url(url, experiment_id, parent.info.run_id))
         b.wait_for("document.body.innerText.includes('The answer')", timeout=90)
+        close_assistant(b)
+        b.click_text("Show more")
+        time.sleep(1)
+        b.js("Array.from(document.querySelectorAll('h1, h2, h3, h4, p, strong, b'))"
+             ".find(e => e.innerText.startsWith('The answer')).scrollIntoView()")
         time.sleep(2)
         b.screenshot(outdir / "mlflow-parent-run.png")
         b.open(tracking.ui_url(url, experiment_id, parent.info.run_id, artifact="report.html"))
         b.wait_for("document.querySelector('iframe') !== null", timeout=90)
+        close_assistant(b)
         time.sleep(4)
         b.screenshot(outdir / "report-first-screen.png")
     shutil.rmtree(outdir / ".profile", ignore_errors=True)
