@@ -79,6 +79,7 @@ cdef dict collect_metrics(mm_t *mm):
         out[f"reclaim_rounds_{name}"] = float(mm.stats[M_RR_BASE + p])
         out[f"reclaim_ns_{name}"] = float(mm.stats[M_RNS_BASE + p])
     out["slab_pages_allocated"] = float(mm.stats[M_SLAB_PAGES])
+    out["slub_new_slab_attempts"] = float(mm.stats[M_SLUB_NEW_SLAB_ATTEMPTS])
     out["slub_high_order_attempts"] = float(mm.stats[M_SLUB_HIGH_ATTEMPTS])
     out["slub_order_fallbacks"] = float(mm.stats[M_SLUB_FALLBACKS])
     out["slab_wrong_node_pages"] = float(mm.stats[M_SLAB_WRONG_NODE])

@@ -53,8 +53,10 @@ METRICS = tuple(
     + [f"reclaim_ns_{p}" for p in RECLAIM_PLACES]
     + [
         "slab_pages_allocated",     # slabs created (any order)
-        "slub_high_order_attempts",  # allocate_slab tries at oo > min
-        "slub_order_fallbacks",     # ORDER_FALLBACK
+        "slub_new_slab_attempts",   # allocate_slab() calls: each tries s->oo first
+        "slub_high_order_attempts",  # ... of which in caches with oo > min (the NOWAIT try)
+        "slub_order_fallbacks",     # ORDER_FALLBACK as 4.3 counts it: the second try, at
+                                    # s->min, succeeded (any cache, also oo == min)
         "slab_wrong_node_pages",    # pages of new slabs placed off the requested node
         "slab_wrong_node_objects",  # objects placed in a slab off the node asked for
         "slab_node_probe_failures",  # SLAB gfp_exact_node grows that failed

@@ -324,6 +324,7 @@ cdef enum:
     M_OOM_MEMCG
     M_KENTRIES                # syscall entries (kernel entries that can return ENOMEM)
     M_SLAB_WRONG_NODE_OBJS    # objects placed in a slab off the node asked for
+    M_SLUB_NEW_SLAB_ATTEMPTS  # allocate_slab() calls
     M_RR_BASE                 # + RP_*: reclaim rounds by place
     M_RNS_BASE = M_RR_BASE + 5  # + RP_*: reclaim ns by place
     M_ATTEMPTS_BASE = M_RNS_BASE + 5   # + GC_*

@@ -52,7 +52,7 @@ SIGN_CONVENTION = ("Differences are candidate - baseline (in 'way2 vs v4.3' way2
 # the metrics the MLflow parent run carries per design (pooled) and per pair (net cells)
 HEADLINE = ("enomem", "syscall_latency_p99_ns", "overshoot_high_peak_pages")
 RATE_COLUMNS = {"enomem_workloads": "ENOMEM workloads", "oom_kill_workloads": "OOM-killed workloads",
-                "slub_order_fallback": "ORDER_FALLBACK / high-order try",
+                "slub_order_fallback": "ORDER_FALLBACK / new slab",
                 "nowait_fallback": "NOWAIT fallbacks / NOWAIT requests",
                 "alloc_kernel_failure": "GFP_KERNEL failures / requests"}
 
