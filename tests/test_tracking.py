@@ -72,6 +72,7 @@ COMMAND = "python -m sweep configs/grid.yaml replications=4 grid.nodes=[1,2]"
 def logged(server, results, tmp_path_factory):
     sweep_dir = write_sweep_dir(tmp_path_factory.mktemp("sweep"), results, name="tracked",
                                 **{"tracking.experiment": "t-logged", "tracking.uri": server})
+    shutil.copyfile(REPO / "configs" / "claims.yaml", sweep_dir / "claims.yaml")   # as the run copies it
     meta = json.loads((sweep_dir / "sweep.json").read_text())        # as the CLI records it
     meta.update(command=COMMAND, overrides=["replications=4", "grid.nodes=[1,2]"], seconds=300)
     (sweep_dir / "sweep.json").write_text(json.dumps(meta))
