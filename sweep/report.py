@@ -230,16 +230,17 @@ def short_label(metric) -> str:
 # ---------------------------------------------------------------- the answer, in sentences
 
 def answer_sentences(facts: Facts) -> list[str]:
-    """The first thing a reader sees: what differs, by how much, and what does not."""
+    """The first thing a reader sees: what differs, by how much, and what does not - the
+    user-visible ENOMEM line first, whatever it says."""
     lines = []
     null, zero = [], []
     for metric in metrics_shown(facts):
-        if facts.all_zero(metric.name):
+        if metric.binary:                    # the headline, null or not
+            lines.insert(0, _enomem_sentence(facts, metric))
+        elif facts.all_zero(metric.name):
             zero.append(metric)
         elif facts.differs(metric.name):
             lines.append(_metric_sentence(facts, metric))
-        elif metric.binary:                  # the headline null result gets its own line
-            lines.append(_null_sentence(facts, metric))
         else:
             null.append(metric)
     if null:
@@ -256,21 +257,30 @@ def answer_sentences(facts: Facts) -> list[str]:
     return lines
 
 
+def _enomem_sentence(facts: Facts, metric) -> str:
+    if facts.all_zero(metric.name):
+        ok = int((facts.df["status"] == "ok").sum())
+        return (f"**{metric.label}: none.** Not one of {ok:,} workloads saw a user-visible ENOMEM, "
+                f"under any design, in any of the {facts.n_cells} cells.")
+    if facts.differs(metric.name):
+        return _metric_sentence(facts, metric)
+    return _null_sentence(facts, metric)
+
+
 def _metric_sentence(facts: Facts, metric) -> str:
     pooled = facts.pooled_of(metric.name)
     best = pooled["mean"].idxmin()
     shown = pooled["mean"].map(lambda v: _fmt_mean(v, metric))
     tied = [d for d in pooled.index if shown[d] == shown[best]]
     lowest = f"lowest under {best}" if len(tied) == 1 else f"lowest under {' and '.join(tied)} (tied)"
-    others = ", ".join(f"{d} {_fmt_mean(pooled.loc[d, 'mean'], metric)}" for d in pooled.index if d != best)
     pairs = []
     for row in facts.metric_counts(metric.name).itertuples(index=False):
         if row.better or row.worse:
             tested = row.better + row.worse + row.indistinguishable
             pairs.append(f"{row.candidate} is better than {row.baseline} in {row.better} of {tested} cells, "
                          f"worse in {row.worse}")
-    return (f"**{metric.label}**: {lowest} (pooled mean {_fmt_mean(pooled.loc[best, 'mean'], metric)}; "
-            f"{others}); " + "; ".join(pairs) + ".")
+    return (f"**{metric.label}**: {lowest} (pooled means {_pooled_inline(facts, metric)}); "
+            + "; ".join(pairs) + ".")
 
 
 def _null_sentence(facts: Facts, metric) -> str:
