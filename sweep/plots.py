@@ -78,10 +78,6 @@ class Figures:
     claims: dict[str, Figure] = field(default_factory=dict)
     heatmaps: dict[str, Figure] = field(default_factory=dict)        # metric -> its effect map
 
-    def all(self) -> list[Figure]:
-        return [f for f in (self.summary, self.failure_rate) if f] + list(self.claims.values()) \
-            + list(self.heatmaps.values())
-
 
 def draw_plots(df: pd.DataFrame, table: pd.DataFrame, pooled: pd.DataFrame, verdicts: list, out: Path,
                alpha: float) -> Figures:

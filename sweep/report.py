@@ -223,10 +223,6 @@ def metrics_shown(facts: Facts) -> list:
     return [m for m in stats.KEY_METRICS if len(facts.pooled_of(m.name))]
 
 
-def short_label(metric) -> str:
-    return metric.label
-
-
 # ---------------------------------------------------------------- the answer, in sentences
 
 def answer_sentences(facts: Facts) -> list[str]:
