@@ -40,7 +40,7 @@ EXTRA_AXES = {"allocator": str, "cpus": lambda v: f"{int(v)}cpu", "fragment": la
 
 def all_axes(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell_id: stats.AXES plus the extra axes (and block) the store has."""
-    columns = [c for c in (*stats.AXES, *EXTRA_AXES, "block") if c in df.columns]
+    columns = [c for c in dict.fromkeys((*stats.AXES, *EXTRA_AXES, "block")) if c in df.columns]
     return df.groupby("cell_id", sort=True)[columns].first()
 
 
