@@ -1,7 +1,11 @@
-"""Headless Debian Chromium driven over the DevTools protocol on a pipe (no extra package,
-no port): open a page, wait for something to render, click, type, look inside frames and
-take screenshots.  ``--remote-debugging-pipe`` makes Chromium read commands on fd 3 and
-write replies on fd 4, each a JSON message ended by a NUL byte."""
+"""Headless Debian Chromium for the MLflow UI tests.
+
+* ``browse`` / ``browse_until``: the DOM of a page once its React app settled (``--dump-dom``),
+  and a screenshot of it;
+* ``Browser``: Chromium driven over the DevTools protocol on a pipe (no extra package, no
+  port): open a page, wait for something to render, click, type, look inside frames and
+  take screenshots.  ``--remote-debugging-pipe`` makes Chromium read commands on fd 3 and
+  write replies on fd 4, each a JSON message ended by a NUL byte."""
 from __future__ import annotations
 
 import base64
@@ -16,6 +20,32 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
          "--remote-debugging-pipe"]
+
+
+DUMP_FLAGS = [f for f in FLAGS if f != "--remote-debugging-pipe"] + ["--virtual-time-budget=20000",
+                                                                    "--window-size=1600,1000"]
+
+
+def browse(url: str, screenshot, profile) -> str:
+    """The DOM of ``url`` once the React app settled; also saves a screenshot."""
+    import pytest
+
+    if not shutil.which(CHROMIUM):
+        pytest.fail("Debian's chromium is missing: run `make system-deps` (apt-get install chromium)")
+    done = subprocess.run([CHROMIUM, *DUMP_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+                           f"--screenshot={screenshot}", url],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def browse_until(url: str, wanted: str, screenshot, profile, attempts: int = 3) -> str:
+    """Retry while the page has not rendered ``wanted`` yet (slow first API answers)."""
+    for _ in range(attempts):
+        dom = browse(url, screenshot, profile)
+        if wanted in dom:
+            break
+    return dom
 
 
 class BrowserError(RuntimeError):
