@@ -1,6 +1,6 @@
-"""``python -m sweep``: run a sweep, or log / report / export a finished one.
+"""python -m sweep: run a sweep, or log / report / export a finished one.
 
-    python -m sweep CONFIG.yaml [key=value ...] [--dry-run] [--fresh] [--shard i/N]
+    python -m sweep CONFIG.yaml [key=value ...] [--dry-run [-v]] [--fresh] [--shard i/N]
     python -m sweep log    SWEEP_DIR [key=value ...]   # (re)log to MLflow, e.g. tracking.uri=...
     python -m sweep report SWEEP_DIR [key=value ...]   # (re)build the report
     python -m sweep export SWEEP_DIR [--parquet FILE] [--all]
@@ -25,6 +25,7 @@ from sweep import config, grid, interrupt, plan
 from sweep.claims import CLAIMS_FILE, load_claims
 from sweep.config import ConfigError
 from sweep.outdir import SweepBusy, SweepDir
+from sweep.progress import plural
 from sweep.store import Store, StoreDamaged
 
 OK, FAILED, USAGE, POSTPROCESS, BUSY, STOPPED, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             return _subcommand(argv)
-        return _main(_run_parser().parse_intermixed_args(argv))
+        return _main(_run_parser().parse_intermixed_args(argv), argv)
     except (ConfigError, StoreDamaged) as err:
         print(f"config error: {err}", file=sys.stderr)
         return USAGE
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
 
 
-def _main(args) -> int:
+def _main(args, argv: list[str]) -> int:
     shard = grid.Shard.parse(args.shard) if args.shard else None
     cfg = config.load(args.config, args.overrides)
     cells = grid.build_cells(cfg, config.load_mixes(cfg, args.config))
@@ -59,11 +60,11 @@ def _main(args) -> int:
     if not args.fresh:
         Store.check(sweep_dir.results)
     if args.dry_run:
-        return _dry_run(cfg, cells, sweep_dir, shard, args.fresh, claims)
+        return _dry_run(cfg, cells, sweep_dir, shard, args.fresh, claims, verbose=args.verbose)
     if claims_path:   # the report reads the registry from the sweep folder (shards: their parent)
         Path(cfg.output.dir).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(claims_path, Path(cfg.output.dir) / CLAIMS_FILE)
-    return _run(cfg, cells, sweep_dir, args.fresh, shard, claims)
+    return _run(cfg, cells, sweep_dir, args.fresh, shard, claims, command=_command(argv, args.overrides))
 
 
 # --- run ----------------------------------------------------------------------------
@@ -74,7 +75,9 @@ def _run_parser() -> argparse.ArgumentParser:
                                      epilog="Subcommands: log|report|export SWEEP_DIR (see docs/sweep.md)")
     parser.add_argument("config", help="sweep YAML, e.g. configs/grid.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value, e.g. grid.nodes=[1,2] replications=4")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and an estimated time; run nothing")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the plan (cells, workloads, regimes) and an estimated time; run nothing")
+    parser.add_argument("-v", "--verbose", action="store_true", help="with --dry-run: also one line per cell")
     parser.add_argument("--fresh", action="store_true", help="discard stored results and start over")
     parser.add_argument("--shard", metavar="i/N", help="run only shard i of N (whole cells, by key hash)")
     return parser
@@ -90,13 +93,22 @@ def _check_stats_available(cfg) -> None:
                           f"sweep.stats.cells_needing_more, which is not available ({err})") from None
 
 
-def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=()) -> int:
+def _command(argv: list[str], overrides: list[str]) -> dict:
+    """The command line as typed, and its overrides: the MLflow parent run shows both."""
+    import shlex
+
+    return {"command": shlex.join(["python", "-m", "sweep", *argv]), "overrides": list(overrides)}
+
+
+def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command: dict | None = None) -> int:
     from sweep import runner   # Ray's module: loaded only once a run is certain
 
     summary = None
     try:
         with interrupt.polling():       # a first Ctrl-C in here is the runner's to answer
             summary = runner.run_sweep(cfg, cells, sweep_dir, fresh=fresh, shard=shard)
+            if command:
+                sweep_dir.update_meta(**command)
             _print_summary(cfg, summary, sweep_dir)
             if summary.interrupted or summary.failure:
                 return _stopped_early(summary, sweep_dir)
@@ -150,12 +162,12 @@ def _stopped_early(summary, sweep_dir: SweepDir) -> int:
 
 
 def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
-    cpus = f" on {summary.ray_cpus} CPUs" if summary.ray_cpus else ""
-    retried = f", {summary.retried} re-run after a lost worker" if summary.retried else ""
-    print(f"sweep {cfg.name!r}: {summary.cells} cells, {summary.planned} workloads; "
-          f"{summary.skipped} already stored, {summary.ran} ran ({summary.ok} ok, {summary.errors} errors, "
-          f"{summary.lost} lost{retried}) in {plan.format_seconds(summary.seconds)}{cpus}; "
-          f"results: {sweep_dir.results}", file=sys.stderr)
+    cpus = f" on {plural(summary.ray_cpus, 'CPU')}" if summary.ray_cpus else ""
+    retried = f", {summary.retried:,} re-run after a lost worker" if summary.retried else ""
+    print(f"sweep {cfg.name!r}: {plural(summary.cells, 'cell')}, {plural(summary.planned, 'workload')}; "
+          f"{summary.skipped:,} already stored, {summary.ran:,} ran ({summary.ok:,} ok, "
+          f"{plural(summary.errors, 'error')}, {summary.lost:,} lost{retried}) in "
+          f"{plan.format_seconds(summary.seconds)}{cpus}; results: {sweep_dir.results}", file=sys.stderr)
     with Store(sweep_dir.results) as store:
         for cell_id, design, error in store.errors(limit=5):
             print(f"  error in {cell_id} [{design}]: {error}", file=sys.stderr)
@@ -164,16 +176,13 @@ def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
 # --- dry run ------------------------------------------------------------------------
 
 
-def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False, claims=()) -> int:
+def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False, claims=(), verbose: bool = False) -> int:
+    """The summary first (cells, workloads, estimate, regimes); per-cell lines with -v."""
     import core
 
     workloads = grid.workloads(cells, cfg.designs, cfg.replications, cfg.seed, core.MODEL_VERSION)
     stored = set() if fresh else _stored_ok_keys(sweep_dir)
     missing = plan.ordered([w for w in workloads if w.key not in stored])
-    per_cell = Counter(w.cell.cell_id for w in missing)
-    print("cells (id: workloads to run):")
-    for cell in cells:
-        print(f"  {cell.cell_id}: {per_cell[cell.cell_id]}")
     cpus = cfg.ray.num_cpus or os.cpu_count() or 1
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     print(f"sweep {cfg.name!r} (model {core.MODEL_VERSION}){' ' + shard.label if shard else ''}")
@@ -182,13 +191,20 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False, claims
         print(f"axes of block {block}: {axes}" if cfg.blocks else f"axes: {axes}")
     print(f"designs: {', '.join(cfg.designs)}; replications: {cfg.replications}"
           + (f" (adaptive up to {cfg.stats.max_replications})" if config.is_adaptive(cfg) else ""))
-    print(f"cells: {len(cells)}")
-    print(f"workloads: {len(workloads)} ({len(workloads) - len(missing)} stored in {sweep_dir.results}, "
-          f"{len(missing)} to run)")
+    print(f"cells: {len(cells):,}")
+    print(f"workloads: {len(workloads):,} ({len(workloads) - len(missing):,} stored in {sweep_dir.results}, "
+          f"{len(missing):,} to run)")
     if missing:
-        calibration = _print_estimate(cfg, missing, cpus,
-                                      f"the cluster at {address}" if address else f"a local Ray, {cpus} CPUs")
+        calibration = _print_estimate(cfg, missing, cpus, f"the cluster at {address}" if address
+                                      else f"a local Ray, {plural(cpus, 'CPU')}")
         _print_regime_estimate(workloads, calibration, claims, len(cells))
+    if verbose:
+        per_cell = Counter(w.cell.cell_id for w in missing)
+        print("cells (id: workloads to run):")
+        for cell in cells:
+            print(f"  {cell.cell_id}: {per_cell[cell.cell_id]}")
+    else:
+        print("(add -v for one line per cell)")
     print("dry run: nothing was started or stored")
     return OK
 
@@ -201,9 +217,9 @@ def _print_estimate(cfg, missing, cpus: int, where: str) -> None:
         print(f"calibration: no workload finished in {spw:.1f}s; each takes longer, so the estimate "
               f"below is a lower bound")
     else:
-        print(f"calibration: {len(calibration.workloads)} workloads ran, {spw:.3f}s each on average")
-    print(f"Ray tasks: {len(chunks)} (up to {len(chunks[0])} workloads, ~{len(chunks[0]) * spw:.2f}s of work "
-          f"each), at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
+        print(f"calibration: {plural(len(calibration.workloads), 'workload')} ran, {spw:.3f}s each on average")
+    print(f"Ray tasks: {len(chunks):,} (up to {plural(len(chunks[0]), 'workload')}, ~{len(chunks[0]) * spw:.2f}s "
+          f"of work each), at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
     est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=True)
     at_least = "at least " if calibration.lower_bound else ""
     print(f"estimated time: {at_least}{plan.format_seconds(est)} on {where} "
@@ -267,13 +283,26 @@ def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = T
 def _build_report(sweep_dir: SweepDir, cfg) -> None:
     from sweep.report import build_report
 
-    print(f"report: {build_report(sweep_dir.path, cfg=cfg)}", file=sys.stderr)
+    print(f"report: {build_report(sweep_dir.path, cfg=cfg) / 'report.html'}", file=sys.stderr)
 
 
 def _log(sweep_dir: SweepDir, cfg) -> None:
     from sweep.tracking import log_sweep
 
-    print(f"MLflow: parent run {log_sweep(sweep_dir.path, cfg)}", file=sys.stderr)
+    _print_where_to_look(sweep_dir, cfg, log_sweep(sweep_dir.path, cfg))
+
+
+def _print_where_to_look(sweep_dir: SweepDir, cfg, parent_id: str) -> None:
+    """The parent run, the command that starts the MLflow UI, and the run's URL in it."""
+    from sweep import tracking
+
+    cfg = tracking.report.read_config(sweep_dir.path) if cfg is None else tracking._plain(cfg)
+    url, command = tracking.run_url(cfg, parent_id)
+    print(f"MLflow: parent run {parent_id}", file=sys.stderr)
+    if command:
+        print(f"  browse: {command}   (then open {url})", file=sys.stderr)
+    else:
+        print(f"  browse: {url}", file=sys.stderr)
 
 
 def _subcommand(argv: list[str]) -> int:

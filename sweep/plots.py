@@ -1,13 +1,24 @@
-"""The report's PNG plots (matplotlib, Agg backend: files only, never a display).
+"""The report's PNG figures (matplotlib, Agg backend: files only, never a display).
 
+* ``summary.png`` (top of the report): one panel per key metric, one bar per design with
+  its pooled mean and CI; metrics that are zero everywhere are left out (named in the text);
+* ``claim_<id>.png`` (next to each claim): the claim's paired effect per tested cell, with
+  its CI, coloured by whether the cell holds the claim, goes against it, or neither;
+* ``effect_<metric>.png``: the metric's paired effect per cell (down) for each pair of
+  designs (across), cells in reading order (block, mix, high, limit, order, nodes) in panel
+  columns of 32 - only for metrics with a significant cell, so no plot is blank;
 * ``failure_rate_vs_limit.png``: share of workloads with a user-visible ENOMEM against
-  memory.max, one line per design with its Wilson band, one panel per mix;
-* ``effect_<metric>__<candidate>_vs_<baseline>.png``: the paired effect per cell as a
-  heatmap over memory.max x NUMA nodes, one panel per mix and slab order.
+  memory.max, per design with Wilson bands, one panel per mix - only when some workload
+  saw an ENOMEM.
+
+Sign convention as in the report: candidate - baseline, negative (green) = the candidate
+is better.  Figures are drawn at 130 dpi with 8-9 pt labels, legible at 100 % zoom.
 """
 from __future__ import annotations
 
 import math
+import textwrap
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -19,52 +30,245 @@ import pandas as pd                   # noqa: E402
 
 from sweep import stats               # noqa: E402
 
+DPI = 130
+FONT = 8
+DESIGN_COLOURS = ("#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
+CLAIM_ROWS_MAX = 48                   # a forest plot beyond that is unreadable: largest effects
+# axes of the store beyond stats.AXES (config blocks may vary them); shown only where they vary
+EXTRA_AXES = {"allocator": str, "cpus": lambda v: f"{int(v)}cpu", "fragment": lambda v: f"frag{v:g}"}
 
-def draw_plots(df: pd.DataFrame, table: pd.DataFrame, out: Path, alpha: float) -> list[tuple[str, str]]:
-    """Write every PNG; returns (file name, caption) in report order."""
+
+def all_axes(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per cell_id: stats.AXES plus the extra axes (and block) the store has."""
+    columns = [c for c in dict.fromkeys((*stats.AXES, *EXTRA_AXES, "block")) if c in df.columns]
+    return df.groupby("cell_id", sort=True)[columns].first()
+
+
+def varying_extra_axes(axes: pd.DataFrame) -> list[str]:
+    return [a for a in EXTRA_AXES if a in axes and axes[a].dropna().nunique() > 1]
+
+
+def cell_labels(df: pd.DataFrame) -> dict[str, str]:
+    """cell_id -> '64M o3 n2 kernel' (+ high, allocator, cpus, fragment where they vary;
+    + the block when two cells of different blocks would still read the same)."""
+    axes = all_axes(df)
+    with_high = axes["high"].nunique() > 1
+    usual = {a: axes[a].mode().iloc[0] for a in varying_extra_axes(axes)}   # shown only when not this
+    labels = {}
+    for cell_id, row in axes.iterrows():
+        parts = [stats.cell_label(row, with_high)]
+        parts += [EXTRA_AXES[a](row[a]) for a, value in usual.items() if pd.notna(row[a]) and row[a] != value]
+        labels[cell_id] = " ".join(parts)
+    seen = pd.Series(labels).value_counts()
+    if (seen > 1).any() and "block" in axes:
+        labels = {c: f"{text} [{axes.loc[c, 'block']}]" if seen[text] > 1 else text for c, text in labels.items()}
+    return labels
+
+
+@dataclass
+class Figure:
+    file: str
+    caption: str
+
+
+@dataclass
+class Figures:
+    summary: Figure | None = None
+    failure_rate: Figure | None = None
+    claims: dict[str, Figure] = field(default_factory=dict)
+    heatmaps: dict[str, Figure] = field(default_factory=dict)        # metric -> its effect map
+
+
+def draw_plots(df: pd.DataFrame, table: pd.DataFrame, pooled: pd.DataFrame, verdicts: list, out: Path,
+               alpha: float) -> Figures:
+    """Write every PNG; returns what was drawn, with captions."""
     for stale in out.glob("*.png"):
         stale.unlink()                  # plots of metrics or designs no longer in the sweep
-    images = [(plot_failure_rate(df, out / "failure_rate_vs_limit.png", alpha),
-               f"Share of workloads with a user-visible ENOMEM against memory.max, per design "
-               f"(pooled over orders and node counts), with Wilson {1 - alpha:.0%} bands")]
-    for (baseline, candidate, metric), rows in table.groupby(["baseline", "candidate", "metric"], sort=False):
-        name = f"effect_{metric}__{candidate}_vs_{baseline}.png".replace("/", "_")
-        plot_effect_heatmap(rows, out / name, alpha, baseline, candidate)
-        label = stats.METRICS_BY_NAME[metric].label if metric in stats.METRICS_BY_NAME else metric
-        images.append((name, f"{label}: {candidate} vs {baseline}, paired effect "
-                             f"over memory.max x NUMA nodes, one panel per mix and order"))
-    return images
+    plt.rcParams.update({"font.size": FONT})
+    figures = Figures()
+    figures.summary = plot_summary(pooled, out / "summary.png", alpha)
+    figures.failure_rate = plot_failure_rate(df, out / "failure_rate_vs_limit.png", alpha)
+    for verdict in verdicts:
+        figure = plot_claim(verdict, table, df, out, alpha)
+        if figure:
+            figures.claims[verdict.claim.id] = figure
+    if len(table):
+        significant = table[table[table["correction"].iloc[0]] < alpha]
+        order = cell_order(df)
+        for metric, rows in table.groupby("metric", sort=False):
+            if not (significant["metric"] == metric).any():
+                continue                 # nothing differs: one line in the text, no plot
+            name = f"effect_{_file_part(metric)}.png"
+            plot_effect_heatmap(rows, out / name, alpha, order)
+            figures.heatmaps[metric] = Figure(
+                name, f"{_label(metric)}: the paired effect per cell for each pair of designs "
+                      f"(candidate - baseline; green = the candidate is lower, i.e. better; * significant)")
+    return figures
 
 
-def plot_failure_rate(df: pd.DataFrame, path: Path, alpha: float) -> str:
+def _label(metric: str) -> str:
+    m = stats.METRICS_BY_NAME.get(metric)
+    return m.label if m else metric
+
+
+def _colours(designs) -> dict[str, str]:
+    return {d: DESIGN_COLOURS[i % len(DESIGN_COLOURS)] for i, d in enumerate(designs)}
+
+
+# ---------------------------------------------------------------- summary: designs x key metrics
+
+def plot_summary(pooled: pd.DataFrame, path: Path, alpha: float) -> Figure | None:
+    shown = [m for m in stats.KEY_METRICS
+             if ((pooled["metric"] == m.name) & ~pooled["all_zero"]).any()]
+    if not shown:
+        return None
+    designs = list(dict.fromkeys(pooled["design"]))
+    colours = _colours(designs)
+    cols = min(4, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.3 * cols, 2.5 * rows), squeeze=False)
+    for ax, metric in zip(axes.flat, shown):
+        part = pooled[pooled["metric"] == metric.name].set_index("design").reindex(designs)
+        scale = 100.0 if metric.binary else 1.0
+        means = part["mean"].to_numpy(dtype=float) * scale
+        err = np.abs(np.vstack([means - part["ci_lo"].to_numpy(dtype=float) * scale,
+                                part["ci_hi"].to_numpy(dtype=float) * scale - means]))
+        best = int(np.nanargmin(means)) if np.sum(np.isclose(means, np.nanmin(means), rtol=5e-3)) == 1 else -1
+        bars = ax.bar(range(len(designs)), means, yerr=err, capsize=3,
+                      color=[colours[d] for d in designs], edgecolor=["black" if i == best else "none"
+                                                                       for i in range(len(designs))])
+        ax.bar_label(bars, [_short(v) for v in means], fontsize=FONT - 1, padding=2)
+        ax.set_xticks(range(len(designs)), designs)
+        ax.set_title("\n".join(textwrap.wrap(metric.label + (" (%)" if metric.binary else ""), 34)),
+                     fontsize=FONT)
+        ax.margins(y=0.18)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes.flat[len(shown):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Pooled mean per design with {1 - alpha:.0%} CI (lower is better; outlined: lowest)",
+                 fontsize=FONT + 1)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return Figure(path.name, f"Every key metric per design: the mean over all workloads of the sweep with "
+                             f"its {1 - alpha:.0%} CI; lower is better, the lowest is outlined")
+
+
+def _short(value: float) -> str:
+    if not math.isfinite(value):
+        return ""
+    if value == 0:
+        return "0"
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:.3g}M"
+    if abs(value) >= 1e4:
+        return f"{value / 1e3:.3g}k"
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+# ---------------------------------------------------------------- a claim's evidence
+
+def plot_claim(verdict, table: pd.DataFrame, df: pd.DataFrame, out: Path, alpha: float) -> Figure | None:
+    """Forest plot of the claim's metric, b - a per tested cell (as the claim reads), from the
+    workloads themselves: any metric a claim names has one, compared or derived."""
+    claim = verdict.claim
+    if not verdict.cells_tested:
+        return None
+    rows = paired_differences(df, claim.metric, *claim.compare, verdict.cells_tested, alpha)
+    if rows.empty:
+        return None
+    a, b = claim.compare
+    binary = claim.metric in stats.METRICS_BY_NAME and stats.METRICS_BY_NAME[claim.metric].binary
+    scale = 100.0 if binary else 1.0
+    rows = rows.assign(effect=rows["diff"] * scale, lo=rows["lo"] * scale, hi=rows["hi"] * scale)
+    dropped = 0
+    if len(rows) > CLAIM_ROWS_MAX:
+        dropped = len(rows) - CLAIM_ROWS_MAX
+        rows = rows.reindex(rows["effect"].abs().sort_values(ascending=False).index[:CLAIM_ROWS_MAX])
+    rows = rows.sort_values("effect")
+    holding, against = set(verdict.cells_holding), set(verdict.cells_against)
+    colour = ["#2ca02c" if c in holding else "#d62728" if c in against else "#7f7f7f" for c in rows.index]
+    names = cell_labels(df)
+    fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.2 * len(rows)))
+    y = np.arange(len(rows))
+    ax.errorbar(rows["effect"], y, xerr=[rows["effect"] - rows["lo"], rows["hi"] - rows["effect"]], fmt="none",
+                ecolor="#999999", elinewidth=1, capsize=2)
+    ax.scatter(rows["effect"], y, c=colour, zorder=3, s=18)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(y, [names[c] for c in rows.index], fontsize=FONT - 1)
+    ax.set_ylim(-0.8, len(rows) - 0.2)
+    unit = "percentage points" if binary else (verdict.unit or "metric unit")
+    ax.set_xlabel(f"{b} - {a}, mean paired difference ({unit}), paired t {1 - alpha:.0%} CI")
+    expect = f"{a} {'<' if claim.expect == 'a<b' else '>'} {b}"
+    ax.set_title(f"{claim.id}: {verdict.verdict} (expected {expect})\n"
+                 f"green: cell holds the claim, red: against, grey: no significant difference",
+                 fontsize=FONT)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    name = f"claim_{_file_part(claim.id)}.png"
+    fig.savefig(out / name, dpi=DPI)
+    plt.close(fig)
+    more = f"; the {dropped} cells with the smallest effects are left out" if dropped else ""
+    return Figure(name, f"{claim.id}: {_label(claim.metric)} [{claim.metric}], {b} - {a} per tested cell{more}")
+
+
+def paired_differences(df: pd.DataFrame, metric: str, a: str, b: str, cells, alpha: float) -> pd.DataFrame:
+    """Per cell (index): mean of b - a over seeds where both ran, with a paired t interval."""
+    from scipy import stats as sps
+
     values = stats.workload_values(df)
+    if metric not in values:
+        return pd.DataFrame(columns=["diff", "lo", "hi"])
+    part = values[values["cell_id"].isin(list(cells)) & values["design"].isin([a, b])]
+    wide = part.pivot_table(index=["cell_id", "seed"], columns="design", values=metric, aggfunc="first")
+    if a not in wide or b not in wide:
+        return pd.DataFrame(columns=["diff", "lo", "hi"])
+    d = (wide[b] - wide[a]).dropna().groupby(level="cell_id")
+    mean, n, sd = d.mean(), d.count(), d.std(ddof=1).fillna(0.0)
+    half = (sps.t.ppf(1 - alpha / 2, (n - 1).clip(lower=1)) * sd / np.sqrt(n)).where(n > 1, 0.0)
+    return pd.DataFrame({"diff": mean, "lo": mean - half, "hi": mean + half})
+
+
+def _file_part(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(text))
+
+
+# ---------------------------------------------------------------- ENOMEM against the limit
+
+def plot_failure_rate(df: pd.DataFrame, path: Path, alpha: float) -> Figure | None:
+    values = stats.workload_values(df)
+    if not values["enomem"].any():
+        return None                      # flat zero lines say nothing: the text says it
     mixes = sorted(values["mix"].unique())
-    cols = min(3, len(mixes))
+    cols = min(4, len(mixes))
     rows = math.ceil(len(mixes) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False, sharey=True)
+    designs = sorted(values["design"].unique())
+    colours = _colours([stats.BASELINE] + [d for d in designs if d != stats.BASELINE])
     for ax, mix in zip(axes.flat, mixes):
         part = values[values["mix"] == mix]
-        designs = sorted(part["design"].unique())
         for i, (design, by_design) in enumerate(part.groupby("design", sort=True)):
             counts = by_design.groupby("limit")["enomem"].agg(["sum", "count"])
             bounds = np.array([stats.wilson(k, n, alpha) for k, n in zip(counts["sum"], counts["count"])])
             # nudge the designs apart so equal rates do not hide each other
             x = _limit_positions(counts.index) + (i - (len(designs) - 1) / 2) * 0.05
-            ax.plot(x, counts["sum"] / counts["count"], marker="o", label=design)
-            ax.fill_between(x, bounds[:, 0], bounds[:, 1], alpha=0.2)
-        ax.set_xticks(_limit_positions(sorted(part["limit"].unique())),
-                      [stats.format_size(v) for v in sorted(part["limit"].unique())])
-        ax.set_title(mix)
+            ax.plot(x, counts["sum"] / counts["count"] * 100, marker="o", label=design, color=colours[design])
+            ax.fill_between(x, bounds[:, 0] * 100, bounds[:, 1] * 100, alpha=0.2, color=colours[design])
+        limits = sorted(part["limit"].unique())
+        ax.set_xticks(_limit_positions(limits), [stats.format_size(v) for v in limits])
+        ax.set_title(mix, fontsize=FONT + 1)
         ax.set_xlabel("memory.max")
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylim(-2, 102)
     for ax in axes.flat[len(mixes):]:
         ax.set_visible(False)
-    axes[0, 0].set_ylabel("workloads with ENOMEM")
-    axes[0, 0].legend(fontsize=8)
+    for r in range(rows):
+        axes[r, 0].set_ylabel("workloads with ENOMEM (%)")
+    axes[0, 0].legend(fontsize=FONT)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
-    return path.name
+    return Figure(path.name, f"Share of workloads with a user-visible ENOMEM against memory.max, per design "
+                             f"(pooled over orders and node counts), with Wilson {1 - alpha:.0%} bands")
 
 
 def _limit_positions(limits) -> np.ndarray:
@@ -75,91 +279,114 @@ def _limit_positions(limits) -> np.ndarray:
     return np.where(np.isfinite(limits), np.log2(np.where(np.isfinite(limits), limits, 1)), top)
 
 
-def effect_values(rows: pd.DataFrame) -> pd.Series:
-    """What a heatmap cell shows: ENOMEM in percentage points, the rest in % of the baseline."""
+# ---------------------------------------------------------------- paired effect per cell
+
+def effect_values(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(colour value, absolute?) per row: ENOMEM in percentage points; the rest in % of the
+    baseline mean, or - where the baseline mean is 0 - the absolute difference (coloured at
+    full strength by its sign, never +inf%)."""
+    diff = rows["diff_mean"].to_numpy(dtype=float)
     if stats.METRICS_BY_NAME.get(rows["metric"].iloc[0], stats.ENOMEM).binary:
-        return rows["diff_mean"] * 100.0
-    return rows["pct_change"].astype(float)
+        return diff * 100.0, np.zeros(len(rows), dtype=bool)
+    base = rows["base_mean"].to_numpy(dtype=float)
+    absolute = (base == 0) & (diff != 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pct = np.where(base != 0, diff / np.abs(base) * 100.0, 0.0)
+    return np.where(absolute, np.sign(diff) * 100.0, pct), absolute
 
 
-def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, baseline: str, candidate: str) -> None:
-    """Panels of limit (x) x nodes (y): one panel row per mix (and high, when it varies),
-    one panel column per order.  Drawn as ONE image with blank gaps between panels: a
-    figure of 21 separate axes took ~4 s to render, this takes a fraction of that."""
-    rows = rows.assign(effect=effect_values(rows).to_numpy(),
-                       significant=(rows[rows["correction"].iloc[0]] < alpha).to_numpy(dtype=float))
-    # cells of different blocks (or allocators, CPU counts, fragmentation) may share
-    # limit/nodes/order/mix: such axes become panel rows when they vary
-    row_keys = ["mix"] + [k for k in ("high", "block", "allocator", "cpus", "fragment")
-                          if k in rows and rows[k].nunique(dropna=True) > 1]
-    panel_rows = sorted(rows[row_keys].drop_duplicates().itertuples(index=False, name=None))
-    orders, limits, nodes = (sorted(rows[c].unique()) for c in ("order", "limit", "nodes"))
-    height, width = len(nodes) + 1, len(limits) + 1          # a panel plus its gap
-    effect = np.full((len(panel_rows) * height - 1, len(orders) * width - 1), np.nan)
-    significant = np.zeros_like(effect, dtype=bool)
-    for r, key in enumerate(panel_rows):
-        for c, order in enumerate(orders):
-            part = rows[(rows["order"] == order) & _matches(rows, row_keys, key)]
-            block = (slice(r * height, r * height + len(nodes)), slice(c * width, c * width + len(limits)))
-            effect[block] = _nodes_by_limits(part, "effect", nodes, limits)
-            significant[block] = _nodes_by_limits(part, "significant", nodes, limits) == 1
+def cell_order(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(cell_id, label) in reading order: by block (config order of appearance), then by
+    mix, high, limit, order, nodes and the extra axes."""
+    axes = all_axes(df)
+    labels = cell_labels(df)
+    keys = [c for c in ("block", "mix", "high", "limit", "order", "nodes", *EXTRA_AXES) if c in axes]
+    if "block" in axes:
+        first_seen = {b: i for i, b in enumerate(dict.fromkeys(df["block"]))}
+        axes = axes.assign(block=axes["block"].map(first_seen))
+    ordered = axes.sort_values(keys, kind="stable", na_position="first").index
+    return [(c, labels[c]) for c in ordered]
+
+
+PANEL_ROWS = 32                       # cells per panel column of an effect map
+
+
+def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, order: list[tuple[str, str]]) -> None:
+    """One metric's paired effect, cells down x pairs across, in panel columns of
+    PANEL_ROWS cells.  Colour: % of the baseline mean (ENOMEM: percentage points); where
+    the baseline mean is 0 the label is the absolute difference ('d+3') and the colour full
+    strength by its sign.  Drawn with fixed margins in inches (no tight-layout pass)."""
+    pairs = list(dict.fromkeys(zip(rows["baseline"], rows["candidate"])))
+    colour_values, absolute = effect_values(rows)
+    rows = rows.assign(effect=colour_values, absolute=absolute,
+                       label_value=np.where(absolute, rows["diff_mean"], colour_values),
+                       significant=(rows[rows["correction"].iloc[0]] < alpha).to_numpy())
+    by_key = rows.set_index(["cell_id", "baseline", "candidate"])
+    present = set(rows["cell_id"])
+    cells = [(c, label) for c, label in order if c in present]
     unit = "pp" if stats.METRICS_BY_NAME.get(rows["metric"].iloc[0], stats.ENOMEM).binary else "%"
-    # fixed margins in inches (labels left, colour bar right): no second "tight" layout pass
-    width_in, height_in = 0.55 * effect.shape[1], 0.32 * effect.shape[0]
-    left, right, top, bottom = 1.6, 1.4, 1.0, 0.4
-    fig = plt.figure(figsize=(left + width_in + right, top + height_in + bottom))
+    panels = [cells[i:i + PANEL_ROWS] for i in range(0, len(cells), PANEL_ROWS)]
+    label_in = 0.065 * max(len(label) for _, label in cells) + 0.3
+    col_in, row_in = 0.8, 0.24
+    panel_w = label_in + col_in * len(pairs) + 0.25
+    top, bottom = 1.0, 0.9
+    height_in = row_in * min(PANEL_ROWS, len(cells))
+    fig = plt.figure(figsize=(panel_w * len(panels) + 1.3, top + height_in + bottom))
     fig_w, fig_h = fig.get_size_inches()
-    ax = fig.add_axes((left / fig_w, bottom / fig_h, width_in / fig_w, height_in / fig_h))
-    bar = fig.add_axes(((left + width_in + 0.2) / fig_w, bottom / fig_h, 0.15 / fig_w, height_in / fig_h))
-    cmap = matplotlib.colormaps["RdYlGn_r"].with_extremes(bad="white")
-    image = ax.imshow(np.clip(effect, -100, 100), cmap=cmap, vmin=-100, vmax=100, aspect="auto")
-    for (i, j), value in np.ndenumerate(effect):
-        if not math.isnan(value):
-            text = _effect_text(value, unit) + ("*" if significant[i, j] else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=6)
-    ax.set_xticks([c * width + k for c in range(len(orders)) for k in range(len(limits))],
-                  [stats.format_size(v) for _ in orders for v in limits], fontsize=6)
-    ax.set_yticks([r * height + k for r in range(len(panel_rows)) for k in range(len(nodes))],
-                  [f"{_row_text(row_keys, key)} n{n}" for key in panel_rows for n in nodes], fontsize=6)
-    for c, order in enumerate(orders):
-        ax.text(c * width + (len(limits) - 1) / 2, -0.9, f"order {order}", ha="center", fontsize=7)
-    ax.tick_params(length=0)
-    ax.set_frame_on(False)
-    label = "ENOMEM share, candidate - baseline (pp)" if unit == "pp" else "mean change vs baseline (%)"
+    cmap = matplotlib.colormaps["RdYlGn_r"].with_extremes(bad="#f4f4f4")
+    image = None
+    for p, panel in enumerate(panels):
+        grid = np.full((len(panel), len(pairs)), np.nan)
+        for i, (cell_id, _) in enumerate(panel):
+            for j, pair in enumerate(pairs):
+                if (cell_id, *pair) in by_key.index:
+                    grid[i, j] = by_key.loc[(cell_id, *pair), "effect"]
+        h = row_in * len(panel)
+        ax = fig.add_axes(((p * panel_w + label_in) / fig_w, (bottom + height_in - h) / fig_h,
+                           col_in * len(pairs) / fig_w, h / fig_h))
+        image = ax.imshow(np.clip(grid, -100, 100), cmap=cmap, vmin=-100, vmax=100, aspect="auto")
+        for i, (cell_id, _) in enumerate(panel):
+            for j, pair in enumerate(pairs):
+                if (cell_id, *pair) not in by_key.index:
+                    continue
+                r = by_key.loc[(cell_id, *pair)]
+                text = _effect_text(float(r["label_value"]), unit, bool(r["absolute"])) + ("*" if r["significant"] else "")
+                dark = abs(grid[i, j]) > 60                 # white on the deep ends of the scale
+                ax.text(j, i, text, ha="center", va="center", fontsize=FONT - 1,
+                        color="white" if dark else "black")
+        ax.set_yticks(range(len(panel)), [label for _, label in panel], fontsize=FONT - 0.5)
+        ax.set_xticks(range(len(pairs)), [f"{c} vs\n{b}" for b, c in pairs], fontsize=FONT)
+        ax.xaxis.tick_top()
+        ax.tick_params(length=0)
+        ax.set_frame_on(False)
+    bar = fig.add_axes(((fig_w - 1.0) / fig_w, bottom / fig_h, 0.15 / fig_w, height_in / fig_h))
+    label = "candidate - baseline (pp)" if unit == "pp" else "candidate - baseline, % of baseline"
     fig.colorbar(image, cax=bar, label=label)
-    ax.set_title(f"{stats.metric_label(rows['metric'].iloc[0])}\n{candidate} vs {baseline} "
-                 f"(red: {candidate} worse; * significant)", fontsize=8, pad=22)
-    fig.savefig(path, dpi=80)
+    fig.text(0.01, 0.3 / fig_h, textwrap.fill(
+        f"{stats.metric_label(rows['metric'].iloc[0])}: paired effect per cell. Green = the candidate is lower "
+        f"(better), red = higher; * significant; d = absolute difference where the baseline mean is 0.",
+        int(fig_w * 14)), fontsize=FONT, va="bottom")
+    fig.savefig(path, dpi=DPI)
     plt.close(fig)
+    _shrink(path)
 
 
-def _matches(rows: pd.DataFrame, keys: list[str], values: tuple) -> pd.Series:
-    mask = pd.Series(True, index=rows.index)
-    for key, value in zip(keys, values):
-        mask &= rows[key] == value
-    return mask
+def _shrink(path: Path, colours: int = 96) -> None:
+    """Re-save a PNG with a palette: an effect map drops from ~600 KB to ~150 KB, and
+    report.html embeds every figure (its colour bar shows the steps; the labels carry
+    the numbers)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=colours, method=Image.Quantize.FASTOCTREE)
+    small.save(path, optimize=True, dpi=(DPI, DPI))
 
 
-def _row_text(keys: list[str], values: tuple) -> str:
-    return " ".join(_panel_text(k, v) for k, v in zip(keys, values))
-
-
-def _nodes_by_limits(part: pd.DataFrame, column: str, nodes, limits) -> np.ndarray:
-    """A nodes x limits array of one column (NaN where a cell is missing)."""
-    wanted = pd.MultiIndex.from_product([nodes, limits], names=["nodes", "limit"])
-    values = part.set_index(["nodes", "limit"])[column].astype(float)
-    return values.reindex(wanted).to_numpy().reshape(len(nodes), len(limits))
-
-
-def _effect_text(value: float, unit: str) -> str:
+def _effect_text(value: float, unit: str, absolute: bool = False) -> str:
     if math.isnan(value):
         return ""
-    if math.isinf(value):
-        return "+inf" if value > 0 else "-inf"
-    return "0" if value == 0 else f"{value:+.0f}{unit}"
-
-
-def _panel_text(axis: str, value) -> str:
-    if axis == "high":
-        return f"high {stats.format_high(value)}"
-    return str(value) if axis == "mix" else f"{axis} {value}"
+    if value == 0:
+        return "0"
+    if absolute:
+        return "d" + _short(value) if value < 0 else "d+" + _short(value)
+    return f"{round(value):+d}{unit}" if round(value) else f"0{unit}"

@@ -1,11 +1,31 @@
 """Progress of a run: a tqdm bar on a terminal, one plain line every few seconds otherwise
-(CI and pod logs get readable lines instead of carriage-return spam)."""
+(CI and pod logs get readable lines instead of carriage-return spam; so does a terminal
+that reports 0 columns, where tqdm would draw nothing).  Messages printed while the bar
+is up go through :attr:`Progress.writer` (``tqdm.write``), so they never land inside the
+bar's line."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 from sweep.plan import format_seconds
+
+
+def plural(n, word: str, many: str | None = None) -> str:
+    """'1 CPU', '2 CPUs', '8,064 workloads'."""
+    n = int(n)
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+def is_terminal(stream) -> bool:
+    """A TTY that reports a usable width (a 0-column pty gets plain lines)."""
+    if not getattr(stream, "isatty", lambda: False)():
+        return False
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 class Progress:
@@ -16,7 +36,8 @@ class Progress:
         self.started = self._last_line = time.monotonic()
         self._done_at_start = 0
         self._bar = None
-        if getattr(self.stream, "isatty", lambda: False)():
+        self.writer = _LineWriter(self)
+        if is_terminal(self.stream):
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, unit="wl", desc=label, file=self.stream, smoothing=0.1)
@@ -39,6 +60,15 @@ class Progress:
             self._last_line = time.monotonic()
             print(self.line(), file=self.stream, flush=True)
 
+    def message(self, text: str) -> None:
+        """A line for the user that leaves the bar intact."""
+        if self._bar is not None:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
     def line(self) -> str:
         elapsed = time.monotonic() - self.started
         rate = (self.done - self._done_at_start) / elapsed if elapsed > 0 else 0.0
@@ -50,6 +80,27 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
 
     def _failures(self) -> str:
         return f"errors={self.errors} lost={self.lost}"
+
+
+class _LineWriter:
+    """A file-like stream for ``print(..., file=progress.writer)``: whole lines go through
+    :meth:`Progress.message`, so code that prints (the Ray session) needs no change."""
+
+    def __init__(self, progress: Progress):
+        self._progress, self._pending = progress, ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        *lines, self._pending = self._pending.split("\n")
+        for line in lines:
+            self._progress.message(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._progress.message(self._pending)
+            self._pending = ""

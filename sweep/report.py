@@ -1,32 +1,56 @@
-"""The sweep report: ``<sweep_dir>/report/`` with report.md, report.html, PNG plots and the
-tables behind them (results.parquet, comparisons.parquet, aggregates.parquet); the plots
-are drawn by ``sweep.plots``.
+"""The sweep report: ``<sweep_dir>/report/`` - the answer first, the evidence after it.
 
-Shape borrowed from mmtests' compare-kernels: baseline and candidate side by side, a
-direction-aware "gain" (positive = the candidate is better, whichever way the metric
-points), a significance mark, and a verdict roll-up per metric.  The numbers come from
-``sweep.stats``; this module only lays them out.  ``python -m sweep report <dir>`` calls
-:func:`build_report`, which rebuilds everything from the store without rerunning anything.
+``report.md`` and ``report.html`` open with what a reader needs without scrolling: the
+answer in sentences with numbers (null results included), a summary table (metrics as
+rows, the designs side by side as mmtests' compare-kernels puts kernels, pooled means with
+their CI, better/worse cell counts per pair), the 2015 thread's claims with a verdict each
+(``sweep.claims``), and the caveats (``sweep.regime``: idle or saturated cells; designs
+and allocators not run).  Then a table of contents, the evidence per claim, where the
+designs differ, regimes, method and run facts.  Per-cell tables go to ``cells.md`` (and
+into collapsed ``<details>`` in the HTML).  ``report.html`` is one self-contained file -
+its images are data URIs - so it renders in MLflow's sandboxed artifact viewer.
+
+Sign convention, everywhere (report, figures, MLflow): a difference is **candidate -
+baseline** ("way2 vs v4.3": way2 is the candidate) in the metric's unit; every compared
+metric is lower-is-better, so a **negative difference means the candidate is better**.
+
+The numbers come from ``sweep.stats``; this module lays them out.  ``python -m sweep
+report <dir>`` calls :func:`build_report`, which rebuilds everything from the store.
 """
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
+from scipy import stats as sps
 
-from sweep import stats
-from sweep.plots import draw_plots
+from sweep import claims as claims_mod
+from sweep import regime, stats
+from sweep.plots import cell_labels, draw_plots
+from sweep.progress import plural
 
 REPORT_DIR = "report"
 COMPARISONS = "comparisons.parquet"
 AGGREGATES = "aggregates.parquet"
 RESULTS = "results.parquet"
+SUMMARY = "summary.json"             # what tracking needs: answer, pooled means, net cells, claims
+REGIMES = "regimes.parquet"
+APPENDIX = "cells.md"
+PACKAGE_MIXES = Path(__file__).resolve().parent.parent / "configs" / "mixes"
+FIRST_SCREEN_END = "<!-- end of the first screen -->"
+SIGN_CONVENTION = ("Differences are candidate - baseline (in 'way2 vs v4.3' way2 is the candidate), "
+                   "in the metric's unit; every compared metric is lower-is-better, so a negative "
+                   "difference means the candidate is better. Relative changes (%) have the same sign.")
+# the metrics the MLflow parent run carries per design (pooled) and per pair (net cells)
+HEADLINE = ("enomem", "syscall_latency_p99_ns", "overshoot_high_peak_pages")
 RATE_COLUMNS = {"enomem_workloads": "ENOMEM workloads", "oom_kill_workloads": "OOM-killed workloads",
                 "slub_order_fallback": "ORDER_FALLBACK / new slab",
                 "nowait_fallback": "NOWAIT fallbacks / NOWAIT requests",
@@ -49,13 +73,22 @@ def build_report(sweep_dir: Path, results: pd.DataFrame | None = None, cfg=None)
     alpha, correction = stats.significance_settings(cfg.get("stats"))
     table = stats.compare_cells(df, alpha=alpha, correction=correction)
     aggregates = stats.aggregate(df, alpha)
+    regimes = regime.classify(df)
+    verdicts = evaluate_claims(sweep_dir, df, regimes, alpha)
+    pooled = pooled_means(df, alpha)
+    counts = stats.summarize_verdicts(table)
     df.to_parquet(out / RESULTS, index=False)
     table.to_parquet(out / COMPARISONS, index=False)
     aggregates.to_parquet(out / AGGREGATES, index=False)
-    images = draw_plots(df, table, out, alpha)
-    blocks = report_blocks(df, table, aggregates, cfg, meta, alpha, correction, images)
-    (out / "report.md").write_text(to_markdown(blocks))
-    (out / "report.html").write_text(to_html(blocks, title=f"kmemcg-sweep: {sweep_name(cfg, meta)}"))
+    regimes.to_parquet(out / REGIMES, index=False)
+    figures = draw_plots(df, table, pooled, verdicts, out, alpha)
+    facts = Facts(df, table, aggregates, regimes, verdicts, pooled, counts, cfg, meta, alpha, correction)
+    doc = report_blocks(facts, figures)
+    (out / "report.md").write_text(to_markdown(doc.main))
+    (out / APPENDIX).write_text(to_markdown(doc.appendix))
+    title = f"kmemcg-sweep: {sweep_name(cfg, meta)}"
+    (out / "report.html").write_text(to_html(doc.main + doc.appendix_html, title=title, images_from=out))
+    (out / SUMMARY).write_text(json.dumps(summary_record(facts), indent=1, default=str) + "\n")
     return out
 
 
@@ -76,6 +109,11 @@ def read_meta(sweep_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def read_summary(sweep_dir: Path) -> dict:
+    path = Path(sweep_dir) / REPORT_DIR / SUMMARY
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def sweep_name(cfg: dict, meta: dict) -> str:
     return str(cfg.get("name") or meta.get("name") or "unnamed sweep")
 
@@ -83,12 +121,303 @@ def sweep_name(cfg: dict, meta: dict) -> str:
 def is_current(sweep_dir: Path) -> bool:
     """True when the report's tables are newer than every file of the results store."""
     sweep_dir = Path(sweep_dir)
-    tables = [sweep_dir / REPORT_DIR / name for name in (COMPARISONS, AGGREGATES, RESULTS)]
+    tables = [sweep_dir / REPORT_DIR / name for name in (COMPARISONS, AGGREGATES, RESULTS, SUMMARY)]
     if not all(t.exists() for t in tables):
         return False
     store = [p for p in sweep_dir.glob("results.sqlite*")]
     newest_result = max((p.stat().st_mtime for p in store), default=0.0)
     return min(t.stat().st_mtime for t in tables) >= newest_result
+
+
+def evaluate_claims(sweep_dir: Path, df: pd.DataFrame, regimes: pd.DataFrame, alpha: float) -> list:
+    """Verdicts on the claims registry the run copied into the sweep folder (none: [])."""
+    path = Path(sweep_dir) / claims_mod.CLAIMS_FILE
+    if not path.exists() or df["design"].nunique() < 2:
+        return []
+    # the mixes a claim may name: this sweep's and the package's (``claims_of_sweep`` would
+    # look them up relative to the current folder, so a report built elsewhere would fail)
+    mixes = sorted(set(df["mix"].dropna()) | {p.stem for p in PACKAGE_MIXES.glob("*.yaml")})
+    return claims_mod.evaluate(claims_mod.load_claims(path, mixes=mixes), df, regimes, alpha)
+
+
+# ---------------------------------------------------------------- the numbers behind the first screen
+
+def pooled_means(df: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Per (metric, design): the mean over every successful workload of the sweep with its
+    (1 - alpha) interval - Wilson for the ENOMEM share, Student's t over workloads for the
+    rest (cells are balanced, so this is also the mean of the cell means) - and whether the
+    metric was zero in every workload."""
+    values = stats.workload_values(df)
+    rows = []
+    for metric in stats.KEY_METRICS:
+        if metric.name not in values:
+            continue
+        for design, part in values.groupby("design", sort=False):
+            x = part[metric.name].dropna().to_numpy(dtype=float)
+            rows.append({"metric": metric.name, "design": design, "n": len(x), **_mean_ci(x, metric, alpha)})
+    frame = pd.DataFrame(rows, columns=["metric", "design", "n", "mean", "ci_lo", "ci_hi", "all_zero"])
+    order = {d: i for i, d in enumerate(design_order(values["design"].unique()))}
+    return frame.sort_values("design", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def _mean_ci(x: np.ndarray, metric, alpha: float) -> dict:
+    if not len(x):
+        return {"mean": math.nan, "ci_lo": math.nan, "ci_hi": math.nan, "all_zero": True}
+    mean = float(x.mean())
+    if metric.binary:
+        lo, hi = stats.wilson(int((x > 0).sum()), len(x), alpha)
+    elif len(x) > 1 and np.ptp(x) > 0:
+        half = float(sps.t.ppf(1 - alpha / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+        lo, hi = mean - half, mean + half
+    else:
+        lo = hi = mean
+    return {"mean": mean, "ci_lo": lo, "ci_hi": hi, "all_zero": bool(not np.any(x))}
+
+
+def design_order(designs) -> list[str]:
+    """v4.3 (the baseline) first, the others sorted: the column order of every table."""
+    designs = list(dict.fromkeys(designs))
+    return ([stats.BASELINE] if stats.BASELINE in designs else []) + sorted(d for d in designs if d != stats.BASELINE)
+
+
+@dataclass
+class Facts:
+    df: pd.DataFrame
+    table: pd.DataFrame
+    aggregates: pd.DataFrame
+    regimes: pd.DataFrame
+    verdicts: list
+    pooled: pd.DataFrame
+    counts: pd.DataFrame                # stats.summarize_verdicts(table)
+    cfg: dict
+    meta: dict
+    alpha: float
+    correction: str
+    designs: list[str] = field(init=False)
+    pairs: list[tuple[str, str]] = field(init=False)
+    labels: dict[str, str] = field(init=False)
+
+    def __post_init__(self):
+        self.designs = design_order(self.df["design"].unique())
+        self.labels = cell_labels(self.df)
+        self.pairs = stats.comparisons(self.designs)
+
+    @property
+    def n_cells(self) -> int:
+        return int(self.df["cell_id"].nunique())
+
+    def metric_counts(self, metric: str) -> pd.DataFrame:
+        return self.counts[self.counts["metric"] == metric] if len(self.counts) else self.counts
+
+    def pooled_of(self, metric: str) -> pd.DataFrame:
+        return self.pooled[self.pooled["metric"] == metric].set_index("design")
+
+    def all_zero(self, metric: str) -> bool:
+        part = self.pooled_of(metric)
+        return bool(len(part)) and bool(part["all_zero"].all())
+
+    def differs(self, metric: str) -> bool:
+        part = self.metric_counts(metric)
+        return bool(len(part)) and bool((part["better"] + part["worse"]).sum() > 0)
+
+
+def metrics_shown(facts: Facts) -> list:
+    return [m for m in stats.KEY_METRICS if len(facts.pooled_of(m.name))]
+
+
+# ---------------------------------------------------------------- the answer, in sentences
+
+def answer_sentences(facts: Facts) -> list[str]:
+    """The first thing a reader sees: what differs, by how much, and what does not - the
+    user-visible ENOMEM line first, whatever it says."""
+    lines = []
+    null, zero = [], []
+    for metric in metrics_shown(facts):
+        if metric.binary:                    # the headline, null or not
+            lines.insert(0, _enomem_sentence(facts, metric))
+        elif facts.all_zero(metric.name):
+            zero.append(metric)
+        elif facts.differs(metric.name):
+            lines.append(_metric_sentence(facts, metric))
+        else:
+            null.append(metric)
+    if null:
+        lines.append("**No significant difference in any cell** for any pair of designs: "
+                     + "; ".join(f"{m.label} ({_pooled_inline(facts, m)})" for m in null) + ".")
+    if zero:
+        lines.append("**Zero in every workload** under every design: "
+                     + ", ".join(m.label for m in zero) + ".")
+    if facts.verdicts:
+        tally = pd.Series([v.verdict for v in facts.verdicts]).value_counts()
+        lines.append(f"**The 2015 thread's claims** ({len(facts.verdicts)}): "
+                     + ", ".join(f"{int(tally[v])} {v}" for v in ("holds", "refuted", "inconclusive", "untestable")
+                                 if v in tally) + " (table below).")
+    return lines
+
+
+def _enomem_sentence(facts: Facts, metric) -> str:
+    if facts.all_zero(metric.name):
+        ok = int((facts.df["status"] == "ok").sum())
+        return (f"**{metric.label}: none.** Not one of {ok:,} workloads saw a user-visible ENOMEM, "
+                f"under any design, in any of the {facts.n_cells} cells.")
+    if facts.differs(metric.name):
+        return _metric_sentence(facts, metric)
+    return _null_sentence(facts, metric)
+
+
+def _metric_sentence(facts: Facts, metric) -> str:
+    pooled = facts.pooled_of(metric.name)
+    best = pooled["mean"].idxmin()
+    shown = pooled["mean"].map(lambda v: _fmt_mean(v, metric))
+    tied = [d for d in pooled.index if shown[d] == shown[best]]
+    lowest = f"lowest under {best}" if len(tied) == 1 else f"lowest under {' and '.join(tied)} (tied)"
+    pairs = []
+    for row in facts.metric_counts(metric.name).itertuples(index=False):
+        if row.better or row.worse:
+            tested = row.better + row.worse + row.indistinguishable
+            pairs.append(f"{row.candidate} is better than {row.baseline} in {row.better} of {tested} cells, "
+                         f"worse in {row.worse}")
+    return (f"**{metric.label}**: {lowest} (pooled means {_pooled_inline(facts, metric)}); "
+            + "; ".join(pairs) + ".")
+
+
+def _null_sentence(facts: Facts, metric) -> str:
+    return (f"**{metric.label}: no difference.** No cell differs significantly in any pair of designs "
+            f"({_pooled_inline(facts, metric)}, {facts.n_cells} cells).")
+
+
+def _pooled_inline(facts: Facts, metric) -> str:
+    pooled = facts.pooled_of(metric.name)
+    return ", ".join(f"{d} {_fmt_mean(pooled.loc[d, 'mean'], metric)}" for d in pooled.index)
+
+
+# ---------------------------------------------------------------- tables of the first screen
+
+def summary_table(facts: Facts) -> tuple[pd.DataFrame, list[list[str]]]:
+    """Metrics x designs (pooled mean [CI], the lowest in bold) and, per pair, the cells
+    where the candidate is better / worse.  Metrics zero everywhere are left to one line."""
+    rows, classes = [], []
+    for metric in metrics_shown(facts):
+        if facts.all_zero(metric.name):
+            continue
+        pooled = facts.pooled_of(metric.name)
+        best = _best_design(pooled, metric)
+        row = {"metric": f"{metric.label} [{metric.name}]"}
+        cls = [""]
+        for design in facts.designs:
+            text = _fmt_with_ci(pooled.loc[design], metric) if design in pooled.index else "-"
+            is_best = design == best
+            row[design] = f"**{text}**" if is_best else text
+            cls.append("best" if is_best else "")
+        counts = facts.metric_counts(metric.name)
+        counts = counts.set_index(["baseline", "candidate"]) if len(counts) else counts
+        for baseline, candidate in facts.pairs:
+            if (baseline, candidate) in counts.index:
+                c = counts.loc[(baseline, candidate)]
+                row[f"{candidate} vs {baseline}"] = f"{int(c['better'])} / {int(c['worse'])}"
+                cls.append("better" if c["better"] > c["worse"] else "worse" if c["worse"] > c["better"] else "")
+            else:
+                row[f"{candidate} vs {baseline}"] = "-"
+                cls.append("")
+        rows.append(row)
+        classes.append(cls)
+    return pd.DataFrame(rows), classes
+
+
+def _best_design(pooled: pd.DataFrame, metric) -> str | None:
+    """The design with the lowest pooled mean - None when that lowest value, as printed,
+    is shared (a tie in the table must not look like a win)."""
+    means = pooled["mean"].dropna()
+    if means.empty:
+        return None
+    shown = means.map(lambda v: _fmt_mean(v, metric))
+    best = means.idxmin()
+    return best if (shown == shown[best]).sum() == 1 else None
+
+
+def claims_table(facts: Facts, figures) -> tuple[pd.DataFrame, list[str]]:
+    """One row per claim: who, what, the verdict with its reason, where it holds, the
+    effect with its CI, and links to the evidence section and figure."""
+    axes = stats.cell_axes(facts.df)
+    rows, classes = [], []
+    for v in facts.verdicts:
+        c = v.claim
+        link = f"[evidence](#{claim_anchor(c.id)})"
+        if c.id in figures.claims:
+            link += f", [figure]({figures.claims[c.id].file})"
+        rows.append({"claim": c.id, "who": c.who, "says": c.claim,
+                     "verdict": f"**{v.verdict}**: {v.reason}" if v.reason else f"**{v.verdict}**",
+                     "where it holds": _where_cells(axes, v.cells_holding, len(v.cells_tested)),
+                     "effect (CI)": _effect_text(v, c), "evidence": link})
+        classes.append({"holds": "better", "refuted": "worse"}.get(v.verdict, ""))
+    return pd.DataFrame(rows), classes
+
+
+def claim_anchor(claim_id: str) -> str:
+    return "claim-" + re.sub(r"[^a-z0-9]+", "-", str(claim_id).lower()).strip("-")
+
+
+def _where_cells(axes: pd.DataFrame, cells: list, tested: int) -> str:
+    if not tested:
+        return "-"
+    known = [c for c in cells if c in axes.index]
+    if not known:
+        return f"none of {tested} cells"
+    return f"{len(known)} of {tested} cells: {stats.where(axes.loc[known].reset_index())}"
+
+
+def _effect_text(v, claim) -> str:
+    if v.effect is None or (isinstance(v.effect, float) and math.isnan(v.effect)):
+        return "-"
+    a, b = claim.compare
+    text = f"{b} - {a}: {_num(v.effect)}"
+    if v.ci is not None and all(x is not None and math.isfinite(x) for x in v.ci):
+        text += f" [{_num(v.ci[0])}, {_num(v.ci[1])}]"
+    return text + (f" {v.unit}" if v.unit else "")
+
+
+def caveats(facts: Facts) -> list[str]:
+    """What the answer does not cover: regimes where designs cannot differ, what was not run."""
+    lines = []
+    by_regime = facts.regimes.groupby("regime")["cell_id"].nunique() if len(facts.regimes) else pd.Series(dtype=int)
+    for name, why in (("saturated", "most replications OOM-killed or most kernel entries failing"),
+                      ("idle", "never reached memory.high, so the designs cannot differ")):
+        part = facts.regimes[facts.regimes["regime"] == name] if len(facts.regimes) else facts.regimes
+        if len(part):
+            cells = stats.cell_axes(facts.df).loc[sorted(part["cell_id"].unique())].reset_index()
+            lines.append(f"**{name}**: {int(by_regime[name])} of {facts.n_cells} cells under at least one "
+                         f"design ({why}; claims are not tested there): {stats.where(cells)}.")
+    import core
+
+    missing = [d for d in core.DESIGNS if d not in facts.designs]
+    if missing:
+        lines.append(f"**Designs not run**: {', '.join(missing)} (add them to `designs` to compare them).")
+    ran = allocators_run(facts.df, facts.cfg)
+    if ran:
+        from core.spec import ALLOCATORS
+
+        others = [a.upper() for a in ALLOCATORS if a not in ran]
+        if others:
+            lines.append(f"**Allocators not run**: {', '.join(others)} (every cell ran "
+                         f"{', '.join(a.upper() for a in sorted(ran))}); claims about {' or '.join(others)} "
+                         f"cannot be tested here.")
+    errors = int((facts.df["status"] != "ok").sum())
+    if errors:
+        lines.append(f"**Failed workloads**: {errors} of {len(facts.df)} raised and are left out of the "
+                     f"paired comparisons (see the run facts).")
+    warning = stats.sweep_power_warning(facts.table, facts.alpha, facts.correction)
+    if warning:
+        lines.append(f"**Too few replications**: {warning}")
+    return lines
+
+
+def allocators_run(df: pd.DataFrame, cfg: dict) -> set[str]:
+    """The slab allocators the sweep's cells ran: the ``allocator`` axis where a block set
+    it, ``workload.machine.allocator`` (default slub) elsewhere."""
+    default = ((cfg.get("workload") or {}).get("machine") or {}).get("allocator") or "slub"
+    if "allocator" not in df:
+        return {default}
+    return {a if isinstance(a, str) and a else default for a in df["allocator"].unique()}
 
 
 # ---------------------------------------------------------------- document model
@@ -97,6 +426,7 @@ def is_current(sweep_dir: Path) -> bool:
 class Heading:
     level: int
     text: str
+    anchor: str = ""
 
 
 @dataclass
@@ -106,9 +436,15 @@ class Para:
 
 
 @dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
 class Table:
     frame: pd.DataFrame
-    row_class: list[str] | None = None     # per row, for colouring the HTML
+    row_class: list[str] | None = None          # per row, for colouring the HTML
+    cell_class: list[list[str]] | None = None   # per cell (overrides row_class)
 
 
 @dataclass
@@ -117,18 +453,175 @@ class Image:
     alt: str
 
 
-def report_blocks(df, table, aggregates, cfg, meta, alpha, correction, images) -> list:
-    blocks = [Heading(1, f"kmemcg-sweep report: {sweep_name(cfg, meta)}"),
-              Table(run_facts(df, cfg, meta)),
-              Para(method_text(alpha, correction))]
-    warning = stats.sweep_power_warning(table, alpha, correction)
-    if warning:
-        blocks.append(Para(f"Warning: {warning}", warning=True))
-    blocks += verdict_section(table)
-    blocks += comparison_section(table, alpha)
-    blocks += rates_section(aggregates, df)
-    blocks += [Heading(2, "Plots")] + [Image(file, alt) for file, alt in images]
+@dataclass
+class Details:
+    """A collapsed section in HTML; in Markdown its blocks are written as they are."""
+    summary: str
+    blocks: list
+
+
+@dataclass
+class Raw:
+    markdown: str
+
+
+@dataclass
+class Document:
+    main: list
+    appendix: list
+    appendix_html: list
+
+
+SECTIONS = [("claims-evidence", "The claims: evidence"), ("differences", "Where the designs differ"),
+            ("regimes", "Regimes"), ("method", "Method and sign convention"), ("run-facts", "Run facts"),
+            ("per-cell", "Per-cell tables")]
+
+
+def report_blocks(facts: Facts, figures) -> Document:
+    name = sweep_name(facts.cfg, facts.meta)
+    blocks = [Heading(1, f"kmemcg-sweep report: {name}"), Para(one_line_facts(facts)),
+              Heading(2, "The answer", "answer"), Bullets(answer_sentences(facts))]
+    if figures.summary:
+        blocks.append(Image(figures.summary.file, figures.summary.caption))
+    frame, classes = summary_table(facts)
+    blocks += [Heading(2, "Summary", "summary"), Para(
+        f"Pooled mean over every successful workload [{1 - facts.alpha:.0%} CI]; the lowest (best) in "
+        f"bold. A pair column 'B vs A' counts the cells where B is significantly better / worse than "
+        f"A ({_correction_name(facts.correction)}-adjusted, alpha {facts.alpha}) of {facts.n_cells} cells. "
+        + SIGN_CONVENTION)]
+    if len(frame):
+        blocks.append(Table(frame, cell_class=classes))
+    zero = [m.name for m in metrics_shown(facts) if facts.all_zero(m.name)]
+    if zero:
+        blocks.append(Para(f"Zero in every workload under every design: {', '.join(zero)}."))
+    blocks += claims_section(facts, figures)
+    blocks += [Heading(2, "Caveats", "caveats"), Bullets(caveats(facts) or ["none"])]
+    blocks += [Raw(FIRST_SCREEN_END), Heading(2, "Contents", "contents"),
+               Bullets([f"[{title}](#{anchor})" for anchor, title in SECTIONS])]
+    blocks += evidence_section(facts, figures)
+    blocks += differences_section(facts, figures)
+    blocks += regimes_section(facts)
+    blocks += [Heading(2, "Method and sign convention", "method"), Para(method_text(facts.alpha, facts.correction))]
+    blocks += [Heading(2, "Run facts", "run-facts"), Table(run_facts(facts.df, facts.cfg, facts.meta))]
+    appendix = per_cell_blocks(facts)
+    blocks += [Heading(2, "Per-cell tables", "per-cell"), Para(
+        f"Every cell, metric and design in mmtests' layout: [{APPENDIX}]({APPENDIX}) (in report.html: "
+        f"the collapsed sections below).")]
+    return Document(main=blocks, appendix=[Heading(1, f"Per-cell tables: {name}"),
+                                           Para(SIGN_CONVENTION)] + appendix,
+                    appendix_html=[Details(summary, part) for summary, part in _details(appendix)])
+
+
+def claims_section(facts: Facts, figures) -> list:
+    blocks = [Heading(2, "Claims from the 2015 thread", "claims")]
+    if not facts.verdicts:
+        reason = ("the sweep ran a single design" if len(facts.designs) < 2
+                  else f"the sweep folder has no claims registry ({claims_mod.CLAIMS_FILE}; the config's "
+                       f"`claims` entry names one)")
+        return blocks + [Para(f"No claims were evaluated: {reason}.")]
+    frame, classes = claims_table(facts, figures)
+    return blocks + [Table(frame, classes)]
+
+
+def one_line_facts(facts: Facts) -> str:
+    ok = int((facts.df["status"] == "ok").sum())
+    reps = _range_text(facts.df.groupby("cell_id")["replication"].nunique())
+    seconds = facts.meta.get("seconds")
+    took = f"; the sweep took {_duration(seconds)}" if seconds else ""
+    cpus = facts.meta.get("ray_cpus")
+    on = f" on {plural(cpus, 'CPU')}" if cpus else ""
+    return (f"{len(facts.df):,} workloads ({ok:,} ok) in {plural(facts.n_cells, 'cell')}, {reps} paired "
+            f"replications per cell, designs {', '.join(facts.designs)}{took}{on}; model "
+            f"{facts.meta.get('model_version', '?')}, git {facts.meta.get('git_commit', '?')}.")
+
+
+def evidence_section(facts: Facts, figures) -> list:
+    blocks = [Heading(2, "The claims: evidence", "claims-evidence")]
+    if not facts.verdicts:
+        return blocks + [Para("No claims were evaluated.")]
+    axes = stats.cell_axes(facts.df)
+    for v in facts.verdicts:
+        c = v.claim
+        a, b = c.compare
+        where = "; ".join(f"{k} {', '.join(map(str, vals))}" for k, vals in (c.where or {}).items()) or "every cell"
+        items = [f"who: {c.who}", f"metric: `{c.metric}`, expected {a} {'<' if c.expect == 'a<b' else '>'} {b}",
+                 f"testable in: {where}; regimes {', '.join(c.regimes) or '-'}",
+                 f"verdict: **{v.verdict}**" + (f" ({v.reason})" if v.reason else ""),
+                 f"cells tested: {len(v.cells_tested)}; holding: {_where_cells(axes, v.cells_holding, len(v.cells_tested))}; "
+                 f"against: {_where_cells(axes, v.cells_against, len(v.cells_tested))}",
+                 f"effect: {_effect_text(v, c)}"]
+        blocks += [Heading(3, f"{c.id}: {c.claim}", claim_anchor(c.id)), Bullets(items)]
+        if c.id in figures.claims:
+            blocks.append(Image(figures.claims[c.id].file, figures.claims[c.id].caption))
     return blocks
+
+
+def differences_section(facts: Facts, figures) -> list:
+    """Per metric with a difference: where each pair differs, and its heatmaps; metrics
+    without any difference collapse into one line each kind."""
+    blocks = [Heading(2, "Where the designs differ", "differences"), Para(
+        "Per metric and pair: the cells where the candidate is significantly better or worse, and "
+        "their axis values. Effect maps: the paired effect per cell and pair (% of the baseline mean; "
+        "an absolute difference, marked with a leading 'd', where the baseline mean is 0; ENOMEM in "
+        "percentage points); green = the candidate is lower (better), '*' = significant.")]
+    if facts.counts.empty:
+        return blocks + [Para("Nothing to compare: the sweep ran a single design.")]
+    quiet, zero = [], []
+    for metric in metrics_shown(facts):
+        if facts.all_zero(metric.name):
+            zero.append(metric.name)
+            continue
+        if not facts.differs(metric.name):
+            quiet.append(metric.name)
+            continue
+        part = facts.metric_counts(metric.name)
+        frame = pd.DataFrame({
+            "pair": [f"{r.candidate} vs {r.baseline}" for r in part.itertuples()],
+            "better": part["better"].to_numpy(), "worse": part["worse"].to_numpy(),
+            "indistinguishable": part["indistinguishable"].to_numpy(), "untestable": part["untestable"].to_numpy(),
+            "where better": part["where_better"].to_numpy(), "where worse": part["where_worse"].to_numpy()})
+        classes = ["better" if b and not w else "worse" if w and not b else ""
+                   for b, w in zip(part["better"], part["worse"])]
+        blocks += [Heading(3, f"{metric.label} [{metric.name}]", f"diff-{metric.name}"), Table(frame, classes)]
+        if metric.name in figures.heatmaps:
+            blocks.append(Image(figures.heatmaps[metric.name].file, figures.heatmaps[metric.name].caption))
+    if figures.failure_rate:
+        blocks.append(Image(figures.failure_rate.file, figures.failure_rate.caption))
+    if quiet:
+        blocks.append(Para(f"Indistinguishable in every cell for every pair: {', '.join(quiet)}."))
+    if zero:
+        blocks.append(Para(f"Zero in every workload (nothing to compare): {', '.join(zero)}."))
+    return blocks
+
+
+def regimes_section(facts: Facts) -> list:
+    blocks = [Heading(2, "Regimes", "regimes"), Para(
+        "The regime of each (cell, design): idle (never reached memory.high), high-bound, max-bound "
+        "(memory.events max > 0) or saturated (most replications OOM-killed or most kernel entries "
+        "failing). A claim is tested only in the regimes it names.")]
+    if facts.regimes.empty:
+        return blocks
+    counts = facts.regimes.pivot_table(index="regime", columns="design", values="cell_id", aggfunc="count",
+                                       fill_value=0)
+    counts = counts.reindex(index=[r for r in regime.REGIMES if r in counts.index],
+                            columns=[d for d in facts.designs if d in counts.columns])
+    frame = counts.reset_index().rename(columns={"regime": "cells in regime"})
+    return blocks + [Table(frame)]
+
+
+def method_text(alpha: float, correction: str) -> str:
+    return (f"Designs are compared pairwise by seed within each cell (replication r ran the same "
+            f"request stream under every design). ENOMEM: McNemar exact test on the discordant "
+            f"pairs, Wilson {1 - alpha:.0%} intervals on each rate. Continuous metrics: Wilcoxon "
+            f"signed-rank test, BCa bootstrap {1 - alpha:.0%} CI of the mean paired difference. "
+            f"p-values are adjusted across cells, separately for each comparison and metric, by "
+            f"Holm (family-wise) and Benjamini-Hochberg (false discovery rate); verdicts use "
+            f"{_correction_name(correction)} at alpha = {alpha}; '*' marks a significant difference. "
+            + SIGN_CONVENTION)
+
+
+def _correction_name(correction: str) -> str:
+    return "Holm" if stats.correction_method(correction) == "holm" else "Benjamini-Hochberg"
 
 
 def run_facts(df: pd.DataFrame, cfg: dict, meta: dict) -> pd.DataFrame:
@@ -139,7 +632,8 @@ def run_facts(df: pd.DataFrame, cfg: dict, meta: dict) -> pd.DataFrame:
         "host": meta.get("host", "?"),
         "Ray CPUs": meta.get("ray_cpus", "?"),
         "started / finished": f"{meta.get('started', '?')} / {meta.get('finished', '?')}",
-        "designs": ", ".join(sorted(df["design"].unique())),
+        "command": meta.get("command", "?"),
+        "designs": ", ".join(design_order(df["design"].unique())),
         "cells": df["cell_id"].nunique(),
         "workloads": f"{len(df)} ({ok} ok, {len(df) - ok} errors)",
         "replications per cell": _range_text(df.groupby("cell_id")["replication"].nunique()),
@@ -148,115 +642,149 @@ def run_facts(df: pd.DataFrame, cfg: dict, meta: dict) -> pd.DataFrame:
     return pd.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]})
 
 
-def method_text(alpha: float, correction: str) -> str:
-    chosen = "Holm" if stats.correction_method(correction) == "holm" else "Benjamini-Hochberg"
-    return (f"Designs are compared pairwise by seed within each cell (replication r ran the same "
-            f"request stream under every design). ENOMEM: McNemar exact test on the discordant "
-            f"pairs, Wilson {1 - alpha:.0%} intervals on each rate. Continuous metrics: Wilcoxon "
-            f"signed-rank test, BCa bootstrap {1 - alpha:.0%} CI of the mean paired difference. "
-            f"p-values are adjusted across cells, separately for each comparison and metric, by "
-            f"Holm (family-wise) and Benjamini-Hochberg (false discovery rate); verdicts use "
-            f"{chosen} at alpha = {alpha}. Every metric is lower-is-better; 'gain' is the "
-            f"candidate's improvement over the baseline in % of the baseline mean (positive = "
-            f"better, mmtests convention), '*' marks a significant difference.")
+# ---------------------------------------------------------------- per-cell tables (the appendix)
 
-
-def verdict_section(table: pd.DataFrame) -> list:
-    blocks = [Heading(2, "Verdicts"),
-              Para("Cells where the candidate is significantly better / worse than the baseline, "
-                   "and where they are.")]
-    summary = stats.summarize_verdicts(table)
-    if summary.empty:
-        return blocks + [Para("Nothing to compare: the sweep ran a single design.")]
-    for (baseline, candidate), part in summary.groupby(["baseline", "candidate"], sort=False):
-        frame = pd.DataFrame({
-            "metric": part["metric"].map(stats.metric_label),
-            "better": part["better"], "worse": part["worse"],
-            "indistinguishable": part["indistinguishable"], "untestable": part["untestable"],
-            "where better": part["where_better"], "where worse": part["where_worse"]})
-        classes = ["better" if b and not w else "worse" if w and not b else ""
-                   for b, w in zip(part["better"], part["worse"])]
-        blocks += [Heading(3, f"{candidate} vs {baseline}"), Table(frame, classes)]
+def per_cell_blocks(facts: Facts) -> list:
+    """One table per metric, the designs side by side (mmtests compare-kernels): cells as
+    rows, each design's mean, then each pair's change with '*' when significant.  Metrics
+    with no difference anywhere collapse into one line."""
+    blocks = []
+    quiet = []
+    for metric in metrics_shown(facts):
+        rows = facts.table[facts.table["metric"] == metric.name]
+        if facts.all_zero(metric.name) or rows.empty or not facts.differs(metric.name):
+            quiet.append(metric.name)
+            continue
+        frame, classes = per_cell_table(rows, facts, metric)
+        blocks += [Heading(2, f"{metric.label} [{metric.name}]", f"cells-{metric.name}"),
+                   Table(frame, cell_class=classes)]
+    if quiet:
+        blocks += [Heading(2, "Metrics without any difference", "cells-quiet"),
+                   Para(f"Indistinguishable (or zero) in every cell for every pair, so no table: "
+                        f"{', '.join(quiet)}.")]
+    blocks += rates_blocks(facts)
     return blocks
 
 
-def comparison_section(table: pd.DataFrame, alpha: float) -> list:
-    blocks = [Heading(2, "Baseline vs candidate, per cell")]
-    with_high = table["high"].nunique() > 1
-    for (baseline, candidate), part in table.groupby(["baseline", "candidate"], sort=False):
-        blocks.append(Heading(3, f"{candidate} vs {baseline}"))
-        for metric, rows in part.groupby("metric", sort=False):
-            blocks += [Heading(4, f"{stats.metric_label(metric)} (lower is better)"),
-                       Table(comparison_table(rows, baseline, candidate, alpha, with_high),
-                             list(rows["verdict"]))]
-    return blocks
+def per_cell_table(rows: pd.DataFrame, facts: Facts, metric):
+    """Cells x (n, one mean per design, one change per pair)."""
+    axes = stats.cell_axes(facts.df)
+    significant = rows[rows["correction"].iloc[0]] < facts.alpha
+    rows = rows.assign(significant=significant.to_numpy())
+    by_pair = {pair: part.set_index("cell_id") for pair, part in rows.groupby(["baseline", "candidate"], sort=False)}
+    means = facts.aggregates.set_index(["cell_id", "design"])
+    column = "rate/enomem_workloads" if metric.binary else f"mean/{metric.name}"
+    out, classes = [], []
+    for cell_id in axes.index:
+        row = {"cell": facts.labels[cell_id],
+               "n": int(min((p.loc[cell_id, "n_pairs"] for p in by_pair.values() if cell_id in p.index), default=0))}
+        cls = ["", ""]
+        for design in facts.designs:
+            value = means[column].get((cell_id, design), math.nan) if column in means else math.nan
+            row[design] = _fmt_mean(value, metric)
+            cls.append("")
+        for pair in facts.pairs:
+            part = by_pair.get(pair)
+            label = f"{pair[1]} vs {pair[0]}"
+            if part is None or cell_id not in part.index:
+                row[label] = "-"
+                cls.append("")
+                continue
+            r = part.loc[cell_id]
+            row[label] = change_text(r, metric) + (" *" if r["significant"] else "")
+            cls.append(r["verdict"] if r["verdict"] in ("better", "worse") else "")
+        out.append(row)
+        classes.append(cls)
+    return pd.DataFrame(out), classes
 
 
-def comparison_table(rows: pd.DataFrame, baseline: str, candidate: str, alpha: float,
-                     with_high: bool = False) -> pd.DataFrame:
-    binary = stats.METRICS_BY_NAME.get(rows["metric"].iloc[0], stats.ENOMEM).binary
-    marks = np.where(rows[rows["correction"].iloc[0]] < alpha, " *", "")
+def change_text(row, metric) -> str:
+    """candidate - baseline: percentage points for ENOMEM; % of the baseline mean, or the
+    absolute difference ('d+3.2') where the baseline mean is 0 - never +inf%."""
+    diff = row.get("diff_mean", math.nan)
+    if diff is None or math.isnan(diff):
+        return "-"
+    if metric.binary:
+        return f"{diff * 100:+.1f}pp" if diff else "0"
+    base = row.get("base_mean", math.nan)
+    if diff == 0:
+        return "0"
+    if not base:
+        return f"d{diff:+.3g}"
+    return f"{diff / abs(base) * 100:+.1f}%"
+
+
+def rates_blocks(facts: Facts) -> list:
+    aggregates, df = facts.aggregates, facts.df
     frame = pd.DataFrame({
-        "cell": [stats.cell_label(r, with_high) for _, r in rows.iterrows()],
-        "n": rows["n_pairs"].astype(int),
-        baseline: [_value(r, "base", binary) for _, r in rows.iterrows()],
-        candidate: [_value(r, "cand", binary) + m for (_, r), m in zip(rows.iterrows(), marks)],
-        "gain": [_gain(r) for _, r in rows.iterrows()],
-        f"diff ({1 - alpha:.0%} CI)": [_diff(r) for _, r in rows.iterrows()],
-        "p": rows["p_value"].map(_p), "p Holm": rows["p_holm"].map(_p), "p BH": rows["p_bh"].map(_p),
-        "verdict": rows["verdict"]})
-    return frame
-
-
-def rates_section(aggregates: pd.DataFrame, df: pd.DataFrame) -> list:
-    with_high = df["high"].nunique() > 1
-    axes = stats.cell_axes(df)
-    frame = pd.DataFrame({
-        "cell": [stats.cell_label(axes.loc[c], with_high) for c in aggregates["cell_id"]],
+        "cell": [facts.labels[c] for c in aggregates["cell_id"]],
         "design": aggregates["design"], "ok / runs": [
             f"{int(ok)} / {int(n)}" for ok, n in zip(aggregates["n_ok"], aggregates["n_workloads"])]})
     for name, label in RATE_COLUMNS.items():
         frame[label] = [_rate(r, name) for _, r in aggregates.iterrows()]
-    return [Heading(2, "Rates per design (Wilson intervals)"), Table(frame)]
+    return [Heading(2, "Rates per design (Wilson intervals)", "cells-rates"), Table(frame)]
 
 
-# ---------------------------------------------------------------- cell formatting
+def _details(blocks: list) -> list[tuple[str, list]]:
+    """Group appendix blocks by their level-2 headings into (summary, blocks) sections."""
+    groups: list[tuple[str, list]] = []
+    for block in blocks:
+        if isinstance(block, Heading) and block.level == 2:
+            groups.append((block.text, []))
+        elif groups:
+            groups[-1][1].append(block)
+    return groups
+
+
+# ---------------------------------------------------------------- what tracking logs
+
+def summary_record(facts: Facts) -> dict:
+    """report/summary.json: the answer and headline numbers, for the MLflow parent run."""
+    pooled = {d: {} for d in facts.designs}
+    for row in facts.pooled.itertuples(index=False):
+        pooled[row.design][row.metric] = row.mean
+    net = {}
+    for row in facts.counts.itertuples(index=False):
+        net.setdefault(f"{row.candidate}_vs_{row.baseline}", {})[row.metric] = int(row.better - row.worse)
+    return {"answer": answer_sentences(facts), "sign_convention": SIGN_CONVENTION,
+            "designs": facts.designs, "cells": facts.n_cells,
+            "headline": [m for m in HEADLINE if m in stats.METRICS_BY_NAME],
+            "pooled": pooled, "net_cells": net,
+            "claims": [{"id": v.claim.id, "who": v.claim.who, "claim": v.claim.claim, "verdict": v.verdict,
+                        "reason": v.reason} for v in facts.verdicts],
+            "caveats": caveats(facts)}
+
+
+# ---------------------------------------------------------------- number formatting
 
 def _num(x) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
-    return f"{x:.4g}"
+    x = float(x)
+    if x == 0:
+        return "0"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
 
 
-def _value(row, side: str, binary: bool) -> str:
-    """Mean of one side; a rate with its Wilson interval for the binary metric."""
-    mean = row[f"{side}_mean"]
-    if binary and not math.isnan(row.get(f"{side}_ci_lo", math.nan)):
-        return f"{mean:.3f} [{row[f'{side}_ci_lo']:.3f}, {row[f'{side}_ci_hi']:.3f}]"
-    return _num(mean)
-
-
-def _gain(row) -> str:
-    change = row.get("pct_change", math.nan)
-    if change is None or math.isnan(change):
+def _fmt_mean(value, metric) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    lower_better = stats.METRICS_BY_NAME.get(row["metric"], stats.ENOMEM).lower_is_better
-    gain = (-change if lower_better else change) + 0.0      # + 0.0: no "-0.00%"
-    return f"{gain:+.2f}%" if math.isfinite(gain) else ("+inf%" if gain > 0 else "-inf%")
+    return f"{value * 100:.1f} %" if metric.binary else _num(value)
 
 
-def _diff(row) -> str:
-    lo, hi = row.get("diff_ci_lo", math.nan), row.get("diff_ci_hi", math.nan)
-    return f"{_num(row['diff_mean'])} [{_num(lo)}, {_num(hi)}]"
-
-
-def _p(p) -> str:
-    return "-" if p is None or math.isnan(p) else f"{p:.3g}"
+def _fmt_with_ci(row, metric) -> str:
+    if metric.binary:
+        return f"{row['mean'] * 100:.1f} % [{row['ci_lo'] * 100:.1f}, {row['ci_hi'] * 100:.1f}]"
+    if row["ci_lo"] == row["ci_hi"]:
+        return _num(row["mean"])
+    return f"{_num(row['mean'])} [{_num(row['ci_lo'])}, {_num(row['ci_hi'])}]"
 
 
 def _rate(row, name: str) -> str:
     rate = row.get(f"rate/{name}", math.nan)
-    if math.isnan(rate):
+    if rate is None or math.isnan(rate):
         return "-"
     return f"{rate:.3f} [{row[f'rate/{name}/ci_lo']:.3f}, {row[f'rate/{name}/ci_hi']:.3f}]"
 
@@ -266,20 +794,38 @@ def _range_text(counts: pd.Series) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
+def _duration(seconds) -> str:
+    from sweep.plan import format_seconds
+
+    return format_seconds(float(seconds))
+
+
 # ---------------------------------------------------------------- renderers
 
 def to_markdown(blocks: list) -> str:
     parts = []
     for block in blocks:
         if isinstance(block, Heading):
-            parts.append(f"{'#' * block.level} {block.text}")
+            anchor = f'<a id="{block.anchor}"></a>\n' if block.anchor else ""
+            parts.append(f"{anchor}{'#' * block.level} {block.text}")
         elif isinstance(block, Para):
             parts.append(block.text)
+        elif isinstance(block, Bullets):
+            parts.append("\n".join(f"- {item}" for item in block.items))
         elif isinstance(block, Table):
             parts.append(_markdown_table(block.frame))
         elif isinstance(block, Image):
             parts.append(f"![{block.alt}]({block.file})")
+        elif isinstance(block, Details):
+            parts.append(to_markdown(block.blocks).rstrip("\n"))
+        elif isinstance(block, Raw):
+            parts.append(block.markdown)
     return "\n\n".join(parts) + "\n"
+
+
+def first_screen(markdown: str) -> str:
+    """The part of report.md before the table of contents."""
+    return markdown.split(FIRST_SCREEN_END, 1)[0]
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -292,38 +838,85 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 
 _CSS = """
-body { font-family: sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+body { font-family: sans-serif; margin: 1.5em 2em; color: #222; max-width: 1500px; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.25em; margin-top: 1.6em; } h3 { font-size: 1.05em; }
+table { border-collapse: collapse; margin: 0.5em 0 1.2em; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; vertical-align: top; }
 th { background: #eee; } td:first-child { text-align: left; }
-tr.better td { background: #e3f5e1; } tr.worse td { background: #fbe3e1; }
+td.text { text-align: left; max-width: 32em; }
+tr.better td, td.better { background: #e3f5e1; } tr.worse td, td.worse { background: #fbe3e1; }
+td.best { font-weight: bold; }
 p.warning { background: #fff4ce; border-left: 4px solid #e0a800; padding: 0.5em; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+figure { margin: 0.5em 0; } figcaption { font-size: 12px; color: #555; }
+details { margin: 0.3em 0; } summary { cursor: pointer; font-weight: bold; }
+ul { padding-left: 1.4em; } li { margin: 0.25em 0; }
 """
 
 
-def to_html(blocks: list, title: str) -> str:
+def to_html(blocks: list, title: str, images_from: Path | None = None) -> str:
+    """One self-contained page: images are embedded as data URIs (read from ``images_from``)."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
              f"<style>{_CSS}</style></head><body>"]
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
-        elif isinstance(block, Para):
-            parts.append(f"<p class='{'warning' if block.warning else ''}'>{html.escape(block.text)}</p>")
-        elif isinstance(block, Table):
-            parts.append(_html_table(block.frame, block.row_class))
-        elif isinstance(block, Image):
-            parts.append(f"<figure><img src='{html.escape(block.file)}' alt='{html.escape(block.alt)}'>"
-                         f"<figcaption>{html.escape(block.alt)}</figcaption></figure>")
+    parts += [_html_block(block, images_from) for block in blocks]
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def _html_table(frame: pd.DataFrame, row_class: list[str] | None) -> str:
+def _html_block(block, images_from: Path | None) -> str:
+    if isinstance(block, Heading):
+        anchor = f" id='{html.escape(block.anchor)}'" if block.anchor else ""
+        return f"<h{block.level}{anchor}>{_inline(block.text)}</h{block.level}>"
+    if isinstance(block, Para):
+        return f"<p class='{'warning' if block.warning else ''}'>{_inline(block.text)}</p>"
+    if isinstance(block, Bullets):
+        return "<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>"
+    if isinstance(block, Table):
+        return _html_table(block)
+    if isinstance(block, Image):
+        return (f"<figure><img src='{_image_src(block.file, images_from)}' alt='{html.escape(block.alt)}'>"
+                f"<figcaption>{html.escape(block.alt)}</figcaption></figure>")
+    if isinstance(block, Details):
+        inner = "\n".join(_html_block(b, images_from) for b in block.blocks)
+        return f"<details><summary>{html.escape(block.summary)}</summary>{inner}</details>"
+    if isinstance(block, Raw):
+        return block.markdown if block.markdown.startswith("<!--") else f"<p>{_inline(block.markdown)}</p>"
+    raise TypeError(f"unknown block {block!r}")
+
+
+def _image_src(name: str, images_from: Path | None) -> str:
+    if images_from is None or not (images_from / name).exists():
+        return html.escape(name)
+    data = base64.b64encode((images_from / name).read_bytes()).decode("ascii")
+    return f"data:image/png;base64,{data}"
+
+
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def _inline(text: str) -> str:
+    """The little Markdown the report's own text uses: **bold**, `code`, [links](target)."""
+    out = html.escape(str(text), quote=False)
+    out = _CODE.sub(r"<code>\1</code>", out)
+    out = _BOLD.sub(r"<b>\1</b>", out)
+    return _LINK.sub(lambda m: f"<a href='{html.escape(m.group(2))}'>{m.group(1)}</a>", out)
+
+
+def _html_table(table: Table) -> str:
+    frame = table.frame
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    classes = row_class or [""] * len(frame)
+    row_classes = table.row_class or [""] * len(frame)
+    cell_classes = table.cell_class or [[""] * len(frame.columns)] * len(frame)
     rows = []
-    for cls, values in zip(classes, frame.itertuples(index=False)):
-        cells = "".join(f"<td>{html.escape(str(v))}</td>" for v in values)
-        rows.append(f"<tr class='{html.escape(cls)}'>{cells}</tr>")
+    for row_cls, cells_cls, values in zip(row_classes, cell_classes, frame.itertuples(index=False)):
+        cells = "".join(
+            f"<td class='{cls}{' text' if _is_text(v) else ''}'>{_inline(v)}</td>"
+            for cls, v in zip(cells_cls, values))
+        rows.append(f"<tr class='{html.escape(row_cls)}'>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str) and len(value) > 40

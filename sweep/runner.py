@@ -182,6 +182,7 @@ def _run_missing(cfg, missing, store, session, summary, seconds_per_workload, la
         if missing:
             chunks = plan.chunks(missing, seconds_per_workload, cfg.ray.chunk_seconds)
             interrupt.checkpoint("ray-start")
+            session.out = progress.writer      # "started a local Ray" must not land in the bar
             session.start()
             progress.restart_clock()
             in_flight = cfg.ray.max_in_flight or 2 * session.cpus

@@ -1,24 +1,31 @@
 """MLflow tracking of a finished (or resumed) sweep - the only module that imports mlflow.
 
-One **parent run** per sweep (params: the parts of the config that define the sweep, and
-the model version; tags: git commit, host, Ray CPUs, the rest of the config; artifacts:
-config.yaml, sweep.json and the whole report folder incl. results.parquet) and one **child
-run** per (cell, design) with the cell's parameters and its aggregates from
-``sweep.stats.aggregate`` plus its paired comparisons.  Everything is logged from the
+The experiment is tagged for classic runs (``mlflow.experimentKind``), so the UI opens on
+its runs table, and carries a description.  One **parent run** per sweep folder: its
+description starts with the report's answer and the verdict on each claim; it carries
+~20 headline metrics (per design pooled, per pair net better-minus-worse cells), the
+sweep's real start and end time, the command line; artifacts: the self-contained
+report.html and summary.png at the root, config.yaml, sweep.json and the whole report
+folder.  One **child run** per (cell, design), named design first ("way2 · 32M o3 n2
+nowait-burst"), with the cell's parameters, its aggregates from ``sweep.stats.aggregate``,
+its paired comparisons (candidate - baseline: negative = better, the report's sign
+convention) and the verdicts as string tags.  Everything is logged at step 0 from the
 driver with ``MlflowClient.log_batch``, split to MLflow's per-request limits.
 
 Runs are found again by tags (``kmemcg.sweep_id`` on all, ``kmemcg.child_key`` on
-children), so logging the same sweep twice - after a resume, or ``python -m sweep log``
-after a failed attempt - updates the same runs instead of adding new ones.
+children), so logging the same sweep folder twice - after a resume, or ``python -m sweep
+log`` after a failed attempt - updates the same runs instead of adding new ones.
 """
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import math
 import numbers
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -52,7 +59,15 @@ IDENTITY_SECTIONS = ("name", "seed", "designs", "grid", "workload")
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
               "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 HEALTH_TIMEOUT_S = 5
-VERDICT_VALUE = {"better": 1.0, "indistinguishable": 0.0, "worse": -1.0}
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}   # classic runs UI
+EXPERIMENT_DESCRIPTION = (
+    "Which memcg kmem-charging design of the September 2015 thread causes more user-visible "
+    "ENOMEM, overshoot over memory.high/max, reclaim (and reclaim under locks), SLUB order "
+    "fallbacks and wrong-node slabs, and where? v4.3 is the kernel as shipped, way1 Tejun Heo's "
+    "design (merged in 4.4), way2 Vladimir Davydov's. Each sweep folder is one parent run: its "
+    "description gives the answer and the verdict on each claim of the thread, and its artifact "
+    "report.html the evidence. Child runs are one per (cell, design), named design first; "
+    "filter tags.`kmemcg.design` or group by it (docs/tracking.md has a runs-table recipe).")
 
 
 class TrackingUnavailable(RuntimeError):
@@ -66,7 +81,7 @@ def log_sweep(sweep_dir: Path, cfg=None) -> str:
 
     ``cfg`` is the resolved config (DictConfig or mapping); None reads config.yaml.  The
     report is (re)built first when it is older than the results store."""
-    sweep_dir = Path(sweep_dir)
+    sweep_dir = Path(sweep_dir).resolve()
     cfg = _plain(cfg) if cfg is not None else report.read_config(sweep_dir)
     meta = report.read_meta(sweep_dir)
     if not report.is_current(sweep_dir):
@@ -134,24 +149,28 @@ def _log(client: MlflowClient, sweep_dir: Path, cfg: dict, meta: dict) -> str:
     out = sweep_dir / report.REPORT_DIR
     aggregates = pd.read_parquet(out / report.AGGREGATES)
     comparisons = pd.read_parquet(out / report.COMPARISONS)
-    experiment_id = ensure_experiment(client, (cfg.get("tracking") or {}).get("experiment") or DEFAULT_EXPERIMENT)
-    sweep_id = sweep_identity(cfg, meta)
+    regimes = pd.read_parquet(out / report.REGIMES) if (out / report.REGIMES).exists() else None
+    summary = report.read_summary(sweep_dir)
+    experiment_id = ensure_experiment(client, experiment_name(cfg))
+    sweep_id = sweep_identity(cfg, meta, sweep_dir)
     existing = find_runs(client, experiment_id, sweep_id)
-    step = int(aggregates["n_ok"].sum())           # grows as a resumed sweep adds workloads
+    sweep_times = (_ms(meta.get("started")), _ms(meta.get("finished")))
     parent = RunContent(
         name=str(cfg.get("name") or "sweep"), params=parent_params(cfg, meta),
-        metrics=parent_metrics(comparisons, aggregates),
+        metrics=parent_metrics(summary, aggregates),
         tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent", "mlflow.source.name": "python -m sweep",
-              "mlflow.note.content": verdict_note(comparisons, cfg.get("stats")), **parent_tags(cfg, meta)})
-    parent_id = upsert_run(client, experiment_id, existing.get(""), parent, step)
+              "mlflow.note.content": parent_note(summary, comparisons, cfg, meta), "kmemcg.sweep_dir": str(sweep_dir),
+              **parent_tags(cfg, meta)},
+        times=sweep_times)
+    parent_id = upsert_run(client, experiment_id, existing.get(""), parent)
+    times = cell_times(out, sweep_times)
+    regime_of = _regime_lookup(regimes)
     for (cell_id, design), row in aggregates.set_index(["cell_id", "design"]).iterrows():
-        child = child_content(parent_id, sweep_id, cell_id, design, row, comparisons)
-        run = existing.get(child.tags[CHILD_KEY_TAG])
-        run_id = upsert_run(client, experiment_id, run, child, step)
-        if run is None or run.info.status != "FINISHED":
-            client.set_terminated(run_id, "FINISHED")
+        child = child_content(parent_id, sweep_id, cell_id, design, row, comparisons,
+                              regime_of.get((cell_id, design)), times.get((cell_id, design), sweep_times))
+        upsert_run(client, experiment_id, existing.get(child.tags[CHILD_KEY_TAG]), child)
     _log_artifacts(client, parent_id, sweep_dir)
-    client.set_terminated(parent_id, "FINISHED")
+    _finish(client, parent_id, existing.get(""), parent.times[1], always=True)
     return parent_id
 
 
@@ -161,36 +180,92 @@ class RunContent:
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
+    times: tuple[int | None, int | None] = (None, None)     # start, end (ms since the epoch)
 
 
-def upsert_run(client: MlflowClient, experiment_id: str, run, content: RunContent, step: int) -> str:
+def upsert_run(client: MlflowClient, experiment_id: str, run, content: RunContent, step: int = 0) -> str:
     """Create the run, or send an existing one only what changed; returns its id.
-    (Params are immutable in MLflow; the ones a run already has are never re-sent.)"""
+    (Params are immutable in MLflow; the ones a run already has are never re-sent.)
+    Every value is logged at ``step`` 0: one point per metric, not a history of dots."""
+    tags = {**content.tags, "mlflow.runName": content.name}
     if run is None:
-        run_id = client.create_run(experiment_id, run_name=content.name, tags=content.tags).info.run_id
+        run_id = client.create_run(experiment_id, start_time=content.times[0], run_name=content.name,
+                                   tags=content.tags).info.run_id
         log_batch(client, run_id, content.metrics, content.params, {}, step)
-        return run_id
-    log_batch(client, run.info.run_id, changed(content.metrics, run.data.metrics),
-              {k: v for k, v in content.params.items() if k not in run.data.params},
-              changed(content.tags, run.data.tags), step)
-    return run.info.run_id
+    else:
+        run_id = run.info.run_id
+        log_batch(client, run_id, changed(content.metrics, run.data.metrics),
+                  {k: v for k, v in content.params.items() if k not in run.data.params},
+                  changed(tags, run.data.tags), step)
+    if content.tags.get(ROLE_TAG) != "parent":    # the parent ends after its artifacts
+        _finish(client, run_id, run, content.times[1])
+    return run_id
+
+
+def _finish(client: MlflowClient, run_id: str, run, end_ms: int | None, always: bool = False) -> None:
+    """FINISHED with the sweep's real end time (not the time of logging)."""
+    if always or run is None or run.info.status != "FINISHED" or (end_ms and run.info.end_time != end_ms):
+        client.set_terminated(run_id, "FINISHED", end_time=end_ms)
+
+
+def experiment_name(cfg: Mapping) -> str:
+    return (cfg.get("tracking") or {}).get("experiment") or DEFAULT_EXPERIMENT
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment, created if needed, tagged for the classic runs UI, with a description."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        return client.create_experiment(name)
+        experiment_id = client.create_experiment(name, tags={**EXPERIMENT_KIND,
+                                                             "mlflow.note.content": EXPERIMENT_DESCRIPTION})
+        return experiment_id
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
+    wanted = {**EXPERIMENT_KIND, "mlflow.note.content": EXPERIMENT_DESCRIPTION}
+    for key, value in changed(wanted, experiment.tags).items():
+        client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
 
 
-def sweep_identity(cfg: Mapping, meta: Mapping) -> str:
-    """Stable id of "this sweep": the config sections that define it + the model version."""
+def sweep_identity(cfg: Mapping, meta: Mapping, sweep_dir: Path | None = None) -> str:
+    """Stable id of "this sweep": the config sections that define it, the model version and
+    the sweep folder (two folders of the same config are two sweeps, two parent runs)."""
     defining = {key: cfg.get(key) for key in IDENTITY_SECTIONS}
     defining["model_version"] = meta.get("model_version")
+    if sweep_dir is not None:
+        defining["sweep_dir"] = str(Path(sweep_dir).resolve())
     text = json.dumps(defining, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _ms(stamp) -> int | None:
+    """sweep.json's '2026-11-25T10:00:00+0000' as ms since the epoch."""
+    if not stamp:
+        return None
+    try:
+        return int(datetime.datetime.strptime(str(stamp), "%Y-%m-%dT%H:%M:%S%z").timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def cell_times(report_dir: Path, fallback) -> dict[tuple[str, str], tuple[int | None, int | None]]:
+    """(cell_id, design) -> when its first workload started and its last one finished."""
+    try:
+        done = pd.read_parquet(report_dir / report.RESULTS, columns=["cell_id", "design", "finished_at", "elapsed_s"])
+    except (KeyError, ValueError, OSError):
+        return {}
+    done = done.dropna(subset=["finished_at"])
+    if done.empty:
+        return {}
+    done = done.assign(started_at=done["finished_at"] - done["elapsed_s"].fillna(0.0))
+    span = done.groupby(["cell_id", "design"]).agg(start=("started_at", "min"), end=("finished_at", "max"))
+    return {key: (int(row.start * 1000), int(row.end * 1000)) for key, row in span.iterrows()}
+
+
+def _regime_lookup(regimes: pd.DataFrame | None) -> dict:
+    if regimes is None or regimes.empty:
+        return {}
+    return dict(zip(zip(regimes["cell_id"], regimes["design"]), regimes["regime"]))
 
 
 def find_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> dict[str, object]:
@@ -206,21 +281,31 @@ def find_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> dict[s
             return found
 
 
+def child_name(design: str, row) -> str:
+    """Design first, so a cell's designs differ where the runs table cuts names short."""
+    return f"{design} · {stats.cell_label(row)}"
+
+
 def child_content(parent_id: str, sweep_id: str, cell_id: str, design: str, row,
-                  comparisons: pd.DataFrame) -> RunContent:
-    return RunContent(
-        name=f"{stats.cell_label(row)} {design}",
-        params=child_params(cell_id, design, row),
-        metrics={**child_metrics(row), **comparison_metrics(comparisons, cell_id, design)},
-        tags={SWEEP_ID_TAG: sweep_id, CHILD_KEY_TAG: f"{cell_id}/{design}", ROLE_TAG: "child",
-              "mlflow.parentRunId": parent_id, "kmemcg.cell_id": cell_id, "kmemcg.design": design})
+                  comparisons: pd.DataFrame, regime: str | None = None, times=(None, None)) -> RunContent:
+    mine = comparisons[(comparisons["cell_id"] == cell_id) & (comparisons["candidate"] == design)]
+    tags = {SWEEP_ID_TAG: sweep_id, CHILD_KEY_TAG: f"{cell_id}/{design}", ROLE_TAG: "child",
+            "mlflow.parentRunId": parent_id, "kmemcg.cell_id": cell_id, "kmemcg.design": design,
+            **verdict_tags(mine)}
+    if regime:
+        tags["kmemcg.regime"] = regime
+    return RunContent(name=child_name(design, row), params=child_params(cell_id, design, row),
+                      metrics={**child_metrics(row), **comparison_metrics(mine)}, tags=tags, times=times)
 
 
 def _log_artifacts(client: MlflowClient, run_id: str, sweep_dir: Path) -> None:
-    for name in ("config.yaml", "sweep.json"):
-        if (sweep_dir / name).exists():
-            client.log_artifact(run_id, str(sweep_dir / name))
-    client.log_artifacts(run_id, str(sweep_dir / report.REPORT_DIR), artifact_path=report.REPORT_DIR)
+    """config.yaml, sweep.json, and at the root what a reader opens first: the
+    self-contained report.html and summary.png; the whole report folder under report/."""
+    out = sweep_dir / report.REPORT_DIR
+    for path in (sweep_dir / "config.yaml", sweep_dir / "sweep.json", out / "report.html", out / "summary.png"):
+        if path.exists():
+            client.log_artifact(run_id, str(path))
+    client.log_artifacts(run_id, str(out), artifact_path=report.REPORT_DIR)
 
 
 # ---------------------------------------------------------------- what goes into each run
@@ -235,22 +320,32 @@ def parent_tags(cfg: Mapping, meta: Mapping) -> dict[str, str]:
     tags = {f"config.{k}": v for k, v in flatten(mutable).items()}
     facts = {"git_commit": meta.get("git_commit"), "host": meta.get("host"),
              "ray_cpus": meta.get("ray_cpus"), "started": meta.get("started"),
-             "finished": meta.get("finished")}
+             "finished": meta.get("finished"), "command": meta.get("command"),
+             "overrides": " ".join(meta["overrides"]) if meta.get("overrides") else None}
     tags.update({f"kmemcg.{k}": str(v) for k, v in facts.items() if v is not None})
     if meta.get("git_commit"):
         tags["mlflow.source.git.commit"] = str(meta["git_commit"])
     return tags
 
 
-def parent_metrics(comparisons: pd.DataFrame, aggregates: pd.DataFrame) -> dict[str, float]:
-    """cells, workloads, and verdict/<candidate>_vs_<baseline>/<metric>/<verdict>: cells."""
-    summary = stats.summarize_verdicts(comparisons)
+def parent_metrics(summary: Mapping, aggregates: pd.DataFrame) -> dict[str, float]:
+    """About 20 headline numbers: cells and workloads; ``pooled/<design>/<metric>`` (mean
+    over every workload) and ``net_cells/<candidate>_vs_<baseline>/<metric>`` (cells
+    better minus cells worse) for the headline metrics, and the net over all compared
+    metrics per pair (``net_cells/<pair>/all``)."""
     metrics = {"cells": float(aggregates["cell_id"].nunique()),
                "workloads": float(aggregates["n_workloads"].sum()),
                "workloads_failed": float(aggregates["n_errors"].sum())}
-    for row in summary.itertuples(index=False):
-        for verdict in stats.VERDICTS:
-            metrics[f"verdict/{row.candidate}_vs_{row.baseline}/{row.metric}/{verdict}"] = float(getattr(row, verdict))
+    headline = summary.get("headline") or []
+    for design, values in (summary.get("pooled") or {}).items():
+        for metric in headline:
+            if values.get(metric) is not None:
+                metrics[f"pooled/{design}/{metric}"] = values[metric]
+    for pair, values in (summary.get("net_cells") or {}).items():
+        for metric in headline:
+            if metric in values:
+                metrics[f"net_cells/{pair}/{metric}"] = float(values[metric])
+        metrics[f"net_cells/{pair}/all"] = float(sum(values.values()))
     return metrics
 
 
@@ -268,34 +363,71 @@ def child_metrics(row) -> dict[str, float]:
             and isinstance(value, numbers.Real) and not isinstance(value, bool)}
 
 
-def comparison_metrics(comparisons: pd.DataFrame, cell_id: str, design: str) -> dict[str, float]:
-    """vs_<baseline>/<metric>/{change_pct,p_holm,p_bh,verdict} where design is the candidate
-    (diffs, raw p and CIs are in the report: every metric key costs ~0.5 ms per run to store)."""
-    rows = comparisons[(comparisons["cell_id"] == cell_id) & (comparisons["candidate"] == design)]
+def comparison_metrics(rows: pd.DataFrame) -> dict[str, float]:
+    """vs_<baseline>/<metric>/{diff,change_pct,p_holm,p_bh} of the comparisons where this
+    run's design is the candidate.  diff = candidate - baseline (negative = better, as in
+    the report); change_pct the same in % of the baseline, left out where the baseline is
+    0.  (Raw p and CIs are in the report: every metric key costs ~0.5 ms per run to store.)"""
     metrics = {}
     for row in rows.itertuples(index=False):
         prefix = f"vs_{row.baseline}/{row.metric}"
+        metrics[f"{prefix}/diff"] = row.diff_mean
         metrics[f"{prefix}/change_pct"] = row.pct_change
         metrics[f"{prefix}/p_holm"] = row.p_holm
         metrics[f"{prefix}/p_bh"] = row.p_bh
-        if row.verdict in VERDICT_VALUE:
-            metrics[f"{prefix}/verdict"] = VERDICT_VALUE[row.verdict]
     return metrics
 
 
-def verdict_note(comparisons: pd.DataFrame, stats_cfg=None) -> str:
-    """The run description shown in the MLflow UI: where each design wins or loses."""
-    lines = ["Significant cells per metric (better / worse); details in the report artifact.", ""]
-    warning = stats.sweep_power_warning(comparisons, *stats.significance_settings(stats_cfg))
+def verdict_tags(rows: pd.DataFrame) -> dict[str, str]:
+    """verdict/vs_<baseline>/<metric> = better | worse | indistinguishable | untestable."""
+    return {f"verdict/vs_{row.baseline}/{row.metric}": str(row.verdict) for row in rows.itertuples(index=False)}
+
+
+def parent_note(summary: Mapping, comparisons: pd.DataFrame, cfg: Mapping, meta: Mapping) -> str:
+    """The parent run's description: the answer first, then each claim's verdict."""
+    designs = summary.get("designs") or sorted(comparisons["baseline"].unique())
+    lines = [f"**The answer** ({summary.get('cells', '?')} cells; designs {', '.join(designs)})", ""]
+    lines += [f"- {sentence}" for sentence in summary.get("answer") or ["no comparisons (a single design)"]]
+    claims = summary.get("claims") or []
+    if claims:
+        lines += ["", "**Claims of the 2015 thread**", ""]
+        lines += [f"- {c['id']} ({c['who']}): **{c['verdict']}**"
+                  + (f" - {_clip(c['reason'], 200)}" if c.get("reason") else "") for c in claims]
+    warning = stats.sweep_power_warning(comparisons, *stats.significance_settings(cfg.get("stats")))
     if warning:
-        lines[1:1] = [f"**Warning**: {warning}", ""]
-    for row in stats.summarize_verdicts(comparisons).itertuples(index=False):
-        if row.better or row.worse:
-            lines.append(f"- {row.candidate} vs {row.baseline}, {row.metric}: "
-                         f"{row.better} better / {row.worse} worse of {row.better + row.worse + row.indistinguishable}")
-    if len(lines) == 2:
-        lines.append("- no significant difference in any cell")
+        lines += ["", f"**Warning**: {warning}"]
+    lines += ["", f"Sign convention: {summary.get('sign_convention') or report.SIGN_CONVENTION}",
+              "", "The evidence: artifact report.html (self-contained; per-cell tables collapsed at its end)."]
     return _clip("\n".join(lines), MAX_TAG_VAL_LENGTH)
+
+
+def ui_url(base: str, experiment_id: str, run_id: str | None = None, artifact: str | None = None) -> str:
+    """A page of the MLflow UI.  ``workflowType=machine_learning`` opens the classic runs
+    views: MLflow 3.17's UI picks GenAI or classic from this (or the user's toggle, which it
+    remembers), not from the experiment's ``mlflow.experimentKind`` tag."""
+    page = f"#/experiments/{experiment_id}"
+    if run_id:
+        page += f"/runs/{run_id}" + (f"/artifacts/{artifact}" if artifact else "")
+    return f"{base.rstrip('/')}/{page}?workflowType=machine_learning"
+
+
+def run_url(cfg: Mapping, run_id: str) -> tuple[str, str | None]:
+    """(the URL of the run in the MLflow UI, the command that starts that UI or None).
+    A sqlite store needs ``mlflow ui`` started on it (default port 5000)."""
+    uri = tracking_uri(cfg)
+    with client_env():
+        experiment_id = MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
+    if uri.startswith(("http://", "https://")):
+        return ui_url(uri, experiment_id, run_id), None
+    mlflow = Path(sys.executable).parent / "mlflow"
+    try:
+        mlflow = mlflow.relative_to(Path.cwd())         # .venv/bin/mlflow
+    except ValueError:
+        pass
+    db = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    here = str(Path.cwd() / "mlflow.db")
+    command = f"{mlflow} ui" if db == here else f"{mlflow} ui --backend-store-uri {uri}"
+    return ui_url("http://127.0.0.1:5000", experiment_id, run_id), command
 
 
 def changed(new: Mapping, logged: Mapping) -> dict:

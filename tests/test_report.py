@@ -1,13 +1,18 @@
-"""sweep.report: report.md / report.html / PNGs / Parquet from a sweep folder."""
+"""sweep.report: the answer first (report.md / report.html), figures, appendix, tables."""
+import json
 import os
 import re
+import shutil
+from pathlib import Path
 
 import matplotlib.image as mpimg
 import pandas as pd
 import pytest
 
 from results_data import grid_cells, real, synthetic, write_sweep_dir
-from sweep import report, stats
+from sweep import claims, plots, report, stats
+
+REGISTRY = Path(__file__).resolve().parent.parent / "configs" / "claims.yaml"
 
 
 def _planted(cell, design):
@@ -23,32 +28,136 @@ def built(tmp_path_factory):
     df = synthetic(reps=16, shift=_planted)
     failed = (df["cell_id"] == "L64M-o3-n2-kernel") & (df["replication"] < 3) & (df["design"] == "way1")
     df.loc[failed, ["status", "error"]] = ["error", "SpecError: boom"]
+    df["slab_wrong_node_pages"] = 0.0                 # a metric that is zero everywhere
     sweep_dir = write_sweep_dir(tmp_path_factory.mktemp("sweep"), df, name="planted")
     return df, report.build_report(sweep_dir)
 
 
 def _table_rows(markdown: str, heading: str) -> list[list[str]]:
     """The body rows of the first Markdown table after ``heading``."""
-    section = markdown.split(heading, 1)[1]
-    lines = [line for line in section.split("\n\n", 2)[1].splitlines() if line.startswith("|")]
-    return [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[2:]]
+    return _first_table(markdown, heading)[1]
 
 
-def test_report_files_are_written(built):
+def _first_table(markdown: str, heading: str) -> tuple[list[str], list[list[str]]]:
+    section = markdown.split(heading, 1)[1].split("\n\n")
+    block = next(b for b in section if b.startswith("|"))
+    lines = block.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    return header, [[c.strip() for c in line.strip("|").split(" | ")] for line in lines[2:]]
+
+
+def test_report_files_are_written_and_no_plot_is_blank(built):
     df, out = built
     names = set(os.listdir(out))
-    assert {"report.md", "report.html", "results.parquet", "comparisons.parquet",
-            "aggregates.parquet", "failure_rate_vs_limit.png"} <= names
+    assert {"report.md", "report.html", report.APPENDIX, report.SUMMARY, "results.parquet",
+            "comparisons.parquet", "aggregates.parquet", report.REGIMES, "summary.png"} <= names
     heatmaps = {n for n in names if n.startswith("effect_")}
-    assert len(heatmaps) == 3 * len(stats.KEY_METRICS)      # 3 comparisons x key metrics
-    assert "effect_overshoot_high_peak_pages__way2_vs_v4.3.png" in heatmaps
-    for name in heatmaps | {"failure_rate_vs_limit.png"}:
+    # only metrics with a significant cell get an effect map: the planted one
+    assert "effect_overshoot_high_peak_pages.png" in heatmaps
+    assert not any("slab_wrong_node_pages" in n for n in heatmaps)      # zero everywhere: no plot
+    pngs = {n for n in names if n.endswith(".png")}
+    for name in pngs:
         pixels = mpimg.imread(out / name)
-        assert pixels.shape[0] > 100 and pixels.shape[1] > 100
-        assert pixels.std() > 0.05                          # not a blank canvas
+        assert pixels.shape[0] > 300 and pixels.shape[1] > 300, name
+        assert pixels.std() > 0.05, name                               # not a blank canvas
     markdown = (out / "report.md").read_text()
     linked = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown))
-    assert linked == heatmaps | {"failure_rate_vs_limit.png"}
+    assert linked == pngs                                               # every figure shown, none missing
+
+
+def test_heatmaps_are_drawn_at_a_legible_resolution(built):
+    _, out = built
+    from PIL import Image
+
+    with Image.open(out / "effect_overshoot_high_peak_pages.png") as image:
+        dpi = image.info.get("dpi", (0, 0))[0]
+    assert dpi >= 120
+
+
+def test_first_screen_holds_answer_summary_claims_and_caveats_under_30kb(built):
+    _, out = built
+    markdown = (out / "report.md").read_text()
+    assert markdown.startswith("# kmemcg-sweep report: planted")
+    first = report.first_screen(markdown)
+    assert len(first.encode()) < 30_000
+    order = [first.index(h) for h in ("## The answer", "## Summary", "## Claims from the 2015 thread",
+                                      "## Caveats")]
+    assert order == sorted(order)
+    assert "![" in first.split("## Summary")[0]                         # the summary figure at the top
+    rest = markdown[len(first):]
+    assert rest.lstrip().startswith(report.FIRST_SCREEN_END) and "## Contents" in rest
+    for anchor, _ in report.SECTIONS:
+        assert f'<a id="{anchor}"></a>' in rest and f"(#{anchor})" in rest
+
+
+def test_the_answer_states_the_effect_and_the_null_result_with_numbers(built):
+    _, out = built
+    answer = report.first_screen((out / "report.md").read_text()).split("## The answer")[1].split("##")[0]
+    planted = next(line for line in answer.splitlines() if "peak overshoot over memory.high" in line)
+    assert "lowest under way2" in planted
+    assert "way2 is better than v4.3 in 2 of 8 cells, worse in 0" in planted
+    enomem = next(line for line in answer.splitlines() if "ENOMEM" in line)
+    assert "no difference" in enomem and "%" in enomem                   # the null result, with its rates
+    assert "Zero in every workload** under every design: slab pages placed on the wrong node" in answer
+
+
+def test_summary_table_puts_the_designs_on_one_row(built):
+    _, out = built
+    header, rows = _first_table((out / "report.md").read_text(), "## Summary")
+    assert header == ["metric", "v4.3", "way1", "way2", "way1 vs v4.3", "way2 vs v4.3", "way2 vs way1"]
+    by_metric = {r[0]: r for r in rows}
+    overshoot = by_metric["peak overshoot over memory.high (pages) [overshoot_high_peak_pages]"]
+    assert overshoot[3].startswith("**") and not overshoot[1].startswith("**")   # way2 lowest, bold
+    assert overshoot[4:] == ["0 / 0", "2 / 0", "2 / 0"]                 # better / worse cells per pair
+    enomem = by_metric["workloads with a user-visible ENOMEM [enomem]"]
+    assert not any(v.startswith("**") for v in enomem[1:4])            # a tie is nobody's win
+    assert not any("slab_wrong_node_pages" in r[0] for r in rows)       # zero everywhere: one line
+    summary = json.loads((out / report.SUMMARY).read_text())
+    assert summary["net_cells"]["way2_vs_v4.3"]["overshoot_high_peak_pages"] == 2
+    assert summary["pooled"]["way2"]["overshoot_high_peak_pages"] < summary["pooled"]["v4.3"]["overshoot_high_peak_pages"]
+
+
+def test_per_cell_tables_are_in_the_appendix_in_mmtests_layout(built):
+    _, out = built
+    markdown = (out / "report.md").read_text()
+    assert "(lower is better)" not in markdown and f"]({report.APPENDIX})" in markdown
+    appendix = (out / report.APPENDIX).read_text()
+    header, rows = _first_table(appendix, "[overshoot_high_peak_pages]")
+    assert header[:5] == ["cell", "n", "v4.3", "way1", "way2"]
+    by_cell = {r[0]: r for r in rows}
+    planted = by_cell["32M o3 n1 nowait-burst"]
+    base, cand = float(planted[2].replace(",", "")), float(planted[4].replace(",", ""))
+    change = planted[header.index("way2 vs v4.3")]
+    assert change.endswith(" *") and change.startswith("-")             # candidate - baseline < 0: better
+    assert float(change.rstrip(" *%")) == pytest.approx((cand - base) / base * 100, abs=0.2)
+    assert not by_cell["64M o3 n1 kernel"][header.index("way2 vs v4.3")].endswith("*")
+    # families without a difference anywhere collapse into one line
+    assert "## Metrics without any difference" in appendix
+    assert "slab_wrong_node_pages" in appendix.split("## Metrics without any difference")[1].split("##")[0]
+
+
+def test_html_is_one_self_contained_file_with_collapsed_cells(built):
+    _, out = built
+    page = (out / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
+    sources = re.findall(r"<img src='([^']+)'", page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == len(list(out.glob("*.png")))
+    assert "<details><summary>" in page                                 # per-cell tables, collapsed
+    assert page.index("<details>") > page.index("id='contents'")
+    assert "class='better'" in page and "<b>" in page                   # verdict colours, bold best
+
+
+def test_change_text_never_prints_infinity():
+    metric = stats.METRICS_BY_NAME["overshoot_high_peak_pages"]
+    assert report.change_text({"diff_mean": 3.0, "base_mean": 0.0}, metric) == "d+3"
+    assert report.change_text({"diff_mean": -5.0, "base_mean": 10.0}, metric) == "-50.0%"
+    assert report.change_text({"diff_mean": 0.0, "base_mean": 0.0}, metric) == "0"
+    assert report.change_text({"diff_mean": 0.25, "base_mean": 0.5}, stats.ENOMEM) == "+25.0pp"
+    rows = pd.DataFrame({"metric": ["overshoot_high_peak_pages"] * 2, "diff_mean": [4.0, -2.0],
+                         "base_mean": [0.0, 8.0]})
+    colour, absolute = plots.effect_values(rows)
+    assert list(colour) == [100.0, -25.0] and list(absolute) == [True, False]
 
 
 def test_results_parquet_is_the_store_content(built):
@@ -64,44 +173,19 @@ def test_results_parquet_is_the_store_content(built):
 def test_run_facts_come_from_sweep_json(built):
     _, out = built
     markdown = (out / "report.md").read_text()
-    assert markdown.startswith("# kmemcg-sweep report: planted")
     assert "| git commit | 0123abc |" in markdown
     assert "| workloads | 384 (381 ok, 3 errors) |" in markdown       # 8 cells x 3 x 16
+    assert "384 workloads (381 ok) in 8 cells" in report.first_screen(markdown)
 
 
-def test_verdict_table_counts_and_places_the_planted_cells(built):
+def test_where_designs_differ_places_the_planted_cells(built):
     _, out = built
     markdown = (out / "report.md").read_text()
-    rows = {r[0]: r for r in _table_rows(markdown, "### way2 vs v4.3")}
-    overshoot = rows["peak overshoot over memory.high (pages) [overshoot_high_peak_pages]"]
-    assert overshoot[1:5] == ["2", "0", "6", "0"]            # better, worse, same, untestable
-    assert overshoot[5] == "limit 32M x2; nodes 1 x1, 2 x1; mix nowait-burst x2; order 3 x2"
-    way1 = {r[0]: r for r in _table_rows(markdown, "### way1 vs v4.3")}
-    assert way1["peak overshoot over memory.high (pages) [overshoot_high_peak_pages]"][1:3] == ["0", "0"]
-
-
-def test_comparison_table_is_direction_aware_and_marked(built):
-    _, out = built
-    markdown = (out / "report.md").read_text()
-    section = markdown.split("### way2 vs v4.3", 2)[2]        # the per-cell part
-    rows = _table_rows(section, "[overshoot_high_peak_pages] (lower is better)")
-    by_cell = {r[0]: r for r in rows}
-    planted = by_cell["32M o3 n1 nowait-burst"]
-    base, cand, gain = float(planted[2]), float(planted[3].rstrip(" *")), planted[4]
-    assert planted[3].endswith(" *") and planted[-1] == "better"
-    assert cand < base and gain.startswith("+")              # lower is better -> positive gain
-    assert float(gain.rstrip("%")) == pytest.approx((base - cand) / base * 100, rel=1e-3)
-    quiet = by_cell["64M o3 n1 kernel"]
-    assert not quiet[3].endswith("*") and quiet[-1] == "indistinguishable"
-
-
-def test_html_colours_the_verdicts(built):
-    _, out = built
-    page = (out / "report.html").read_text()
-    assert page.startswith("<!doctype html>") and page.rstrip().endswith("</html>")
-    table = pd.read_parquet(out / "comparisons.parquet")
-    assert page.count("<tr class='better'>") >= (table["verdict"] == "better").sum()
-    assert "<img src='effect_overshoot_high_peak_pages__way2_vs_v4.3.png'" in page
+    section = markdown.split("## Where the designs differ", 1)[1]
+    rows = {r[0]: r for r in _table_rows(section, "[overshoot_high_peak_pages]")}
+    assert rows["way2 vs v4.3"][1:5] == ["2", "0", "6", "0"]          # better, worse, same, untestable
+    assert rows["way2 vs v4.3"][5] == "limit 32M x2; nodes 1 x1, 2 x1; mix nowait-burst x2; order 3 x2"
+    assert "Indistinguishable in every cell for every pair:" in section
 
 
 def test_comparisons_parquet_matches_a_fresh_computation(built):
@@ -131,15 +215,17 @@ def test_failed_workloads_are_counted_not_compared(built):
         ["cell_id", "baseline", "candidate", "metric"])["n_pairs"]
     assert table[("L64M-o3-n2-kernel", "v4.3", "way1", "enomem")] == 13
     assert table[("L64M-o3-n2-kernel", "v4.3", "way2", "enomem")] == 16
-    rates = _table_rows((out / "report.md").read_text(), "## Rates per design")
+    rates = _table_rows((out / report.APPENDIX).read_text(), "## Rates per design")
     assert ["64M o3 n2 kernel", "way1", "13 / 16"] in [r[:3] for r in rates]
+    caveats = report.first_screen((out / "report.md").read_text()).split("## Caveats")[1]
+    assert "**Failed workloads**: 3 of 384" in caveats
 
 
 def test_is_current_tracks_the_store(tmp_path):
     sweep_dir = write_sweep_dir(tmp_path, synthetic(reps=2))
     assert not report.is_current(sweep_dir)
     (sweep_dir / "report").mkdir()
-    for name in (report.COMPARISONS, report.AGGREGATES, report.RESULTS):
+    for name in (report.COMPARISONS, report.AGGREGATES, report.RESULTS, report.SUMMARY):
         (sweep_dir / "report" / name).write_bytes(b"")
     assert report.is_current(sweep_dir)
     later = (sweep_dir / "results.sqlite").stat().st_mtime + 5
@@ -159,7 +245,9 @@ def test_report_of_real_simulator_results(tmp_path):
     caller's lock when it holds one.  Wherever v4.3 did so in every paired seed, the report
     must call way1 better on reclaim_rounds_locked; where neither did, indistinguishable."""
     df = real(reps=12, cells=grid_cells(limits=(16 << 20, 32 << 20)))
-    out = report.build_report(write_sweep_dir(tmp_path, df, name="real"))
+    sweep_dir = write_sweep_dir(tmp_path, df, name="real")
+    shutil.copyfile(REGISTRY, sweep_dir / claims.CLAIMS_FILE)          # as the run copies it
+    out = report.build_report(sweep_dir)
     table = pd.read_parquet(out / "comparisons.parquet")
     defined = ~table["metric"].isin(["nowait_failure_rate", "atomic_failure_rate"])
     assert set(table.loc[defined, "n_pairs"]) == {12}    # rates: 0 pairs without requests
@@ -173,27 +261,59 @@ def test_report_of_real_simulator_results(tmp_path):
     assert (locked.loc[never[never].index, "verdict"] == "indistinguishable").all()
     markdown = (out / "report.md").read_text()
     assert "| workloads | 288 (288 ok, 0 errors) |" in markdown
-    rows = {r[0]: r for r in _table_rows(markdown, "### way1 vs v4.3")}
-    assert rows["reclaim rounds run under a lock [reclaim_rounds_locked]"][1] == str(int(always.sum()))
+    _, rows = _first_table(markdown, "## Summary")
+    locked_row = next(r for r in rows if r[0].endswith("[reclaim_rounds_locked]"))
+    assert locked_row[4].split(" / ")[0] == str(int(always.sum()))      # way1 vs v4.3: better cells
+    # every claim of the registry gets a row with one of the four verdicts
+    claim_rows = _table_rows(markdown, "## Claims from the 2015 thread")
+    registry = claims.load_claims(REGISTRY)
+    assert [r[0] for r in claim_rows] == [c.id for c in registry]
+    assert all(re.match(r"\*\*(holds|refuted|inconclusive|untestable)\*\*", r[3]) for r in claim_rows)
+
+
+def test_claims_table_renders_each_verdict_with_its_evidence():
+    df = synthetic(reps=3)
+    table = stats.compare_cells(df, resamples=0)
+    claim = claims.Claim(id="c-1", who="Tejun Heo", claim="NOWAIT should mostly succeed.",
+                         metric="nowait_failures", compare=("way1", "way2"), expect="a<b",
+                         where={}, regimes=("high-bound",), untestable=None)
+    cells = sorted(df["cell_id"].unique())
+    verdicts = [claims.Verdict(claim=claim, verdict="holds", reason="2 cells for, none against",
+                               cells_tested=cells, cells_holding=cells[:2], cells_against=[],
+                               effect=1.5, ci=(0.5, 2.5), unit="requests")]
+    facts = report.Facts(df, table, stats.aggregate(df), pd.DataFrame(columns=["cell_id", "design", "regime"]),
+                         verdicts, report.pooled_means(df, 0.05), stats.summarize_verdicts(table), {}, {},
+                         0.05, "holm")
+    figures = plots.Figures(claims={"c-1": plots.Figure("claim_c-1.png", "x")})
+    frame, classes = report.claims_table(facts, figures)
+    row = frame.iloc[0]
+    assert row["who"] == "Tejun Heo" and row["verdict"] == "**holds**: 2 cells for, none against"
+    assert row["where it holds"].startswith("2 of 8 cells: limit 32M x2")
+    assert row["effect (CI)"] == "way2 - way1: 1.5 [0.5, 2.5] requests"
+    assert row["evidence"] == "[evidence](#claim-c-1), [figure](claim_c-1.png)"
+    assert classes == ["better"]
 
 
 def test_too_few_replications_are_called_out():
     df = synthetic(reps=3)
     table = stats.compare_cells(df, resamples=0)
-    blocks = report.report_blocks(df, table, stats.aggregate(df), {}, {}, 0.05, "holm", [])
-    markdown = report.to_markdown(blocks)
-    assert "Warning: with Holm, no such cell can be significant" in markdown
-    assert "at least 9 replications" in markdown
+    facts = report.Facts(df, table, stats.aggregate(df), pd.DataFrame(columns=["cell_id", "design", "regime"]),
+                         [], report.pooled_means(df, 0.05), stats.summarize_verdicts(table), {}, {}, 0.05, "holm")
+    text = " ".join(report.caveats(facts))
+    assert "**Too few replications**: with Holm, no such cell can be significant" in text
+    assert "at least 9 replications" in text
 
 
 def test_enough_replications_give_no_warning(built):
     _, out = built
-    assert "Warning:" not in (out / "report.md").read_text()
+    assert "Too few replications" not in (out / "report.md").read_text()
 
 
 def test_a_single_design_sweep_reports_without_comparisons(tmp_path):
     out = report.build_report(write_sweep_dir(tmp_path, synthetic(designs=("way2",), reps=3)))
     markdown = (out / "report.md").read_text()
     assert "Nothing to compare: the sweep ran a single design." in markdown
-    assert not list(out.glob("effect_*.png")) and (out / "failure_rate_vs_limit.png").exists()
-    assert "(lower is better)" not in markdown                           # no comparison table
+    assert "No claims were evaluated: the sweep ran a single design." in markdown
+    plain = report.build_report(write_sweep_dir(tmp_path / "two", synthetic(reps=3)))
+    assert "No claims were evaluated: the sweep folder has no claims registry" in (plain / "report.md").read_text()
+    assert not list(out.glob("effect_*.png")) and (out / "summary.png").exists()

@@ -213,7 +213,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     path = write_config(tmp_path)
     ray_tmp = tmp_path / "ray-tmp"
     ray_tmp.mkdir()
-    done = run_cli([path, "--dry-run"], cwd=tmp_path, timeout=120, RAY_TMPDIR=str(ray_tmp))
+    done = run_cli([path, "--dry-run", "-v"], cwd=tmp_path, timeout=120, RAY_TMPDIR=str(ray_tmp))  # -v: the cells too
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     cells = [line for line in lines if line.startswith("  ") and line.endswith(": 6")]

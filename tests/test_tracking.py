@@ -1,4 +1,6 @@
 """sweep.tracking against a real ``mlflow server`` on loopback (and the sqlite default)."""
+import datetime
+import json
 import shutil
 import subprocess
 import sys
@@ -63,12 +65,30 @@ def _runs(client: MlflowClient, experiment: str) -> list:
     return list(client.search_runs([experiment_id], max_results=1000))
 
 
+COMMAND = "python -m sweep configs/grid.yaml replications=4 grid.nodes=[1,2]"
+
+
 @pytest.fixture(scope="module")
 def logged(server, results, tmp_path_factory):
     sweep_dir = write_sweep_dir(tmp_path_factory.mktemp("sweep"), results, name="tracked",
                                 **{"tracking.experiment": "t-logged", "tracking.uri": server})
+    shutil.copyfile(REPO / "configs" / "claims.yaml", sweep_dir / "claims.yaml")   # as the run copies it
+    meta = json.loads((sweep_dir / "sweep.json").read_text())        # as the CLI records it
+    meta.update(command=COMMAND, overrides=["replications=4", "grid.nodes=[1,2]"], seconds=300)
+    (sweep_dir / "sweep.json").write_text(json.dumps(meta))
     parent_id = tracking.log_sweep(sweep_dir)               # cfg None: read config.yaml
     return sweep_dir, parent_id, MlflowClient(server)
+
+
+def _epoch_ms(stamp: str) -> int:
+    return int(datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z").timestamp() * 1000)
+
+
+def test_experiment_opens_on_classic_runs_with_a_description(logged):
+    _, parent_id, client = logged
+    experiment = client.get_experiment(client.get_run(parent_id).info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "way1" in experiment.tags["mlflow.note.content"] and "way2" in experiment.tags["mlflow.note.content"]
 
 
 def test_parent_run_carries_config_version_commit_host_and_cluster(logged):
@@ -81,7 +101,39 @@ def test_parent_run_carries_config_version_commit_host_and_cluster(logged):
     assert tags["mlflow.source.git.commit"] == "0123abc"
     assert tags["kmemcg.host"] == "testhost" and tags["kmemcg.ray_cpus"] == "2"
     assert tags["config.replications"] == "8" and tags["kmemcg.role"] == "parent"
+    assert tags["kmemcg.command"] == COMMAND and tags["kmemcg.overrides"] == "replications=4 grid.nodes=[1,2]"
     assert parent.data.metrics["cells"] == N_CELLS
+    # the sweep's own start and end (sweep.json), not the time of logging
+    assert parent.info.start_time == _epoch_ms("2026-11-25T10:00:00+0000")
+    assert parent.info.end_time == _epoch_ms("2026-11-25T10:05:00+0000")
+
+
+def test_parent_description_starts_with_the_answer_and_gives_each_claim_a_verdict(logged):
+    sweep_dir, parent_id, client = logged
+    note = client.get_run(parent_id).data.tags["mlflow.note.content"]
+    assert note.startswith("**The answer**")
+    for design in ("v4.3", "way1", "way2"):
+        assert design in note
+    summary = report.read_summary(sweep_dir)
+    assert summary["claims"]
+    for claim in summary["claims"]:
+        assert f"{claim['id']} ({claim['who']}): **{claim['verdict']}**" in note
+    assert "negative difference means the candidate is better" in note      # the sign convention
+
+
+def test_parent_run_carries_about_twenty_headline_metrics(logged):
+    sweep_dir, parent_id, client = logged
+    metrics = client.get_run(parent_id).data.metrics
+    assert 12 <= len(metrics) <= 30
+    summary = report.read_summary(sweep_dir)
+    for design in ("v4.3", "way1", "way2"):
+        assert metrics[f"pooled/{design}/enomem"] == pytest.approx(summary["pooled"][design]["enomem"])
+    for pair in ("way1_vs_v4.3", "way2_vs_v4.3", "way2_vs_way1"):
+        net = summary["net_cells"][pair]
+        assert metrics[f"net_cells/{pair}/all"] == sum(net.values())
+        assert metrics[f"net_cells/{pair}/enomem"] == net["enomem"]
+    history = client.get_metric_history(parent_id, "cells")
+    assert [m.step for m in history] == [0]
 
 
 def test_one_child_per_cell_and_design_with_its_aggregates(logged, results):
@@ -95,7 +147,7 @@ def test_one_child_per_cell_and_design_with_its_aggregates(logged, results):
     assert keys == set(results[["cell_id", "design"]].itertuples(index=False, name=None))
     child = next(r for r in children if r.data.params["cell_id"] == "L32M-o3-n1-nowait-burst"
                  and r.data.params["design"] == "way1")
-    assert child.info.run_name == "32M o3 n1 nowait-burst way1"
+    assert child.info.run_name == "way1 · 32M o3 n1 nowait-burst"         # design first
     assert child.data.params["limit"] == "32M" and child.data.params["nodes"] == "1"
     mine = results[(results["cell_id"] == "L32M-o3-n1-nowait-burst") & (results["design"] == "way1")]
     metrics = child.data.metrics
@@ -105,15 +157,33 @@ def test_one_child_per_cell_and_design_with_its_aggregates(logged, results):
     assert 0 <= metrics["rate/enomem_workloads/ci_lo"] <= metrics["rate/enomem_workloads"] \
         <= metrics["rate/enomem_workloads/ci_hi"] <= 1
     assert "vs_v4.3/overshoot_high_peak_pages/p_holm" in metrics     # way1 is a candidate of v4.3
+    assert client.get_metric_history(child.info.run_id, "n_ok")[0].step == 0
+    tags = child.data.tags
+    assert tags["kmemcg.design"] == "way1" and tags["kmemcg.regime"] in ("idle", "high-bound", "max-bound",
+                                                                          "saturated")
+    assert tags["verdict/vs_v4.3/enomem"] in ("better", "worse", "indistinguishable", "untestable")
+    assert not any(key.endswith("/verdict") for key in metrics)          # verdicts are words, in tags
+
+
+def test_child_differences_follow_the_report_sign_convention(logged):
+    sweep_dir, parent_id, client = logged
+    table = pd.read_parquet(sweep_dir / "report" / "comparisons.parquet")
+    row = table[(table["candidate"] == "way2") & (table["baseline"] == "v4.3")
+                & (table["metric"] == "overshoot_high_integral_page_ms")].iloc[0]
+    run = next(r for r in _runs(client, "t-logged")
+               if r.data.tags.get("kmemcg.child_key") == f"{row['cell_id']}/way2")
+    assert run.data.metrics["vs_v4.3/overshoot_high_integral_page_ms/diff"] == pytest.approx(
+        row["cand_mean"] - row["base_mean"])
+    assert run.data.tags["verdict/vs_v4.3/overshoot_high_integral_page_ms"] == row["verdict"]
 
 
 def test_report_and_results_are_parent_artifacts(logged, tmp_path):
     sweep_dir, parent_id, client = logged
     top = {a.path for a in client.list_artifacts(parent_id)}
-    assert top == {"config.yaml", "sweep.json", "report"}
+    assert top == {"config.yaml", "sweep.json", "report", "report.html", "summary.png"}
     in_report = {a.path for a in client.list_artifacts(parent_id, "report")}
     assert {"report/report.md", "report/report.html", "report/results.parquet",
-            "report/failure_rate_vs_limit.png"} <= in_report
+            "report/summary.png", "report/cells.md"} <= in_report
     local = client.download_artifacts(parent_id, "report/results.parquet", str(tmp_path))
     pd.testing.assert_frame_equal(pd.read_parquet(local),
                                   pd.read_parquet(sweep_dir / "report" / "results.parquet"))
@@ -128,6 +198,17 @@ def test_logging_the_same_sweep_again_duplicates_nothing(logged):
     child = next(r for r in after if r.info.run_id != parent_id)
     # nothing changed, so nothing new was written into the metric history either
     assert len(client.get_metric_history(child.info.run_id, "n_ok")) == 1
+
+
+def test_two_folders_of_the_same_config_are_two_parent_runs(server, one_replication, tmp_path):
+    settings = {"tracking.experiment": "t-folders", "tracking.uri": server}
+    first = _copy(one_replication, tmp_path / "a", **settings)
+    second = _copy(one_replication, tmp_path / "b", **settings)
+    one, two = tracking.log_sweep(first), tracking.log_sweep(second)
+    assert one != two
+    assert tracking.log_sweep(first) == one                                # the same folder again: same run
+    parents = [r for r in _runs(MlflowClient(server), "t-folders") if r.data.tags.get("kmemcg.role") == "parent"]
+    assert sorted(r.data.tags["kmemcg.sweep_dir"] for r in parents) == sorted([str(Path(first).resolve()), str(Path(second).resolve())])
 
 
 def test_a_resumed_sweep_updates_the_same_runs(server, results, tmp_path):
