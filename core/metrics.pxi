@@ -21,10 +21,16 @@ cdef int64_t lat_percentile(const int64_t *hist, double q) noexcept nogil:
     return 0
 
 
+cdef inline double ratio(int64_t num, int64_t den) noexcept nogil:
+    """num / den, 0 without a denominator (the store wants a number; sweep.stats masks
+    rates whose denominator is 0 as undefined)."""
+    return <double>num / <double>den if den > 0 else 0.0
+
+
 cdef dict collect_metrics(mm_t *mm):
     cdef dict out = {}
     cdef int c, p, e, i
-    cdef int64_t stock = 0, peak_high = 0, peak_max = 0, over
+    cdef int64_t peak_high = 0, peak_max = 0, over
     cdef double integral = 0.0
     cdef int64_t events[5]
     cdef memcg_t *m
@@ -45,11 +51,15 @@ cdef dict collect_metrics(mm_t *mm):
         over = m.memory.count - m.high
         if over > 0:
             integral += <double>over * <double>(mm.now_ns - m.last_ns)
-    for c in range(mm.nr_cpus):
-        if mm.stock_memcg[c] >= 0:
-            stock += mm.stock_nr[c]
+    out["syscall_latency_p50_ns"] = float(lat_percentile(mm.syscall_lat, 0.5))
+    out["syscall_latency_p99_ns"] = float(lat_percentile(mm.syscall_lat, 0.99))
     out["requests"] = float(mm.stats[M_REQUESTS])
     out["enomem_user_visible"] = float(mm.stats[M_ENOMEM])
+    out["kernel_entries"] = float(mm.stats[M_KENTRIES])
+    out["enomem_per_kentry"] = ratio(mm.stats[M_ENOMEM], mm.stats[M_KENTRIES])
+    out["nowait_failure_rate"] = ratio(mm.stats[M_NOWAIT_FAIL], mm.stats[M_ATTEMPTS_BASE + GC_NOWAIT])
+    out["atomic_failure_rate"] = ratio(mm.stats[M_FAILURES_BASE + GC_ATOMIC],
+                                       mm.stats[M_ATTEMPTS_BASE + GC_ATOMIC])
     out["nowait_failures"] = float(mm.stats[M_NOWAIT_FAIL])
     out["nowait_fallbacks"] = float(mm.stats[M_NOWAIT_FALLBACK])
     out["charge_forced"] = float(mm.stats[M_CHARGE_FORCED])
@@ -69,9 +79,11 @@ cdef dict collect_metrics(mm_t *mm):
         out[f"reclaim_rounds_{name}"] = float(mm.stats[M_RR_BASE + p])
         out[f"reclaim_ns_{name}"] = float(mm.stats[M_RNS_BASE + p])
     out["slab_pages_allocated"] = float(mm.stats[M_SLAB_PAGES])
+    out["slub_new_slab_attempts"] = float(mm.stats[M_SLUB_NEW_SLAB_ATTEMPTS])
     out["slub_high_order_attempts"] = float(mm.stats[M_SLUB_HIGH_ATTEMPTS])
     out["slub_order_fallbacks"] = float(mm.stats[M_SLUB_FALLBACKS])
     out["slab_wrong_node_pages"] = float(mm.stats[M_SLAB_WRONG_NODE])
+    out["slab_wrong_node_objects"] = float(mm.stats[M_SLAB_WRONG_NODE_OBJS])
     out["slab_node_probe_failures"] = float(mm.stats[M_SLAB_PROBE_FAIL])
     out["slab_lazy_uncharged_objects"] = float(mm.stats[M_SLAB_LAZY])
     out["kswapd_wakeups"] = float(mm.stats[M_KSWAPD_WAKEUPS])
@@ -80,6 +92,6 @@ cdef dict collect_metrics(mm_t *mm):
     out["buddy_failures"] = float(mm.stats[M_BUDDY_FAIL])
     out["oom_kills_global"] = float(mm.stats[M_OOM_GLOBAL])
     out["oom_kills_memcg"] = float(mm.stats[M_OOM_MEMCG])
-    out["accounting_error_pages"] = float(stock + mm.acct_miss_pages + (mm.lazy_bytes + PAGE_SIZE - 1) // PAGE_SIZE)
+    out["kmem_uncharged_pages"] = float(mm.kmem_miss_pages + (mm.lazy_bytes + PAGE_SIZE - 1) // PAGE_SIZE)
     out["sim_ns"] = float(mm.now_ns)
     return out

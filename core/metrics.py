@@ -2,7 +2,9 @@
 
 One list, used by ``Machine.metrics()``, ``run_workload``, the results store and MLflow,
 so a metric has the same name everywhere.  Values are floats; counts are cumulative over
-the workload; ``*_pages`` are 4 KiB pages, ``*_ns`` virtual nanoseconds.
+the workload; ``*_pages`` are 4 KiB pages, ``*_ns`` virtual nanoseconds; ``*_rate`` and
+``*_per_kentry`` are ratios (0 when the denominator is 0).  docs/workload-spec.md says
+what each one counts.
 """
 
 GFP_CLASSES = ("kernel", "nofs", "nowait", "atomic", "nofail")
@@ -15,13 +17,23 @@ MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill")
 METRICS = tuple(
     [f"alloc_{c}_attempts" for c in GFP_CLASSES]
     + [f"alloc_{c}_failures" for c in GFP_CLASSES]
+    # per-request latency: the request alone, not the return-to-user work of its syscall
     + [f"latency_{c}_p50_ns" for c in GFP_CLASSES]
     + [f"latency_{c}_p99_ns" for c in GFP_CLASSES]
     + [
+        # per syscall: entry until its return-to-user work (punted reclaim) is done
+        "syscall_latency_p50_ns",
+        "syscall_latency_p99_ns",
+    ]
+    + [
         "requests",                 # requests issued by the workload / scenario
+        "kernel_entries",           # syscall entries (user page faults are not counted)
         "enomem_user_visible",      # GFP_KERNEL/NOFS request failed after its fallback
+        "enomem_per_kentry",        # enomem_user_visible / kernel_entries
         "nowait_failures",          # GFP_NOWAIT requests that failed
         "nowait_fallbacks",         # ... of which the caller retried with GFP_KERNEL
+        "nowait_failure_rate",      # nowait_failures / alloc_nowait_attempts
+        "atomic_failure_rate",      # alloc_atomic_failures / alloc_atomic_attempts
         "charge_forced",            # charges forced past memory.max (NOFAIL, HIGH, dying)
         "charge_forced_pages",
         "charge_bypassed_pages",    # pages a bypass left uncharged or charged to root
@@ -41,9 +53,12 @@ METRICS = tuple(
     + [f"reclaim_ns_{p}" for p in RECLAIM_PLACES]
     + [
         "slab_pages_allocated",     # slabs created (any order)
-        "slub_high_order_attempts",  # allocate_slab tries at oo > min
-        "slub_order_fallbacks",     # ORDER_FALLBACK
-        "slab_wrong_node_pages",    # slab pages placed off the requested node
+        "slub_new_slab_attempts",   # allocate_slab() calls: each tries s->oo first
+        "slub_high_order_attempts",  # ... of which in caches with oo > min (the NOWAIT try)
+        "slub_order_fallbacks",     # ORDER_FALLBACK as 4.3 counts it: the second try, at
+                                    # s->min, succeeded (any cache, also oo == min)
+        "slab_wrong_node_pages",    # pages of new slabs placed off the requested node
+        "slab_wrong_node_objects",  # objects placed in a slab off the node asked for
         "slab_node_probe_failures",  # SLAB gfp_exact_node grows that failed
         "slab_lazy_uncharged_objects",  # objects put in root caches while a clone was created
         "kswapd_wakeups",
@@ -52,7 +67,8 @@ METRICS = tuple(
         "buddy_failures",           # alloc_pages returned NULL
         "oom_kills_global",
         "oom_kills_memcg",
-        "accounting_error_pages",   # |memory.current - pages really used| at the end (stock, bypass, lazy)
+        "kmem_uncharged_pages",     # kmem of memcg tasks left uncharged, outstanding at the end:
+                                    # bypassed kmem pages + objects in root caches (rounded up)
         "sim_ns",                   # virtual time simulated
     ]
 )

@@ -164,8 +164,10 @@ cdef struct task_t:
     uint8_t memdie           # TIF_MEMDIE: OOM victim
     uint8_t killed
     uint8_t notify_resume
+    uint8_t in_syscall       # a syscall entry is open (user page faults are not syscalls)
     int32_t memcg_oom        # memcg recorded by mem_cgroup_oom(), -1 if none
     int64_t nr_pages_over_high
+    int64_t syscall_start_ns # virtual time of the open syscall's entry
     int64_t rss              # anon pages
     list_t objs              # objects and page blocks it owns
 
@@ -320,6 +322,9 @@ cdef enum:
     M_BUDDY_FAIL
     M_OOM_GLOBAL
     M_OOM_MEMCG
+    M_KENTRIES                # syscall entries (kernel entries that can return ENOMEM)
+    M_SLAB_WRONG_NODE_OBJS    # objects placed in a slab off the node asked for
+    M_SLUB_NEW_SLAB_ATTEMPTS  # allocate_slab() calls
     M_RR_BASE                 # + RP_*: reclaim rounds by place
     M_RNS_BASE = M_RR_BASE + 5  # + RP_*: reclaim ns by place
     M_ATTEMPTS_BASE = M_RNS_BASE + 5   # + GC_*
@@ -376,10 +381,12 @@ cdef struct mm_t:            # the machine
     int32_t current          # task running the current request (-1: none)
     int32_t slab_want_node   # node the current slab allocation asked for
     int64_t reclaimed_slab   # current->reclaim_state->reclaimed_slab
-    int64_t acct_miss_pages  # outstanding pages left uncharged by a bypass
+    int64_t acct_miss_pages  # outstanding user pages charged to the root by a 4.2 bypass
+    int64_t kmem_miss_pages  # outstanding kmem pages left uncharged by __memcg_kmem_bypass
     int64_t lazy_bytes       # outstanding object bytes in root caches for memcg tasks
     int64_t stats[64]
-    int64_t lat[5][1024]
+    int64_t lat[5][1024]     # per-request latency per gfp class
+    int64_t syscall_lat[1024]  # per syscall: entry until return-to-user work is done
     int32_t fatal            # non-zero: the simulation cannot continue (see core._mm.FATAL)
 
 cdef enum:                   # mm_t.fatal

@@ -308,7 +308,7 @@ cdef int32_t register_slab(mm_t *mm, int32_t cid, int32_t pfn, int order) noexce
     mm.memcgs[mm.pg_memcg[pfn]].stat[MS_SLAB_RECLAIMABLE if s.reclaimable else MS_SLAB_UNRECLAIMABLE] += 1 << order
     mm.stats[M_SLAB_PAGES] += 1
     if mm.slab_want_node >= 0 and nid != mm.slab_want_node:
-        mm.stats[M_SLAB_WRONG_NODE] += 1
+        mm.stats[M_SLAB_WRONG_NODE] += 1 << order
     mm.now_ns += COST_NEW_SLAB
     return sid
 
@@ -336,10 +336,15 @@ cdef void discard_slab(mm_t *mm, int32_t sid) noexcept nogil:
 
 cdef int32_t kmem_cache_alloc_node(mm_t *mm, task_t *t, int32_t root, uint32_t gfp_mask,
                                    int node, int owner) noexcept nogil:
-    """kmem_cache_alloc_node(): an object id, or -1 (NULL)."""
+    """kmem_cache_alloc_node(): an object id, or -1 (NULL). An object that lands in a slab
+    off the node asked for (kmalloc_node's node, else the local node) counts as a wrong-node
+    object, whichever path put it there: a new slab from a fallback page, SLAB's
+    fallback_alloc taking a free object of another node's slab, SLUB's get_any_partial or a
+    CPU slab of another node."""
     cdef bint lazy
     cdef int32_t cid = memcg_kmem_get_cache(mm, t, root, gfp_mask, &lazy), sid, oid
-    mm.slab_want_node = node if node >= 0 else t.node
+    cdef int want = node if node >= 0 else t.node
+    mm.slab_want_node = want
     if mm.allocator == ALLOC_SLUB:
         sid = slub_alloc(mm, t, cid, gfp_mask, node)
     else:
@@ -347,6 +352,8 @@ cdef int32_t kmem_cache_alloc_node(mm_t *mm, task_t *t, int32_t root, uint32_t g
     mm.slab_want_node = -1
     if sid < 0:
         return -1
+    if mm.slabs[sid].node != want:
+        mm.stats[M_SLAB_WRONG_NODE_OBJS] += 1
     oid = obj_new(mm, OBJ_SLAB, owner)
     if oid < 0:
         return -1
@@ -401,7 +408,7 @@ cdef int32_t alloc_kmem_pages(mm_t *mm, task_t *t, uint32_t gfp_mask, int order,
     mm.pg_memcg[pfn] = memcg_id
     if bypass and t != NULL and t.memcg != ROOT_MEMCG and not (gfp_mask & __GFP_NOACCOUNT):
         mm.pg_flags[pfn] |= PG_acct_miss
-        mm.acct_miss_pages += nr_pages
+        mm.kmem_miss_pages += nr_pages
         mm.stats[M_CHARGE_BYPASSED_PAGES] += nr_pages
     mm.memcgs[memcg_id].stat[MS_KERNEL] += nr_pages
     mm.zones[page_to_nid(mm, pfn)].nr_kmem += nr_pages
@@ -416,7 +423,7 @@ cdef void free_kmem_pages(mm_t *mm, int32_t oid) noexcept nogil:
     cdef int order = mm.objs[oid].order, memcg_id = mm.pg_memcg[pfn]
     cdef int64_t nr_pages = 1 << order
     if mm.pg_flags[pfn] & PG_acct_miss:
-        mm.acct_miss_pages -= nr_pages
+        mm.kmem_miss_pages -= nr_pages
     mm.memcgs[memcg_id].stat[MS_KERNEL] -= nr_pages
     mm.zones[page_to_nid(mm, pfn)].nr_kmem -= nr_pages
     if memcg_id != ROOT_MEMCG:

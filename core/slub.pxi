@@ -45,7 +45,8 @@ cdef int32_t get_partial(mm_t *mm, kmem_cache_t *s, int node, int local_node) no
 cdef int32_t allocate_slab(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, int node) noexcept nogil:
     """4.3 allocate_slab() (§3.1, §3.2): the preferred order oo without __GFP_WAIT when
     oo > min (Joonsoo Kim, 6af3142bed1f), then s->min with the caller's full flags. Which
-    of these masks the memcg charge sees is the design's slab_charge_caller_gfp."""
+    of these masks the memcg charge sees is the design's slab_charge_caller_gfp. Every
+    call is a new-slab attempt; those with oo > min are also high-order attempts."""
     cdef kmem_cache_t *s = &mm.caches[cid]
     cdef uint32_t flags = gfp_mask & (GFP_RECLAIM_MASK | GFP_CONSTRAINT_MASK)
     cdef uint32_t alloc_gfp
@@ -57,18 +58,24 @@ cdef int32_t allocate_slab(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, 
     alloc_gfp = (flags | __GFP_NOWARN | __GFP_NORETRY) & ~__GFP_NOFAIL
     if high and (alloc_gfp & __GFP_WAIT):
         alloc_gfp = (alloc_gfp | __GFP_NOMEMALLOC) & ~__GFP_WAIT
+    mm.stats[M_SLUB_NEW_SLAB_ATTEMPTS] += 1
     if high:
         mm.stats[M_SLUB_HIGH_ATTEMPTS] += 1
     pfn = alloc_slab_page(mm, t, cid, alloc_gfp,
                           flags if mm.policy.slab_charge_caller_gfp else alloc_gfp,
                           node, order)
     if pfn < 0:
+        # 4.3 mm/slub.c allocate_slab(): "oo = s->min; alloc_gfp = flags; page =
+        # alloc_slab_page(s, alloc_gfp, node, oo); if (unlikely(!page)) goto out;
+        # stat(s, ORDER_FALLBACK);" - counted whenever the second try succeeds, whether the
+        # first failed in the buddy allocator or at the memcg charge (memcg_charge_slab is
+        # inside alloc_slab_page in 4.3), and with no oo > min test: a cache whose oo is
+        # min counts it too (its first try had NORETRY and no NOFAIL, §3.1 step 3)
         order = s.min_order
         pfn = alloc_slab_page(mm, t, cid, flags, flags, node, order)
-        if pfn >= 0 and high:
-            mm.stats[M_SLUB_FALLBACKS] += 1          # stat(s, ORDER_FALLBACK)
-    if pfn < 0:
-        return -1
+        if pfn < 0:
+            return -1
+        mm.stats[M_SLUB_FALLBACKS] += 1
     return register_slab(mm, cid, pfn, order)
 
 

@@ -45,8 +45,22 @@ cdef int task_new(mm_t *mm, int memcg_id, int cpu) noexcept nogil:
 
 
 cdef inline void syscall_enter(mm_t *mm, int tid) noexcept nogil:
-    mm.tasks[tid].in_kernel = True
+    """A syscall entry: one kernel entry (the denominator of enomem_per_kentry); its
+    latency runs until return_to_user() has done the return-to-user work."""
+    cdef task_t *t = &mm.tasks[tid]
+    t.in_kernel = True
+    t.in_syscall = True
+    t.syscall_start_ns = mm.now_ns
+    mm.stats[M_KENTRIES] += 1
     mm.now_ns += COST_SYSCALL
+
+
+cdef inline void syscall_done(mm_t *mm, task_t *t) noexcept nogil:
+    """The syscall's latency as the caller sees it: entry until the return-to-user work
+    (way1's punted memory.high reclaim) is done, or until a fatal signal ends it."""
+    if t.in_syscall:
+        t.in_syscall = False
+        mm.syscall_lat[lat_bucket(mm.now_ns - t.syscall_start_ns)] += 1
 
 
 cdef void setup_background(mm_t *mm, int root_tid, int64_t file_pages, double fragment) noexcept nogil:
@@ -83,6 +97,7 @@ cdef void setup_background(mm_t *mm, int root_tid, int64_t file_pages, double fr
             pfn = nxt
     memset(mm.stats, 0, sizeof(mm.stats))
     memset(mm.lat, 0, sizeof(mm.lat))
+    memset(mm.syscall_lat, 0, sizeof(mm.syscall_lat))
 
 
 cdef void record_syscall_overage(mm_t *mm, task_t *t) noexcept nogil:
@@ -104,11 +119,13 @@ cdef void return_to_user(mm_t *mm, int tid) noexcept nogil:
     if not t.alive:
         return
     if t.dying:
+        syscall_done(mm, t)
         task_exit(mm, tid)
         return
     if t.notify_resume:
         mem_cgroup_handle_over_high(mm, t)
     record_syscall_overage(mm, t)
+    syscall_done(mm, t)
 
 
 cdef void lru_add(mm_t *mm, int32_t pfn, int memcg_id, int lru, int owner) noexcept nogil:

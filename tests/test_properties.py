@@ -34,8 +34,10 @@ GFPS = (
     "GFP_KERNEL|__GFP_NORETRY", "GFP_KERNEL|__GFP_THISNODE",
     "GFP_NOWAIT|__GFP_THISNODE", "GFP_ATOMIC|__GFP_NOWARN",
 )
-# metrics that are not cumulative (DESIGN §4): percentiles and the end-state error
-NOT_CUMULATIVE = ("latency_", "accounting_error_pages")
+# metrics that are not cumulative (DESIGN §4): percentiles, ratios and the end-state
+# uncharged kmem
+NOT_CUMULATIVE = ("latency_", "syscall_latency_", "kmem_uncharged_pages", "enomem_per_kentry",
+                  "nowait_failure_rate", "atomic_failure_rate")
 # reclaim that a request without __GFP_WAIT must never run itself
 DIRECT_PLACES = ("reclaim_rounds_charge", "reclaim_rounds_direct", "reclaim_rounds_locked")
 
