@@ -2,7 +2,8 @@
 
 Adding a design (issue 14: the 6.x row) must not change what the existing rows compute:
 tests/fixtures/legacy_rows.json holds these workloads' metrics as computed by the build
-*before* the 6.x mechanisms existed (main at 179211c). Regenerate only when a change is
+*before* the 6.x mechanisms existed (main at 179211c,
+with the i10 metrics merged; the metrics both have are equal). Regenerate only when a change is
 meant to alter the 4.x rows:  PYTHONPATH=. .venv/bin/python tests/legacy_rows.py
 """
 import json
