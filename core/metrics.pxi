@@ -17,7 +17,7 @@ cdef int64_t lat_percentile(const int64_t *hist, double q) noexcept nogil:
             if i < LAT_SUB:
                 return i
             e = i // LAT_SUB + 3
-            return (LAT_SUB + i % LAT_SUB) << (e - 4)
+            return (<int64_t>(LAT_SUB + i % LAT_SUB)) << (e - 4)   # 64-bit: throttled syscalls take seconds
     return 0
 
 
