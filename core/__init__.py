@@ -5,7 +5,7 @@ import hashlib as _hashlib
 import pathlib as _pathlib
 
 from core._mm import (DESIGNS, GFP_FLAGS, POLICIES, Machine, Task,
-                      WorkloadEvents, design_allocator_error, gfp, parse_size, run_workload, slab_geometry,
+                      WorkloadEvents, design_allocator_error, gfp, high_delay_jiffies, parse_size, run_workload, slab_geometry,
                       slub_geometry, watermark_ok, workload_events)
 from core.metrics import GFP_CLASSES, METRICS, RECLAIM_PLACES
 from core.spec import SpecError, validate_mix, validate_spec
@@ -26,6 +26,6 @@ MODEL_VERSION = _model_version()
 
 __all__ = ["DESIGNS", "GFP_CLASSES", "GFP_FLAGS", "METRICS", "MODEL_VERSION", "POLICIES",
            "RECLAIM_PLACES", "Machine", "SpecError", "Task", "WorkloadEvents",
-           "design_allocator_error", "gfp",
+           "design_allocator_error", "gfp", "high_delay_jiffies",
            "parse_size", "replay", "run_workload", "slab_geometry", "slub_geometry", "validate_mix",
            "validate_spec", "watermark_ok", "workload_events"]

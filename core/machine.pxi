@@ -645,6 +645,19 @@ def slub_geometry(size, cpus, slub_max_order=3):
             "min_order": min_order, "min_objects": (PAGE_SIZE << min_order) // size}
 
 
+def high_delay_jiffies(usage, high, nr_pages=64, charge_batch=64):
+    """The memory.high throttle of one memcg level, in jiffies (HZ = 1000, so ms):
+    calculate_high_delay() of 5.4+ (§6.3) clamped at MEMCG_MAX_HIGH_DELAY_JIFFIES; usage,
+    high in pages; nr_pages the task's punted overage."""
+    for name, value in (("usage", usage), ("high", high), ("nr_pages", nr_pages)):
+        _check_int(name, value, 0, 1 << 40)
+    _check_int("charge_batch", charge_batch, 1, 1 << 20)
+    cdef int64_t h = max(high, 1), overage = 0
+    if usage > h:
+        overage = ((usage - h) << MEMCG_DELAY_PRECISION_SHIFT) // h
+    return min(calculate_high_delay(charge_batch, nr_pages, overage), MEMCG_MAX_HIGH_DELAY_JIFFIES)
+
+
 def slab_geometry(size, slab_max_order=1, reclaimable=False):
     """SLAB calculate_slab_order() of 4.2 (§4.5)."""
     _check_int("size", size, 1, SLAB_KMALLOC_MAX)

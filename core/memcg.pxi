@@ -266,7 +266,7 @@ cdef int64_t mem_find_max_overage(mm_t *mm, int memcg_id) noexcept nogil:
     return max_overage
 
 
-cdef int64_t calculate_high_delay(mm_t *mm, int64_t nr_pages, int64_t max_overage) noexcept nogil:
+cdef int64_t calculate_high_delay(int64_t charge_batch, int64_t nr_pages, int64_t max_overage) noexcept nogil:
     """calculate_high_delay() (5.4, 0e4b01df8659; §6.3): quadratic in the overage, scaled
     by the task's share nr_pages / MEMCG_CHARGE_BATCH; jiffies."""
     cdef int64_t penalty_jiffies
@@ -275,7 +275,7 @@ cdef int64_t calculate_high_delay(mm_t *mm, int64_t nr_pages, int64_t max_overag
     penalty_jiffies = max_overage * max_overage * HZ
     penalty_jiffies >>= MEMCG_DELAY_PRECISION_SHIFT
     penalty_jiffies >>= MEMCG_DELAY_SCALING_SHIFT
-    return penalty_jiffies * nr_pages // mm.policy.charge_batch
+    return penalty_jiffies * nr_pages // charge_batch
 
 
 cdef void __mem_cgroup_handle_over_high(mm_t *mm, task_t *t, uint32_t gfp_mask, int place) noexcept nogil:
@@ -297,7 +297,8 @@ cdef void __mem_cgroup_handle_over_high(mm_t *mm, task_t *t, uint32_t gfp_mask, 
                                     gfp_mask, place)
         if not mm.policy.high_throttle:
             return
-        penalty = min(calculate_high_delay(mm, nr_pages, mem_find_max_overage(mm, t.memcg)),
+        penalty = min(calculate_high_delay(mm.policy.charge_batch, nr_pages,
+                                           mem_find_max_overage(mm, t.memcg)),
                       <int64_t>MEMCG_MAX_HIGH_DELAY_JIFFIES)
         if penalty <= HZ // 100:
             return
