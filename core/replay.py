@@ -11,8 +11,11 @@ from core.spec import validate_spec
 _KINDS = ("kmalloc", "kmalloc_node", "alloc_pages", "dentries", "read_file", "fault_anon")
 
 
-def replay(spec, seed):
+def replay(spec, seed, probe=None, every=1000):
+    """The metrics of (spec, seed), as run_workload gives them. `probe(machine)`, if given,
+    is called after every `every`-th kernel entry (e.g. to sample memory.stat over time)."""
     s = validate_spec(spec)
+    entries = 0
     machine, tasks = build_workload_machine(s)
     events = workload_events(s, seed)
     for kind, task, req_kind, arg, gfp, node, locked, seq, slot in events:
@@ -24,6 +27,13 @@ def replay(spec, seed):
         elif kind == "exit":
             if t.alive and t.in_kernel:
                 t.return_to_user()
+            entries += 1
+            if probe is not None and entries % every == 0:
+                probe(machine)
+        elif kind == "respawn":
+            if t.alive:
+                t.exit()
+            tasks[task] = machine._respawn(t.tid)
         elif kind == "free":
             if arg >= 0 and t.alive and machine._owner(arg) == t.tid:
                 t.kfree(arg)

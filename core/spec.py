@@ -21,6 +21,7 @@ DEFAULTS = {
     "sibling": {"tasks": 0, "max": "max"},
     "background": {"file_mib": 0, "fragment": 0.0},
     "tasks": 2,
+    "churn": {"mean_entries": 0},
     "length": {"kernel_entries": 1000},
     "mix": None,
 }
@@ -154,7 +155,7 @@ def validate_spec(spec):
     """The normalised spec; raises SpecError naming the field."""
     _keys("", spec, tuple(DEFAULTS))
     out = _merge({k: v for k, v in DEFAULTS.items() if k != "mix"}, {k: v for k, v in spec.items() if k != "mix"})
-    for section in ("machine", "cgroup", "sibling", "background", "length"):
+    for section in ("machine", "cgroup", "sibling", "background", "churn", "length"):
         _keys(section, out[section], tuple(DEFAULTS[section]))
     mach = out["machine"]
     nodes = _int("machine.nodes", mach["nodes"], 1, MAX_NODES_)
@@ -190,6 +191,9 @@ def validate_spec(spec):
     bg["file_mib"] = _int("background.file_mib", bg["file_mib"], 0, mach["mem_mib"])
     bg["fragment"] = _num("background.fragment", bg["fragment"], 0, 0.5)
     out["tasks"] = _int("tasks", out["tasks"], 1, 256)
+    # process churn: a task exits after a geometric number of kernel entries (this mean) and
+    # a new one starts in its place; 0 = tasks live as long as the workload
+    out["churn"]["mean_entries"] = _num("churn.mean_entries", out["churn"]["mean_entries"], 0, 1e12)
     out["length"]["kernel_entries"] = _int("length.kernel_entries", out["length"]["kernel_entries"], 1, 1 << 31)
     if spec.get("mix") is None:
         _fail("mix", "required: a GFP mix (see configs/mixes/)")

@@ -10,6 +10,7 @@ cdef enum:
     EV_REQ = 2               # a request (kind, arg, gfp, node, locked) with sequence `seq`
     EV_FREE = 3              # free the object made by request `seq`
     EV_EXIT = 4              # return to user of `task`
+    EV_RESPAWN = 5           # `task` exits (its job is done) and a new task takes its place
     MAX_MIX = 16
     NODE_REMOTE = -2
     NODE_LOCAL = -3
@@ -40,6 +41,7 @@ cdef struct heap_item_t:   # key = expiry << 32 | (seq & 0xffffffff): one compar
     uint64_t key
     int32_t slot
     int32_t task
+    int32_t life             # the task's life (g.task_life) that made the object
 
 cdef struct wl_gen_t:
     uint64_t s[4]            # xoshiro256** state
@@ -51,6 +53,8 @@ cdef struct wl_gen_t:
     double long_lived_share
     int nr_tasks
     int task_node[256]
+    double churn_p           # P(a task exits after a kernel entry) = 1 / churn.mean_entries; 0: never
+    int32_t task_life[256]   # how many times the task slot was respawned by churn
     int nr_nodes
     int64_t entries_left
     int64_t seq
@@ -115,7 +119,8 @@ cdef int32_t slot_get(wl_gen_t *g) noexcept nogil:
     return i
 
 
-cdef void heap_push(wl_gen_t *g, int64_t expiry, int64_t seq, int32_t slot, int32_t task) noexcept nogil:
+cdef void heap_push(wl_gen_t *g, int64_t expiry, int64_t seq, int32_t slot, int32_t task,
+                    int32_t life) noexcept nogil:
     cdef int64_t i, parent
     cdef heap_item_t item
     if g.heap_len == g.heap_cap:
@@ -124,6 +129,7 @@ cdef void heap_push(wl_gen_t *g, int64_t expiry, int64_t seq, int32_t slot, int3
     item.key = (<uint64_t>expiry << 32) | (<uint64_t>seq & 0xffffffffULL)
     item.slot = slot
     item.task = task
+    item.life = life
     i = g.heap_len
     g.heap_len += 1
     while i > 0:
@@ -188,7 +194,7 @@ cdef void gen_request(wl_gen_t *g, wl_event_t *ev) noexcept nogil:
     if r.kind <= REQ_ALLOC_PAGES and long_u >= g.long_lived_share:   # freed after its lifetime
         ev.slot = slot_get(g)
         heap_push(g, ev.seq + 1 + <int64_t>(-log(1.0 - life_u) * g.lifetime_mean), ev.seq,
-                  ev.slot, ev.task)
+                  ev.slot, ev.task, g.task_life[ev.task])
     hash_mix(g, (<uint64_t>ev.kind << 56) ^ (<uint64_t>ev.task << 40) ^ (<uint64_t>ev.locked << 39)
              ^ (<uint64_t>(ev.node + 8) << 32) ^ ev.gfp_mask)
     hash_mix(g, <uint64_t>ev.arg)
@@ -196,7 +202,9 @@ cdef void gen_request(wl_gen_t *g, wl_event_t *ev) noexcept nogil:
 
 cdef bint gen_next(wl_gen_t *g, wl_event_t *ev) noexcept nogil:
     """The next event; False at the end. An entry is: ENTER, (due FREEs, REQ)*, EXIT, then
-    the entry's user page faults (REQ fault_anon), which happen in user mode."""
+    the entry's user page faults (REQ fault_anon), which happen in user mode, then - with
+    churn, after a geometric number of entries - RESPAWN: the task exits and a new one
+    takes its place. Objects of an exited task's life died with it: their FREEs are dropped."""
     cdef heap_item_t it
     while True:
         if g.phase == 0:                                          # between entries
@@ -211,6 +219,10 @@ cdef bint gen_next(wl_gen_t *g, wl_event_t *ev) noexcept nogil:
         if g.phase == 1:                                          # inside the syscall
             if g.heap_len > 0 and (g.heap[0].key >> 32) <= <uint64_t>g.seq:
                 it = heap_pop(g)
+                if it.life != g.task_life[it.task]:               # freed by do_exit already
+                    g.slot_oid[it.slot] = g.slot_free
+                    g.slot_free = it.slot
+                    continue
                 ev.type = EV_FREE
                 ev.seq = <int64_t>(it.key & 0xffffffffULL)
                 ev.task = it.task
@@ -238,6 +250,12 @@ cdef bint gen_next(wl_gen_t *g, wl_event_t *ev) noexcept nogil:
             ev[0] = g.faults[g.pending_faults]
             return True
         g.phase = 0
+        if g.churn_p > 0 and rng_double(g) < g.churn_p:           # the job is done: exit
+            g.task_life[g.cur_task] += 1
+            hash_mix(g, <uint64_t>EV_RESPAWN << 56 ^ <uint64_t>g.cur_task)
+            ev.type = EV_RESPAWN
+            ev.task = g.cur_task
+            return True
 
 
 cdef struct wl_trace_t:      # one traced request
@@ -253,8 +271,9 @@ cdef struct wl_trace_t:      # one traced request
 
 
 cdef int wl_respawn(mm_t *mm, int tid) noexcept nogil:
-    """A workload task that was OOM-killed is restarted (as a service supervisor would) in
-    the same cgroup on the same CPU, so the request stream goes on identically."""
+    """A workload task that was OOM-killed, or whose job ended (churn), is replaced (as a
+    service supervisor or a job queue would) by a new task in the same cgroup on the same
+    CPU, so the request stream goes on identically."""
     return task_new(mm, mm.tasks[tid].memcg, mm.tasks[tid].cpu)
 
 
@@ -279,6 +298,11 @@ cdef int64_t wl_execute(mm_t *mm, wl_gen_t *g, int *tids, wl_trace_t **trace,
         elif ev.type == EV_EXIT:
             if mm.tasks[tid].alive and mm.tasks[tid].in_kernel:
                 return_to_user(mm, tid)
+        elif ev.type == EV_RESPAWN:
+            task_exit(mm, tid)                   # do_exit(): its objects and anon memory go
+            tid = tids[ev.task] = wl_respawn(mm, tid)
+            if tid < 0:
+                break
         elif ev.type == EV_FREE:
             oid = <int32_t>ev.arg
             if oid >= 0 and (mm.objs[oid].kind == OBJ_SLAB or mm.objs[oid].kind == OBJ_PAGES) \
@@ -308,7 +332,7 @@ cdef int64_t wl_execute(mm_t *mm, wl_gen_t *g, int *tids, wl_trace_t **trace,
 cdef class WorkloadEvents:
     """The event stream of a workload (for core.replay and inspection); iterating yields
     (type, task, kind, arg, gfp, node, locked, seq, slot) tuples with type one of
-    "enter", "request", "free", "exit". For "free", `arg` is the slot's object as filled
+    "enter", "request", "free", "exit", "respawn". For "free", `arg` is the slot's object as filled
     in by the driver through set_result()."""
     cdef wl_gen_t g
     cdef readonly int nr_tasks
@@ -329,7 +353,7 @@ cdef class WorkloadEvents:
         memset(&ev, 0, sizeof(ev))
         if not gen_next(&self.g, &ev):
             raise StopIteration
-        kind = ("", "enter", "request", "free", "exit")[ev.type]
+        kind = ("", "enter", "request", "free", "exit", "respawn")[ev.type]
         return (kind, ev.task, ev.kind, ev.arg, ev.gfp_mask, ev.node, bool(ev.locked), ev.seq, ev.slot)
 
     def set_result(self, int slot, int64_t handle):
@@ -367,6 +391,8 @@ cdef void gen_init(wl_gen_t *g, dict s, uint64_t seed, list task_nodes) except *
     g.lifetime_mean = mix["lifetime"]["mean"]
     g.long_lived_share = mix["lifetime"]["long_lived_share"]
     g.nr_tasks = len(task_nodes)
+    mean_entries = s["churn"]["mean_entries"]
+    g.churn_p = 1.0 / mean_entries if mean_entries > 0 else 0.0
     for i, node in enumerate(task_nodes):
         g.task_node[i] = node
     g.nr_nodes = s["machine"]["nodes"]

@@ -17,7 +17,11 @@ import os
 import sys
 from collections import Counter
 
+import shutil
+from pathlib import Path
+
 from sweep import config, grid, plan
+from sweep.claims import CLAIMS_FILE, load_claims
 from sweep.config import ConfigError
 from sweep.outdir import SweepBusy, SweepDir
 from sweep.store import Store
@@ -37,13 +41,18 @@ def main(argv: list[str] | None = None) -> int:
         cells = grid.build_cells(cfg, config.load_mixes(cfg, args.config))
         cells = [c for c in cells if shard is None or shard.holds(c)]
         _check_stats_available(cfg)
+        claims_path = config.claims_file(cfg, args.config)
+        claims = load_claims(claims_path) if claims_path else []
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return USAGE
     sweep_dir = SweepDir.for_config(cfg, shard)
     if args.dry_run:
-        return _dry_run(cfg, cells, sweep_dir, shard)
-    return _run(cfg, cells, sweep_dir, args.fresh, shard)
+        return _dry_run(cfg, cells, sweep_dir, shard, claims)
+    if claims_path:   # the report reads the registry from the sweep folder (shards: their parent)
+        Path(cfg.output.dir).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(claims_path, Path(cfg.output.dir) / CLAIMS_FILE)
+    return _run(cfg, cells, sweep_dir, args.fresh, shard, claims)
 
 
 # --- run ----------------------------------------------------------------------------
@@ -70,7 +79,7 @@ def _check_stats_available(cfg) -> None:
                           f"sweep.stats.cells_needing_more, which is not available ({err})") from None
 
 
-def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard) -> int:
+def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=()) -> int:
     from sweep import runner   # Ray's module: loaded only once a run is certain
 
     try:
@@ -79,6 +88,8 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard) -> int:
         print(f"error: {err}", file=sys.stderr)
         return BUSY
     _print_summary(cfg, summary, sweep_dir)
+    if not summary.interrupted:
+        _print_regimes(sweep_dir, claims)
     if summary.interrupted:
         print(f"interrupted: finished work is stored in {sweep_dir.results}; "
               "rerun the same command to resume", file=sys.stderr)
@@ -104,10 +115,23 @@ def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
             print(f"  error in {cell_id} [{design}]: {error}", file=sys.stderr)
 
 
+def _print_regimes(sweep_dir: SweepDir, claims) -> None:
+    """Regime counts of the stored results, and the warnings of sweep.regime."""
+    from sweep import regime
+
+    with Store(sweep_dir.results) as store:
+        regimes = regime.classify(store.dataframe())
+    if regimes.empty:
+        return
+    print(regime.format_summary(regime.summary(regimes)), file=sys.stderr)
+    for text in regime.warnings(regimes, claims):
+        print(f"warning: {text}", file=sys.stderr)
+
+
 # --- dry run ------------------------------------------------------------------------
 
 
-def _dry_run(cfg, cells, sweep_dir: SweepDir, shard) -> int:
+def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, claims=()) -> int:
     import core
 
     workloads = grid.workloads(cells, cfg.designs, cfg.replications, cfg.seed, core.MODEL_VERSION)
@@ -119,16 +143,19 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard) -> int:
         print(f"  {cell.cell_id}: {per_cell[cell.cell_id]}")
     cpus = cfg.ray.num_cpus or os.cpu_count() or 1
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    axes = ", ".join(f"{a}={_axis_text(cfg.grid[a])}" for a in config.GRID_AXES)
     print(f"sweep {cfg.name!r} (model {core.MODEL_VERSION}){' ' + shard.label if shard else ''}")
-    print(f"axes: {axes}")
+    for block, one in config.block_configs(cfg):
+        axes = ", ".join(f"{a}={_axis_text(one.grid[a])}" for a in config.GRID_AXES if one.grid[a] is not None)
+        print(f"axes of block {block}: {axes}" if cfg.blocks else f"axes: {axes}")
     print(f"designs: {', '.join(cfg.designs)}; replications: {cfg.replications}"
           + (f" (adaptive up to {cfg.stats.max_replications})" if config.is_adaptive(cfg) else ""))
     print(f"cells: {len(cells)}")
     print(f"workloads: {len(workloads)} ({len(workloads) - len(missing)} stored in {sweep_dir.results}, "
           f"{len(missing)} to run)")
     if missing:
-        _print_estimate(cfg, missing, cpus, f"the cluster at {address}" if address else f"a local Ray, {cpus} CPUs")
+        calibration = _print_estimate(cfg, missing, cpus,
+                                      f"the cluster at {address}" if address else f"a local Ray, {cpus} CPUs")
+        _print_regime_estimate(workloads, calibration, claims, len(cells))
     print("dry run: nothing was started or stored")
     return OK
 
@@ -142,6 +169,20 @@ def _print_estimate(cfg, missing, cpus: int, where: str) -> None:
           f"each), at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
     est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=True)
     print(f"estimated time: {plan.format_seconds(est)} on {where} (incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)")
+    return calibration
+
+
+def _print_regime_estimate(workloads, calibration, claims, n_cells: int) -> None:
+    """Regimes estimated from replication 0 of as many cells as a short budget allows."""
+    from sweep import regime
+
+    regimes, sampled = plan.sample_regimes(workloads, done=list(zip(calibration.workloads, calibration.results)))
+    if not sampled:
+        return
+    print(f"regime estimate from replication 0 of {sampled} of {n_cells} cells: "
+          + regime.format_summary(regime.summary(regimes)))
+    for text in regime.warnings(regimes, claims if sampled == n_cells else ()):
+        print(f"warning (estimate): {text}")
 
 
 def _axis_text(values) -> str:

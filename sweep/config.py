@@ -18,7 +18,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CORRECTIONS = ("holm", "bh", "fdr_bh")   # names sweep.stats accepts
-GRID_AXES = ("limit", "high", "order", "nodes", "mix")
+GRID_AXES = ("limit", "high", "order", "nodes", "mix", "allocator", "cpus", "fragment")
+# axes a config may leave unset (null): the value then comes from `workload` or the spec default
+OPTIONAL_AXES = ("allocator", "cpus", "fragment")
+BLOCK_KEYS = ("name", "grid", "workload")
+# workload-spec field each optional axis sets
+OPTIONAL_AXIS_FIELDS = {("machine", "allocator"): "allocator", ("machine", "cpus"): "cpus",
+                        ("background", "fragment"): "fragment"}
 
 
 class ConfigError(ValueError):
@@ -32,6 +38,9 @@ class GridSchema:
     order: List[int] = field(default_factory=lambda: [3])      # slub_max_order
     nodes: List[int] = field(default_factory=lambda: [1])      # NUMA nodes
     mix: List[str] = field(default_factory=lambda: ["kernel"])  # configs/mixes/<name>.yaml
+    allocator: Optional[List[str]] = None   # slub | slab (machine.allocator)
+    cpus: Optional[List[int]] = None        # machine.cpus (SLUB geometry depends on it)
+    fragment: Optional[List[float]] = None  # background.fragment: global fragmentation
 
 
 @dataclass
@@ -73,6 +82,10 @@ class SweepSchema:
     designs: List[str] = field(default_factory=lambda: ["v4.3", "way1", "way2"])
     grid: GridSchema = field(default_factory=GridSchema)
     workload: Dict[str, Any] = field(default_factory=dict)
+    # several small grids in one sweep: each block's grid/workload is merged over the top-level
+    # ones (command-line grid.* overrides win over every block); empty = the top-level grid
+    blocks: List[Any] = field(default_factory=list)
+    claims: Optional[str] = None     # claims registry (configs/claims.yaml): path, next to the config or cwd
     ray: RaySchema = field(default_factory=RaySchema)
     output: OutputSchema = field(default_factory=OutputSchema)
     tracking: TrackingSchema = field(default_factory=TrackingSchema)
@@ -92,8 +105,60 @@ def load(path: str | Path, overrides: list[str] = ()) -> DictConfig:
     except OmegaConfBaseException as err:
         raise ConfigError(_omegaconf_message(err, base)) from None
     _check_values(cfg)
+    cfg.blocks = _checked_blocks(cfg, dots.get("grid") or {})
     _resolve_defaults(cfg)
     return cfg
+
+
+def block_configs(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
+    """(block name, config with that block's grid and workload) for every block; a config
+    without blocks is one block named after the sweep."""
+    if not cfg.blocks:
+        return [(cfg.name, cfg)]
+    out = []
+    for block in cfg.blocks:
+        one = cfg.copy()
+        one.blocks = []
+        one.grid = block.grid
+        one.workload = block.workload
+        out.append((block.name, one))
+    return out
+
+
+def _checked_blocks(cfg: DictConfig, grid_overrides: dict) -> list:
+    """Each block as {name, grid, workload}, fully merged and checked like the top level."""
+    blocks, names = [], []
+    for i, block in enumerate(OmegaConf.to_container(cfg.blocks, resolve=True)):
+        path = f"blocks[{i}]"
+        if not isinstance(block, dict):
+            raise ConfigError(f"{path}: must be a mapping with keys {', '.join(BLOCK_KEYS)}, got {block!r}")
+        for key in block:
+            if key not in BLOCK_KEYS:
+                raise ConfigError(unknown_key_message(f"{path}.{key}", key, list(BLOCK_KEYS)))
+        name = block.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ConfigError(f"{path}.name: required, letters, digits, '.', '_' or '-', got {name!r}")
+        if name in names:
+            raise ConfigError(f"{path}.name: {name!r} is used by blocks[{names.index(name)}]")
+        names.append(name)
+        grid = dict(block.get("grid") or {})
+        if not isinstance(block.get("grid", {}), dict) or not isinstance(block.get("workload", {}), dict):
+            raise ConfigError(f"{path}: grid and workload must be sections")
+        layer = {"grid": grid}
+        _listify_axes(layer)
+        _listify_axes({"grid": grid_overrides})
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(GridSchema), cfg.grid, layer["grid"], grid_overrides)
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{path}.{_omegaconf_message(err, OmegaConf.structured(SweepSchema))}") from None
+        _check_grid(merged, f"{path}.grid")
+        workload = OmegaConf.to_container(OmegaConf.merge(cfg.workload, block.get("workload") or {}))
+        own = block.get("workload") or {}
+        for (section, key), axis in OPTIONAL_AXIS_FIELDS.items():   # the block's axis beats an inherited pin
+            if merged[axis] is not None and key not in (own.get(section) or {}):
+                (workload.get(section) or {}).pop(key, None)
+        blocks.append({"name": name, "grid": merged, "workload": workload})
+    return blocks
 
 
 def mix_dirs(config_path: str | Path) -> list[Path]:
@@ -106,15 +171,30 @@ def load_mixes(cfg: DictConfig, config_path: str | Path) -> dict[str, dict]:
     dirs = mix_dirs(config_path)
     known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
     mixes = {}
-    for i, name in enumerate(cfg.grid.mix):
+    listed = [(f"grid.mix[{i}]", name) for i, name in enumerate(cfg.grid.mix)]
+    listed += [(f"blocks[{b}].grid.mix[{i}]", name) for b, block in enumerate(cfg.blocks)
+               for i, name in enumerate(block.grid.mix)]
+    for path, name in listed:
+        if name in mixes:
+            continue
         file = _find_mix(name, dirs)
         if file is None:
-            raise ConfigError(f"grid.mix[{i}]: unknown mix {name!r}{_did_you_mean(name, known)}; "
+            raise ConfigError(f"{path}: unknown mix {name!r}{_did_you_mean(name, known)}; "
                               f"allowed: {', '.join(known) or '(no configs/mixes/*.yaml found)'}")
         mix = _read_yaml(file)
         mix.setdefault("name", Path(name).stem)
         mixes[name] = mix
     return mixes
+
+
+def claims_file(cfg: DictConfig, config_path: str | Path) -> Path | None:
+    """The claims registry the config names, looked up next to the config, then in cwd."""
+    if not cfg.claims:
+        return None
+    for base in (Path(config_path).resolve().parent, Path.cwd()):
+        if (base / cfg.claims).is_file():
+            return (base / cfg.claims).resolve()
+    raise ConfigError(f"claims: no file {cfg.claims!r} next to the config or in the current folder")
 
 
 def to_yaml(cfg: DictConfig) -> str:
@@ -189,8 +269,8 @@ def _listify_axes(layer: dict) -> None:
     """``grid.nodes=2`` means a one-value axis; lists stay lists."""
     grid = layer.get("grid")
     if isinstance(grid, dict):
-        for axis in ("limit", "order", "nodes", "mix"):
-            if axis in grid and not isinstance(grid[axis], (list, tuple)):
+        for axis in ("limit", "order", "nodes", "mix", *OPTIONAL_AXES):
+            if axis in grid and grid[axis] is not None and not isinstance(grid[axis], (list, tuple)):
                 grid[axis] = [grid[axis]]
 
 
@@ -233,9 +313,7 @@ def _check_values(cfg: DictConfig) -> None:
     _in_range("seed", cfg.seed, 0, 2**63 - 1)
     _in_range("replications", cfg.replications, 1, 100_000)
     _check_designs(cfg.designs)
-    for axis in ("limit", "order", "nodes", "mix"):
-        _check_axis(f"grid.{axis}", cfg.grid[axis])
-    _check_high(cfg.grid.high)
+    _check_grid(cfg.grid, "grid")
     _check_ray(cfg.ray)
     if not cfg.tracking.experiment:
         raise ConfigError("tracking.experiment: must be a non-empty name")
@@ -260,6 +338,15 @@ def _check_designs(designs: ListConfig) -> None:
     _no_duplicates("designs", designs)
 
 
+def _check_grid(grid: DictConfig, path: str) -> None:
+    for axis in ("limit", "order", "nodes", "mix"):
+        _check_axis(f"{path}.{axis}", grid[axis])
+    for axis in OPTIONAL_AXES:
+        if grid[axis] is not None:
+            _check_axis(f"{path}.{axis}", grid[axis])
+    _check_high(grid.high, f"{path}.high")
+
+
 def _check_axis(path: str, values: ListConfig) -> None:
     if len(values) == 0:
         raise ConfigError(f"{path}: must list at least one value")
@@ -274,13 +361,13 @@ def _no_duplicates(path: str, values) -> None:
         seen.add(value)
 
 
-def _check_high(high) -> None:
+def _check_high(high, path: str = "grid.high") -> None:
     values = list(high) if isinstance(high, ListConfig) else [high]
     if isinstance(high, ListConfig):
-        _check_axis("grid.high", high)
+        _check_axis(path, high)
     for value in values:
         if isinstance(value, (DictConfig, ListConfig)) or value is None or isinstance(value, bool):
-            raise ConfigError(f"grid.high: must be a ratio of memory.max in (0, 1], a size "
+            raise ConfigError(f"{path}: must be a ratio of memory.max in (0, 1], a size "
                               f"(\"32M\") or \"max\", got {value!r}")
 
 

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from sweep.config import ConfigError, unknown_key_message
+from sweep import config
+from sweep.config import OPTIONAL_AXES, ConfigError, block_configs, unknown_key_message
 
 # workload-spec fields that a grid axis (or the design list) sets: never pinned
 AXIS_FIELDS = {
@@ -28,13 +30,16 @@ AXIS_FIELDS = {
     ("design",): "designs",
     ("mix",): "grid.mix",
 }
+# ... and those an optional axis sets when the config gives it (else they are pinnable)
+OPTIONAL_AXIS_FIELDS = {fields: f"grid.{axis}" for fields, axis in config.OPTIONAL_AXIS_FIELDS.items()}
 
 
 @dataclass(frozen=True)
 class Cell:
     cell_id: str        # readable, unique: axis values + a short hash of the spec
     key: str            # sha256 of the normalised spec without design (seeds derive from it)
-    axes: dict          # store columns: limit (bytes, inf = "max"), high, order, nodes, mix
+    axes: dict          # store columns: block, limit (bytes, inf = "max"), high, order, nodes,
+                        # mix, allocator, cpus, fragment (the last three from the spec)
     specs: dict         # design -> normalised workload spec
 
 
@@ -78,18 +83,34 @@ class Shard:
 
 
 def build_cells(cfg: DictConfig, mixes: Mapping[str, dict]) -> list[Cell]:
-    """Every cell of the grid, each spec checked by ``core.validate_spec``."""
-    pins = _checked_pins(cfg, mixes)
-    highs = list(cfg.grid.high) if isinstance(cfg.grid.high, ListConfig) else [cfg.grid.high]
-    cells = []
-    for limit in cfg.grid.limit:
-        for high in highs:
-            for order in cfg.grid.order:
-                for nodes in cfg.grid.nodes:
-                    for mix in cfg.grid.mix:
-                        axes = {"limit": limit, "high": high, "order": order, "nodes": nodes, "mix": mix}
-                        cells.append(_cell(cfg, pins, axes, mixes[mix]))
+    """Every cell of every block, each spec checked by ``core.validate_spec``.  A cell that
+    two blocks share (the same spec) is run once, under the first block's name."""
+    cells, seen = [], set()
+    for index, (block, one) in enumerate(block_configs(cfg)):
+        where = f"blocks[{index}]." if cfg.blocks else ""
+        for cell in _block_cells(one, mixes, block if cfg.blocks else None, where):
+            if cell.key not in seen:
+                seen.add(cell.key)
+                cells.append(cell)
     return cells
+
+
+def _block_cells(cfg: DictConfig, mixes: Mapping[str, dict], block: str | None, where: str) -> list[Cell]:
+    pins = _checked_pins(cfg, mixes, where)
+    axes_values = {axis: _values(cfg.grid[axis]) for axis in ("limit", "high", "order", "nodes", "mix",
+                                                             *OPTIONAL_AXES)}
+    cells = []
+    for combo in itertools.product(*axes_values.values()):
+        axes = dict(zip(axes_values, combo))
+        cells.append(_cell(cfg, pins, axes, mixes[axes["mix"]], block, where))
+    return cells
+
+
+def _values(axis) -> list:
+    """An axis' values; a scalar is one value, an unset optional axis is [None]."""
+    if axis is None:
+        return [None]
+    return list(axis) if isinstance(axis, ListConfig) else [axis]
 
 
 def workloads(cells: Iterable[Cell], designs: Iterable[str], replications: Mapping[str, int] | int,
@@ -124,18 +145,27 @@ def _sha256(obj) -> str:
 # --- one cell -------------------------------------------------------------------------
 
 
-def _cell(cfg: DictConfig, pins: dict, axes: dict, mix: dict) -> Cell:
-    specs = {d: _validated(cfg, axes, _compose(pins, axes, mix, d)) for d in cfg.designs}
-    without_design = {k: v for k, v in next(iter(specs.values())).items() if k != "design"}
+def _cell(cfg: DictConfig, pins: dict, axes: dict, mix: dict, block: str | None = None, where: str = "") -> Cell:
+    specs = {d: _validated(cfg, axes, _compose(pins, axes, mix, d), where) for d in cfg.designs}
+    spec = next(iter(specs.values()))
+    without_design = {k: v for k, v in spec.items() if k != "design"}
     key = _sha256(without_design)
     columns = {
+        "block": block or "",
         "limit": size_bytes(axes["limit"]),
         "high": size_bytes(axes["high"]),      # a ratio of limit stays a ratio (<= 1)
         "order": int(axes["order"]),
         "nodes": int(axes["nodes"]),
         "mix": str(axes["mix"]),
+        "allocator": spec["machine"]["allocator"],
+        "cpus": int(spec["machine"]["cpus"]),
+        "fragment": float(spec["background"]["fragment"]),
     }
-    cell_id = f"{axes['limit']}-h{axes['high']}-o{axes['order']}-n{axes['nodes']}-{axes['mix']}-{key[:6]}"
+    extra = "".join(f"-{tag}{axes[axis]}" for axis, tag in (("allocator", ""), ("cpus", "c"), ("fragment", "f"))
+                    if axes[axis] is not None)
+    prefix = f"{block}-" if block else ""
+    cell_id = (f"{prefix}{axes['limit']}-h{axes['high']}-o{axes['order']}-n{axes['nodes']}-{axes['mix']}"
+               f"{extra}-{key[:6]}")
     return Cell(cell_id=cell_id, key=key, axes=columns, specs=specs)
 
 
@@ -143,6 +173,10 @@ def _compose(pins: dict, axes: dict, mix: dict, design: str) -> dict:
     spec = copy.deepcopy(pins)
     spec.setdefault("machine", {}).update(nodes=int(axes["nodes"]), slub_max_order=int(axes["order"]))
     spec.setdefault("cgroup", {}).update(max=_size_value(axes["limit"]), high=_size_value(axes["high"]))
+    for (section, name), axis in OPTIONAL_AXIS_FIELDS.items():
+        value = axes.get(axis.split(".")[1])
+        if value is not None:
+            spec.setdefault(section, {})[name] = value
     spec["mix"] = copy.deepcopy(mix)
     spec["design"] = design
     return spec
@@ -166,20 +200,23 @@ def _size_value(value):
     return int(value) if isinstance(value, str) and value.isdigit() else value
 
 
-def _validated(cfg: DictConfig, axes: dict, spec: dict) -> dict:
+def _validated(cfg: DictConfig, axes: dict, spec: dict, where: str = "") -> dict:
+    """`where` is the YAML path prefix of the block (``blocks[2].``), "" without blocks."""
     import core
 
     try:
         return core.validate_spec(spec)
     except core.SpecError as err:
-        raise ConfigError(_yaml_path_message(cfg, axes, str(err))) from None
+        raise ConfigError(where + _yaml_path_message(cfg, axes, str(err))) from None
 
 
 def _yaml_path_message(cfg: DictConfig, axes: dict, message: str) -> str:
     """Rewrite core's ``machine.nodes: ...`` into the YAML path the user wrote."""
     spec_path, _, reason = message.partition(": ")
     parts = tuple(spec_path.replace("[", ".[").split("."))
-    for fields, yaml_path in AXIS_FIELDS.items():
+    owned = {**AXIS_FIELDS, **{f: a for f, a in OPTIONAL_AXIS_FIELDS.items()
+                              if axes.get(a.split(".")[1]) is not None}}
+    for fields, yaml_path in owned.items():
         if parts[: len(fields)] == fields:
             return f"{_axis_item(cfg, yaml_path, axes)}{_rest(parts[len(fields):])}: {reason}"
     return f"workload.{spec_path}: {reason}"
@@ -201,14 +238,16 @@ def _rest(parts: tuple) -> str:
     return (" " + ".".join(parts).replace(".[", "[")) if parts else ""
 
 
-def _checked_pins(cfg: DictConfig, mixes: Mapping[str, dict]) -> dict:
+def _checked_pins(cfg: DictConfig, mixes: Mapping[str, dict], where: str = "") -> dict:
     """The pinned workload fields, refusing unknown ones and those a grid axis owns."""
     pins = OmegaConf.to_container(cfg.workload, resolve=True)
-    _refuse_axis_fields(pins)
-    first = {axis: (values[0] if isinstance(values, ListConfig) else values)
-             for axis, values in cfg.grid.items()}
-    defaults = _validated(cfg, first, _compose({}, first, mixes[first["mix"]], cfg.designs[0]))
-    _refuse_unknown_fields(pins, defaults, "workload")
+    try:
+        _refuse_axis_fields(pins, cfg.grid)
+        first = {axis: _values(values)[0] for axis, values in cfg.grid.items()}
+        defaults = _validated(cfg, first, _compose({}, first, mixes[first["mix"]], cfg.designs[0]))
+        _refuse_unknown_fields(pins, defaults, "workload")
+    except ConfigError as err:
+        raise ConfigError(where + str(err)) from None
     return pins
 
 
@@ -221,8 +260,9 @@ def _refuse_unknown_fields(pins: dict, defaults: dict, path: str) -> None:
             _refuse_unknown_fields(value, defaults[key], f"{path}.{key}")
 
 
-def _refuse_axis_fields(pins: dict) -> None:
-    for fields, axis in AXIS_FIELDS.items():
+def _refuse_axis_fields(pins: dict, grid) -> None:
+    owned = {**AXIS_FIELDS, **{f: a for f, a in OPTIONAL_AXIS_FIELDS.items() if grid[a.split(".")[1]] is not None}}
+    for fields, axis in owned.items():
         node = pins
         for name in fields:
             node = node.get(name) if isinstance(node, dict) else None

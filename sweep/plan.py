@@ -53,6 +53,43 @@ def calibrate(workloads: list[Workload], budget_s: float = 3.0, max_runs: int = 
     return Calibration(max(mean, 1e-4), ran, results)
 
 
+def sample_regimes(workloads: list[Workload], budget_s: float = 15.0, done: list | None = None):
+    """Estimate the regime of each (cell, design) from replication 0 of as many cells as
+    ``budget_s`` allows (taking turns over blocks and mixes), reusing the calibration's
+    results (``done``: (workload, result) pairs).  Returns (regimes frame, cells sampled)."""
+    import pandas as pd
+
+    from sweep import regime
+    from sweep.runner import result_row
+
+    ran = {w.key: (w, r) for w, r in (done or [])}
+    first = [w for w in workloads if w.replication == 0]
+    by_cell: dict[str, list[Workload]] = defaultdict(list)
+    for w in first:
+        by_cell[w.cell.cell_id].append(w)
+    start = time.perf_counter()
+    for cell_id in _cells_in_turns(by_cell):
+        if time.perf_counter() - start > budget_s:
+            break
+        for w in by_cell[cell_id]:
+            if w.key not in ran:
+                ran[w.key] = (w, worker.run_chunk([as_item(w)])[0])
+    rows = [result_row(w, r) for w, r in ran.values()]
+    frame = regime.classify(pd.DataFrame(rows)) if rows else regime.classify(pd.DataFrame())
+    return frame, frame["cell_id"].nunique() if len(frame) else 0
+
+
+def _cells_in_turns(by_cell: dict) -> list[str]:
+    """Cell ids ordered so that consecutive cells come from different blocks and mixes."""
+    rank = Counter()
+    keyed = []
+    for cell_id, ws in sorted(by_cell.items()):
+        group = (ws[0].cell.axes.get("block", ""), ws[0].cell.axes["mix"])
+        keyed.append((rank[group], group, cell_id))
+        rank[group] += 1
+    return [cell_id for *_, cell_id in sorted(keyed)]
+
+
 def _turns_over_mixes(workloads: list[Workload]) -> list[Workload]:
     """The first workload of every mix, then the second of every mix, ..."""
     rank = Counter()

@@ -19,10 +19,10 @@ import pandas as pd
 
 HASH_METRICS = ("request_hash_lo", "request_hash_hi")
 ID_COLUMNS = ("cell_id", "design", "replication", "seed", "status", "error")
-AXIS_COLUMNS = ("limit", "high", "order", "nodes", "mix")
+AXIS_COLUMNS = ("limit", "high", "order", "nodes", "mix", "block", "allocator", "cpus", "fragment")
 INFO_COLUMNS = ("elapsed_s", "worker", "model_version", "finished_at")
-_SQL_TYPES = {"replication": "INTEGER", "seed": "INTEGER", "order": "INTEGER", "nodes": "INTEGER",
-              "limit": "REAL", "high": "REAL", "elapsed_s": "REAL", "finished_at": "REAL"}
+_SQL_TYPES = {"block": "TEXT", "allocator": "TEXT", "replication": "INTEGER", "seed": "INTEGER", "order": "INTEGER", "nodes": "INTEGER",
+              "cpus": "INTEGER", "fragment": "REAL", "limit": "REAL", "high": "REAL", "elapsed_s": "REAL", "finished_at": "REAL"}
 
 
 def metric_names() -> tuple[str, ...]:

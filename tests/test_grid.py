@@ -37,8 +37,9 @@ def test_one_cell_per_combination_of_the_axes(small):
 def test_cell_specs_carry_the_axes_the_pins_and_the_inlined_mix(small, tmp_path):
     path, cfg, cells = small
     mix_file = yaml.safe_load((path.parent / "mixes" / "nowait-burst.yaml").read_text())
-    cell = next(c for c in cells if c.axes == {"limit": 128 * 2**20, "high": 0.75, "order": 0, "nodes": 2,
-                                               "mix": "nowait-burst"})
+    cell = next(c for c in cells if c.axes == {"block": "", "limit": 128 * 2**20, "high": 0.75, "order": 0,
+                                               "nodes": 2, "mix": "nowait-burst", "allocator": "slub",
+                                               "cpus": SMALL["workload"]["machine"]["cpus"], "fragment": 0.0})
     for design in cfg.designs:
         spec = cell.specs[design]
         assert spec["design"] == design
@@ -155,3 +156,58 @@ def test_calibration_times_real_workloads_and_returns_their_results(small):
     for w, result in zip(calibration.workloads, calibration.results):
         assert result["key"] == w.key and result["status"] == "ok"
         assert result["metrics"] == {k: float(v) for k, v in core.run_workload(w.spec, w.seed).items()}
+
+
+BLOCKS = {"blocks": [
+    {"name": "card", "grid": {"limit": ["32M", "128M"], "mix": ["kernel", "nowait-burst"]}},
+    {"name": "slab", "grid": {"limit": ["32M"], "high": ["max", 0.5], "mix": ["kernel"], "nodes": [2],
+                              "allocator": ["slab"]}},
+    {"name": "wide", "grid": {"limit": ["32M"], "mix": ["kernel"], "cpus": [2, 8]},
+     "workload": {"tasks": 3}},
+]}
+
+
+@pytest.fixture(scope="module")
+def blocked(tmp_path_factory):
+    path = write_config(tmp_path_factory.mktemp("blocks"), BLOCKS)
+    return path, config.load(path), cells_for(path)
+
+
+def test_blocks_are_small_grids_over_the_top_level_defaults(blocked):
+    path, cfg, cells = blocked
+    by_block = {}
+    for cell in cells:
+        by_block.setdefault(cell.axes["block"], []).append(cell)
+    # card: 2 limits x 2 orders x 2 nodes x 2 mixes; slab: 2 highs; wide: 2 orders x 2 nodes x 2 cpus
+    assert {b: len(c) for b, c in by_block.items()} == {"card": 16, "slab": 4, "wide": 8}
+    assert all(c.cell_id.startswith(c.axes["block"] + "-") for c in cells)
+    assert len({c.cell_id for c in cells}) == len({c.key for c in cells}) == len(cells)
+    slab = by_block["slab"][0].specs["way1"]
+    assert slab["machine"]["allocator"] == "slab" and by_block["slab"][0].axes["allocator"] == "slab"
+    assert {c.axes["high"] for c in by_block["slab"]} == {float("inf"), 0.5}
+    wide = {c.axes["cpus"]: c.specs["v4.3"] for c in by_block["wide"]}
+    assert set(wide) == {2, 8}                              # the axis beats the top-level pinned cpus: 2
+    assert all(s["tasks"] == 3 for s in wide.values()) and by_block["card"][0].specs["v4.3"]["tasks"] == 2
+    assert all(c.axes["cpus"] == SMALL["workload"]["machine"]["cpus"] for c in by_block["card"])
+
+
+def test_a_cell_two_blocks_share_runs_once_and_overrides_reach_every_block(blocked):
+    path, _, cells = blocked
+    twice = {"blocks": BLOCKS["blocks"] + [{"name": "again", "grid": {"limit": ["32M"], "mix": ["kernel"]}}]}
+    again = cells_for(write_config(path.parent / "twice", twice))
+    assert {c.key for c in again} == {c.key for c in cells}      # "again" adds nothing new
+    assert "again" not in {c.axes["block"] for c in again}
+    narrowed = cells_for(path, "grid.nodes=[1]")
+    assert {c.axes["nodes"] for c in narrowed} == {1} and len(narrowed) == 8 + 4 + 4
+
+
+def test_shards_and_workload_keys_work_across_blocks(blocked):
+    _, cfg, cells = blocked
+    everything = {w.key for w in grid.workloads(cells, cfg.designs, 2, cfg.seed, core.MODEL_VERSION)}
+    parts = [{w.key for w in grid.workloads([c for c in cells if grid.Shard(i, 3).holds(c)], cfg.designs, 2,
+                                            cfg.seed, core.MODEL_VERSION)} for i in range(3)]
+    assert set().union(*parts) == everything and sum(map(len, parts)) == len(everything)
+    # a block's cell is the same cell (key, seeds) as the same spec in a plain grid: resume
+    # and the results store do not care which block asked for it
+    plain = cells_for(write_config(blocked[0].parent / "plain", {"grid": {"limit": ["32M"], "mix": ["kernel"]}}))
+    assert {c.key for c in plain} <= {c.key for c in cells}

@@ -87,9 +87,10 @@ def test_rerun_runs_only_what_is_missing(smoke_run, tmp_path, ray_session):
     before = frame(out)
     assert _sweep(SMOKE, out).counts() == {"cells": 24, "workloads": 144, "skipped": 144, "ran": 0,
                                            "ok": 0, "errors": 0, "lost": 0, "rounds": 1}
-    # one more value on one axis: only the new cells run
+    # one more value on one axis (a command-line override reaches every block): only the
+    # new cells run - 16 + 8 cells of the two blocks become 24 + 24
     assert _sweep(SMOKE, out, "grid.order=[0,3,1]").counts() == {
-        "cells": 36, "workloads": 216, "skipped": 144, "ran": 72, "ok": 72, "errors": 0, "lost": 0, "rounds": 1}
+        "cells": 48, "workloads": 288, "skipped": 144, "ran": 144, "ok": 144, "errors": 0, "lost": 0, "rounds": 1}
     after = frame(out)
     old = after[after["order"] != 1]
     pd.testing.assert_frame_equal(metric_table(old), metric_table(before))
