@@ -150,6 +150,8 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, claims=()) -> int:
     print(f"designs: {', '.join(cfg.designs)}; replications: {cfg.replications}"
           + (f" (adaptive up to {cfg.stats.max_replications})" if config.is_adaptive(cfg) else ""))
     print(f"cells: {len(cells)}")
+    for design, n in grid.skipped_designs(cfg, cells).items():
+        print(f"{design}: not run in {n} cells (no such allocator in that kernel: SLAB was removed in 6.8)")
     print(f"workloads: {len(workloads)} ({len(workloads) - len(missing)} stored in {sweep_dir.results}, "
           f"{len(missing)} to run)")
     if missing:

@@ -340,3 +340,25 @@ def test_a_small_overage_is_not_worth_a_sleep():
 def test_way1_never_throttles():
     _, delta = unreclaimable_over_high("way1", MB(9))
     assert delta["high_throttle_sleeps"] == 0 and delta["high_throttle_ns"] == 0
+
+
+# ---- the sweep: a 6.x row next to the 2015 designs --------------------------------------------
+
+def test_sweep_runs_the_modern_row_in_every_slub_cell_and_refuses_an_all_slab_sweep(tmp_path):
+    from sweep import config, grid
+    from sweep_helpers import write_config
+
+    path = write_config(tmp_path, {"designs": ["v4.3", "way1", MODERN],
+                                   "grid": {"allocator": ["slub", "slab"]}})
+    cfg = config.load(path)
+    cells = grid.build_cells(cfg, config.load_mixes(cfg, path))
+    for cell in cells:
+        expected = {"v4.3", "way1"} | ({MODERN} if cell.axes["allocator"] == "slub" else set())
+        assert set(cell.specs) == expected
+    work = grid.workloads(cells, cfg.designs, 2, cfg.seed, core.MODEL_VERSION)
+    assert {w.cell.axes["allocator"] for w in work if w.design == MODERN} == {"slub"}
+    assert grid.skipped_designs(cfg, cells) == {MODERN: len(cells) // 2}
+
+    cfg = config.load(path, ["grid.allocator=[slab]"])
+    with pytest.raises(config.ConfigError, match=r"^designs\[2\]: design 'v6.18' .*SLAB"):
+        grid.build_cells(cfg, config.load_mixes(cfg, path))
