@@ -362,3 +362,29 @@ def test_sweep_runs_the_modern_row_in_every_slub_cell_and_refuses_an_all_slab_sw
     cfg = config.load(path, ["grid.allocator=[slab]"])
     with pytest.raises(config.ConfigError, match=r"^designs\[2\]: design 'v6.18' .*SLAB"):
         grid.build_cells(cfg, config.load_mixes(cfg, path))
+
+
+def test_slub_high_order_try_does_not_wake_kswapd():
+    # 6.18 allocate_slab(): the optimistic high-order try drops all of __GFP_RECLAIM, so on
+    # a buddy allocator without order-3 blocks it no longer wakes kswapd (4.3 did, §3.4)
+    woken = {}
+    for design in ("way1", MODERN):
+        m = machine(design, mem_mib=64)
+        root = m.spawn("/", cpu=0)
+        with root.syscall():
+            handles = []
+            while (handle := root.alloc_pages(0, "GFP_ATOMIC|__GFP_MEMALLOC")) is not None:
+                handles.append(handle)
+            for handle in handles[::2]:
+                root.free_pages(handle)
+        assert all(n == 0 for n in m.buddyinfo()[0][3:])
+        task = m.spawn("/a", cpu=0)
+        before = m.metrics()
+        with task.syscall():
+            for _ in range(64):                        # kmalloc-2048: oo order 3, min order 0
+                assert task.kmalloc(2048, "GFP_KERNEL") is not None
+        delta = metrics_delta(before, m.metrics())
+        assert delta["slub_high_order_attempts"] > 0 and delta["slub_order_fallbacks"] > 0
+        woken[design] = delta["kswapd_wakeups"]
+    assert woken["way1"] > 0
+    assert woken[MODERN] == 0
