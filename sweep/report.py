@@ -28,7 +28,7 @@ COMPARISONS = "comparisons.parquet"
 AGGREGATES = "aggregates.parquet"
 RESULTS = "results.parquet"
 RATE_COLUMNS = {"enomem_workloads": "ENOMEM workloads", "oom_kill_workloads": "OOM-killed workloads",
-                "slub_order_fallback": "ORDER_FALLBACK / high-order try",
+                "slub_order_fallback": "ORDER_FALLBACK / new slab",
                 "nowait_fallback": "NOWAIT fallbacks / NOWAIT requests",
                 "alloc_kernel_failure": "GFP_KERNEL failures / requests"}
 

@@ -6,7 +6,9 @@ ran with the same seed under every design (common random numbers), so designs ar
 **pairwise by seed** within a cell:
 
 * binary outcome "the workload saw a user-visible ENOMEM": McNemar's exact test on the
-  discordant pairs (statsmodels), Wilson intervals on each design's rate;
+  discordant pairs (statsmodels), Wilson intervals on each design's rate; the per-workload
+  rates (ENOMEM per kernel entry, NOWAIT/ATOMIC failures per request) are compared as
+  continuous metrics, since the binary outcome is often all-or-nothing within a cell;
 * continuous metrics: Wilcoxon signed-rank test of the paired differences (scipy) and a BCa
   bootstrap CI of the mean paired difference (``scipy.stats.bootstrap``, paired, fixed rng);
 * across cells, per (comparison, metric) family: Holm and Benjamini-Hochberg adjusted
@@ -53,19 +55,34 @@ class Metric:
 
 
 ENOMEM = Metric("enomem", "workloads with a user-visible ENOMEM", binary=True)
+# Each design's costs next to its benefits (docs/model.md "What each design costs"): every
+# cost a design moves elsewhere (way1's punted reclaim, v4.3's uncharged NOFAIL kmem,
+# way2's forced __GFP_HIGH charges) lands in a metric compared here.
 KEY_METRICS = (
     ENOMEM,
+    Metric("enomem_per_kentry", "user-visible ENOMEM per kernel entry"),
+    Metric("nowait_failure_rate", "failed GFP_NOWAIT requests per NOWAIT request"),
+    Metric("atomic_failure_rate", "failed GFP_ATOMIC requests per ATOMIC request"),
+    Metric("alloc_atomic_failures", "failed GFP_ATOMIC requests"),
+    Metric("nowait_failures", "failed GFP_NOWAIT requests"),
     Metric("overshoot_high_peak_pages", "peak overshoot over memory.high (pages)"),
     Metric("overshoot_high_integral_page_ms", "overshoot over memory.high (page*ms)"),
     Metric("overshoot_max_peak_pages", "peak overshoot over memory.max (pages)"),
+    Metric("charge_forced_pages", "pages force-charged past memory.max"),
+    Metric("kmem_uncharged_pages", "kmem left uncharged at the end (pages)"),
     Metric("reclaim_scanned_pages", "pages scanned by reclaim"),
     Metric("reclaim_rounds_locked", "reclaim rounds run under a lock"),
-    Metric("slub_order_fallback_rate", "SLUB ORDER_FALLBACK per high-order attempt"),
-    Metric("latency_kernel_p99_ns", "GFP_KERNEL allocation latency p99 (ns)"),
+    Metric("syscall_latency_p99_ns", "syscall latency p99, incl. return-to-user work (ns)"),
+    Metric("latency_kernel_p99_ns", "per-request GFP_KERNEL latency p99, excl. return-to-user work (ns)"),
+    Metric("slub_order_fallback_rate", "SLUB ORDER_FALLBACK per new slab"),
+    Metric("slab_wrong_node_objects", "slab objects placed on the wrong node"),
     Metric("slab_wrong_node_pages", "slab pages placed on the wrong node"),
-    Metric("nowait_failures", "failed GFP_NOWAIT requests"),
 )
 METRICS_BY_NAME = {m.name: m for m in KEY_METRICS}
+# per-workload rates of the core (0 without a denominator) -> their denominator
+RATE_DENOMINATORS = {"enomem_per_kentry": "kernel_entries",
+                     "nowait_failure_rate": "alloc_nowait_attempts",
+                     "atomic_failure_rate": "alloc_atomic_attempts"}
 
 # Rates with Wilson intervals: name -> (numerator, denominator).  Workload-level rates count
 # workloads (indicator columns added by ``workload_values``); request-level rates pool the
@@ -73,7 +90,7 @@ METRICS_BY_NAME = {m.name: m for m in KEY_METRICS}
 RATES = {
     "enomem_workloads": ("enomem", "one"),
     "oom_kill_workloads": ("oom_killed", "one"),
-    "slub_order_fallback": ("slub_order_fallbacks", "slub_high_order_attempts"),
+    "slub_order_fallback": ("slub_order_fallbacks", "slub_new_slab_attempts"),
     "nowait_fallback": ("nowait_fallbacks", "alloc_nowait_attempts"),
     **{f"alloc_{c}_failure": (f"alloc_{c}_failures", f"alloc_{c}_attempts") for c in GFP_CLASSES},
 }
@@ -162,10 +179,17 @@ def workload_values(df: pd.DataFrame) -> pd.DataFrame:
     ok["enomem"] = (ok["enomem_user_visible"] > 0).astype(float)
     ok["oom_killed"] = ((ok["oom_kills_memcg"] + ok["oom_kills_global"]) > 0).astype(float)
     ok["one"] = 1.0
-    attempts = ok["slub_high_order_attempts"]
-    # no high-order attempt -> no rate (NaN), rather than a misleading 0
-    ok["slub_order_fallback_rate"] = ok["slub_order_fallbacks"].where(attempts > 0) / attempts.where(attempts > 0)
+    ok["slub_order_fallback_rate"] = _per(ok["slub_order_fallbacks"], ok["slub_new_slab_attempts"])
+    # the core reports a rate without a denominator as 0; here it is undefined (NaN), so
+    # a mix without NOWAIT requests is "untestable", not "indistinguishable"
+    for rate, denominator in RATE_DENOMINATORS.items():
+        ok[rate] = ok[rate].where(ok[denominator] > 0)
     return ok
+
+
+def _per(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    """numerator / denominator per workload; NaN (no rate) where the denominator is 0."""
+    return numerator.where(denominator > 0) / denominator.where(denominator > 0)
 
 
 def cell_axes(df: pd.DataFrame) -> pd.DataFrame:

@@ -42,6 +42,7 @@ def synthetic(designs=("v4.3", "way1", "way2"), reps=20, cells=None, shift=None,
         for rep in range(reps):
             crn = np.random.default_rng([seed, c_index, rep])
             base = {m: float(crn.gamma(2.0, 50.0)) for m in METRICS}
+            base["slub_new_slab_attempts"] = float(crn.integers(40, 80))
             base["slub_high_order_attempts"] = float(crn.integers(20, 60))
             base["slub_order_fallbacks"] = float(crn.integers(0, 20))
             u_enomem = crn.random()
@@ -65,7 +66,8 @@ def _keep_counts_consistent(values: dict) -> None:
         values[failures] = min(values[failures], values[attempts])
 
 
-_COUNT_PAIRS = [("slub_order_fallbacks", "slub_high_order_attempts"),
+_COUNT_PAIRS = [("slub_order_fallbacks", "slub_new_slab_attempts"),
+               ("slub_high_order_attempts", "slub_new_slab_attempts"),
                 ("nowait_fallbacks", "alloc_nowait_attempts")] + [
     (f"alloc_{c}_failures", f"alloc_{c}_attempts")
     for c in GFP_CLASSES]

@@ -204,8 +204,13 @@ def test_aa_with_the_simulator_two_seed_streams_of_one_design():
     b = real(designs=("way1",), reps=10, seed_offset=500_000, relabel={"way1": "way1-b"})
     aa = pd.concat([a, b]).assign(seed=lambda d: d["replication"])   # pair stream a with b
     table = stats.compare_cells(aa, pairs=[("way1", "way1-b")], resamples=0)
-    assert len(table) == 8 * len(stats.KEY_METRICS) and table["n_pairs"].eq(10).all()
-    assert (table["p_holm"] >= 0.05).all() and (table["p_bh"] >= 0.05).all()
+    assert len(table) == 8 * len(stats.KEY_METRICS)
+    # a failure rate is undefined (no pairs, untestable) where the mix makes no such request
+    undefined = table["metric"].isin(["nowait_failure_rate", "atomic_failure_rate"])
+    assert table.loc[~undefined, "n_pairs"].eq(10).all()
+    assert table.loc[undefined, "n_pairs"].isin([0, 10]).all()
+    assert (table.loc[undefined & table["n_pairs"].eq(0), "verdict"] == "untestable").all()
+    assert (table["p_holm"].fillna(1) >= 0.05).all() and (table["p_bh"].fillna(1) >= 0.05).all()
 
 
 def test_aa_with_the_simulator_same_seeds_is_exactly_null():
@@ -213,6 +218,9 @@ def test_aa_with_the_simulator_same_seeds_is_exactly_null():
     a = real(designs=("way2",), reps=5)
     aa = pd.concat([a, a.assign(design="way2-again")])
     table = stats.compare_cells(aa, pairs=[("way2", "way2-again")])
+    untested = table["n_pairs"] == 0            # a rate the mix has no requests for
+    assert set(table.loc[untested, "metric"]) <= {"nowait_failure_rate", "atomic_failure_rate"}
+    table = table[~untested]
     assert (table["p_value"] == 1.0).all() and (table["diff_mean"] == 0).all()
     assert (table["diff_ci_lo"] == 0).all() and (table["diff_ci_hi"] == 0).all()
 
@@ -262,7 +270,7 @@ def test_aggregate_counts_means_quantiles_and_wilson_rates():
     assert got["rate/enomem_workloads"] == pytest.approx(k / 14)
     lo, hi = proportion_confint(k, 14, alpha=0.05, method="wilson")
     assert (got["rate/enomem_workloads/ci_lo"], got["rate/enomem_workloads/ci_hi"]) == pytest.approx((lo, hi))
-    pooled = ok["slub_order_fallbacks"].sum() / ok["slub_high_order_attempts"].sum()
+    pooled = ok["slub_order_fallbacks"].sum() / ok["slub_new_slab_attempts"].sum()
     assert got["rate/slub_order_fallback"] == pytest.approx(pooled)
 
 
@@ -275,7 +283,7 @@ def _controlled(noise_by_cell, reps, seed=0):
     for name in CONTINUOUS:
         df[name] = 100.0
     df["enomem_user_visible"] = 0.0
-    df["slub_order_fallbacks"], df["slub_high_order_attempts"] = 1.0, 10.0
+    df["slub_order_fallbacks"], df["slub_new_slab_attempts"] = 1.0, 10.0
     rng = np.random.default_rng(seed)
     noise = df["cell_id"].map(noise_by_cell) * rng.normal(size=len(df))
     df["overshoot_high_peak_pages"] = 100.0 + noise
