@@ -44,9 +44,9 @@ cdef int32_t get_partial(mm_t *mm, kmem_cache_t *s, int node, int local_node) no
 
 cdef int32_t allocate_slab(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, int node) noexcept nogil:
     """4.3 allocate_slab() (§3.1, §3.2): the preferred order oo without __GFP_WAIT when
-    oo > min (Joonsoo Kim, 6af3142bed1f), then s->min with the caller's full flags. Which
-    of these masks the memcg charge sees is the policy's slab_charge_caller_gfp. Every
-    call is a new-slab attempt; those with oo > min are also high-order attempts."""
+    oo > min (Joonsoo Kim, 6af3142bed1f), then s->min with the caller's full flags. Every
+    call is a new-slab attempt; those with oo > min are also high-order attempts. Which
+    of these masks the memcg charge sees is the design's slab_charge_caller_gfp."""
     cdef kmem_cache_t *s = &mm.caches[cid]
     cdef uint32_t flags = gfp_mask & (GFP_RECLAIM_MASK | GFP_CONSTRAINT_MASK)
     cdef uint32_t alloc_gfp
