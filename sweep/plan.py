@@ -1,7 +1,8 @@
-"""Calibrate, order and chunk workloads; estimate wall time (Ray-free).
+"""Calibrate, order and chunk workloads; estimate wall time and regimes (Ray-free).
 
 Calibration runs a few real workloads in the driver.  Their results are real, so a run
-stores them instead of throwing them away; ``--dry-run`` only times them.
+stores them instead of throwing them away; ``--dry-run`` only times them, and also runs
+replication 0 of as many cells as ~15 s allow to estimate each cell's regime.
 """
 from __future__ import annotations
 

@@ -88,7 +88,10 @@ def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, baseline: 
     figure of 21 separate axes took ~4 s to render, this takes a fraction of that."""
     rows = rows.assign(effect=effect_values(rows).to_numpy(),
                        significant=(rows[rows["correction"].iloc[0]] < alpha).to_numpy(dtype=float))
-    row_keys = ["mix"] + (["high"] if rows["high"].nunique() > 1 else [])
+    # cells of different blocks (or allocators, CPU counts, fragmentation) may share
+    # limit/nodes/order/mix: such axes become panel rows when they vary
+    row_keys = ["mix"] + [k for k in ("high", "block", "allocator", "cpus", "fragment")
+                          if k in rows and rows[k].nunique(dropna=True) > 1]
     panel_rows = sorted(rows[row_keys].drop_duplicates().itertuples(index=False, name=None))
     orders, limits, nodes = (sorted(rows[c].unique()) for c in ("order", "limit", "nodes"))
     height, width = len(nodes) + 1, len(limits) + 1          # a panel plus its gap

@@ -35,7 +35,7 @@ from statsmodels.stats.proportion import proportion_confint
 from core.metrics import GFP_CLASSES, METRICS
 
 BASELINE = "v4.3"                      # the kernel as shipped: compared against every design
-AXES = ("limit", "high", "order", "nodes", "mix")
+AXES = ("limit", "high", "order", "nodes", "mix", "block", "allocator", "cpus", "fragment")  # = store.AXIS_COLUMNS
 ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 1999             # BCa CI of a mean; more moves the bounds < 1 %
 BOOTSTRAP_SEED = 20150915              # fixed rng: the report is reproducible
@@ -194,7 +194,7 @@ def _per(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
 
 def cell_axes(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell_id with its grid-axis values."""
-    return df.groupby("cell_id", sort=True)[list(AXES)].first()
+    return df.groupby("cell_id", sort=True)[[a for a in AXES if a in df.columns]].first()
 
 
 def _paired_wide(values: pd.DataFrame, metric: str) -> pd.DataFrame:

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from core.metrics import METRICS
 from sweep import claims, config, grid, regime
 from sweep.config import ConfigError
 from sweep_helpers import REPO, run_cli, write_config
@@ -87,16 +88,9 @@ def results(cell, way1, way2, max_events=1.0, mix="kernel"):
     out = []
     for design, values in (("way1", way1), ("way2", way2)):
         for seed, value in enumerate(values):
-            out.append({"cell_id": cell, "design": design, "seed": seed, "status": "ok", "mix": mix,
-                        "limit": 32.0 * 2**20, "high": float("inf"), "order": 3, "nodes": 1,
-                        "nowait_failures": float(value), "events_max": max_events, "events_high": 0.0,
-                        "overshoot_high_peak_pages": 0.0, "oom_kills_memcg": 0.0, "oom_kills_global": 0.0,
-                        "enomem_per_kentry": 0.0, "enomem_user_visible": 0.0, "slub_high_order_attempts": 0.0,
-                        "slub_order_fallbacks": 0.0, "slub_new_slab_attempts": 0.0,
-                        # the rates stats.workload_values masks by their denominators (i10)
-                        "kernel_entries": 100.0, "alloc_nowait_attempts": 100.0,
-                        "alloc_atomic_attempts": 0.0, "nowait_failure_rate": float(value) / 100,
-                        "atomic_failure_rate": 0.0})
+            out.append({**dict.fromkeys(METRICS, 0.0), "cell_id": cell, "design": design, "seed": seed,
+                        "status": "ok", "mix": mix, "limit": 32.0 * 2**20, "high": float("inf"), "order": 3,
+                        "nodes": 1, "nowait_failures": float(value), "events_max": max_events})
     return out
 
 
