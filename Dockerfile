@@ -28,11 +28,12 @@ ENV MLFLOW_DISABLE_TELEMETRY=true \
 # pod's `runAsNonRoot: true` can verify it without a passwd lookup.
 USER 1000:100
 COPY --from=build --chown=1000:100 /wheels/ /tmp/wheels/
-# psycopg2 only for the MLflow server's PostgreSQL backend (k8s/mlflow.yaml): an image-only
-# dependency, not one of the package's.
-RUN python -m pip install --no-cache-dir /tmp/wheels/*.whl psycopg2-binary==2.9.13 \
+# psycopg (3) only for the MLflow server's PostgreSQL backend (k8s/mlflow.yaml): an image-only
+# dependency, not one of the package's. It is the driver SQLAlchemy 2.1 loads for a plain
+# postgresql:// URL (psycopg2 was 2.0's); the check below loads it the way the server does.
+RUN python -m pip install --no-cache-dir /tmp/wheels/*.whl "psycopg[binary]==3.3.9" \
     && rm -rf /tmp/wheels \
-    && python -c "import core, sweep.cli, psycopg2; core.run_workload"
+    && python -c "import core, sweep.cli, sqlalchemy; core.run_workload; sqlalchemy.create_engine('postgresql://u@h/d')"
 # The sweep is run from here: `configs/grid.yaml` and the mixes it names resolve relative to it.
 WORKDIR /home/ray/kmemcg-sweep
 COPY --chown=1000:100 configs/ configs/

@@ -26,11 +26,17 @@ $(STAMP): $(VENV)/bin/python $(SOURCES)
 	$(VPY) -m pip install -q --no-compile -e '.[test]'
 	touch $(STAMP)
 
-# headless Chromium for the MLflow UI check (Debian package); needs root, as in CI
+# Debian packages the tests drive: headless Chromium (the MLflow UI checks) and PostgreSQL (the
+# manifest's MLflow server on its real backend; the tests run their own cluster, so Debian's
+# default one is not needed). Installs whichever is missing; needs root, as in CI.
 system-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
-	  else echo "install Debian's chromium (sudo apt-get install chromium) for the UI test"; exit 1; fi; }
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing=" chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "the tests need Debian's$$missing: sudo apt-get install$$missing"; exit 1; fi; \
+	fi
 
 bench: $(STAMP)
 	$(VPY) benchmarks/run.py

@@ -1,14 +1,15 @@
 """``python -m sweep``: run a sweep, or log / report / export a finished one.
 
     python -m sweep CONFIG.yaml [key=value ...] [--dry-run] [--fresh] [--shard i/N]
-    python -m sweep log    SWEEP_DIR       # (re)log to MLflow
-    python -m sweep report SWEEP_DIR       # (re)build the report
+    python -m sweep log    SWEEP_DIR [key=value ...]   # (re)log to MLflow, e.g. tracking.uri=...
+    python -m sweep report SWEEP_DIR [key=value ...]   # (re)build the report
     python -m sweep export SWEEP_DIR [--parquet FILE] [--all]
 
-Exit status: 0 done; 1 some workloads failed (stored as error rows); 2 bad config or
-usage (nothing started); 3 results stored but report or tracking failed; 4 another
-driver is using the sweep folder; 130 interrupted (finished work kept; rerun resumes).
-Ray is imported only when there is work for it, so config errors never start Ray.
+Exit status: 0 done; 1 some workloads failed (stored as error rows); 2 bad config, usage,
+output folder or a damaged store (nothing started); 3 results stored but report or tracking
+failed; 4 another driver is using the sweep folder; 5 the run stopped early (e.g. the local
+Ray died): finished work kept, rerun resumes; 130 interrupted (finished work kept; rerun
+resumes).  Ray is imported only when there is work for it, so config errors never start Ray.
 """
 from __future__ import annotations
 
@@ -20,35 +21,45 @@ from collections import Counter
 import shutil
 from pathlib import Path
 
-from sweep import config, grid, plan
+from sweep import config, grid, interrupt, plan
 from sweep.claims import CLAIMS_FILE, load_claims
 from sweep.config import ConfigError
 from sweep.outdir import SweepBusy, SweepDir
-from sweep.store import Store
+from sweep.store import Store, StoreDamaged
 
-OK, FAILED, USAGE, POSTPROCESS, BUSY, INTERRUPTED = 0, 1, 2, 3, 4, 130
+OK, FAILED, USAGE, POSTPROCESS, BUSY, STOPPED, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
 SUBCOMMANDS = ("log", "report", "export")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in SUBCOMMANDS:
-        return _subcommand(argv)
-    args = _run_parser().parse_intermixed_args(argv)
     try:
-        shard = grid.Shard.parse(args.shard) if args.shard else None
-        cfg = config.load(args.config, args.overrides)
-        cells = grid.build_cells(cfg, config.load_mixes(cfg, args.config))
-        cells = [c for c in cells if shard is None or shard.holds(c)]
-        _check_stats_available(cfg)
-        claims_path = config.claims_file(cfg, args.config)
-        claims = load_claims(claims_path) if claims_path else []
-    except ConfigError as err:
+        if argv and argv[0] in SUBCOMMANDS:
+            return _subcommand(argv)
+        return _main(_run_parser().parse_intermixed_args(argv))
+    except (ConfigError, StoreDamaged) as err:
         print(f"config error: {err}", file=sys.stderr)
         return USAGE
+    except KeyboardInterrupt:   # before the run began (config, planning, imports, dry run)
+        print("interrupted: nothing was started", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _main(args) -> int:
+    shard = grid.Shard.parse(args.shard) if args.shard else None
+    cfg = config.load(args.config, args.overrides)
+    cells = grid.build_cells(cfg, config.load_mixes(cfg, args.config))
+    cells = [c for c in cells if shard is None or shard.holds(c)]
+    _check_stats_available(cfg)
+    claims_path = config.claims_file(cfg, args.config)
+    claims = load_claims(claims_path) if claims_path else []
+    plan.check_size(len(cells), len(cfg.designs), cfg.stats.max_replications)
     sweep_dir = SweepDir.for_config(cfg, shard)
+    sweep_dir.check_usable()
+    if not args.fresh:
+        Store.check(sweep_dir.results)
     if args.dry_run:
-        return _dry_run(cfg, cells, sweep_dir, shard, claims)
+        return _dry_run(cfg, cells, sweep_dir, shard, args.fresh, claims)
     if claims_path:   # the report reads the registry from the sweep folder (shards: their parent)
         Path(cfg.output.dir).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(claims_path, Path(cfg.output.dir) / CLAIMS_FILE)
@@ -82,33 +93,55 @@ def _check_stats_available(cfg) -> None:
 def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=()) -> int:
     from sweep import runner   # Ray's module: loaded only once a run is certain
 
+    summary = None
     try:
-        summary = runner.run_sweep(cfg, cells, sweep_dir, fresh=fresh, shard=shard)
+        with interrupt.polling():       # a first Ctrl-C in here is the runner's to answer
+            summary = runner.run_sweep(cfg, cells, sweep_dir, fresh=fresh, shard=shard)
+            _print_summary(cfg, summary, sweep_dir)
+            if summary.interrupted or summary.failure:
+                return _stopped_early(summary, sweep_dir)
+            _print_regimes(sweep_dir, claims)
+            stopped = interrupt.stop_requested()     # Ctrl-C after the last workload
+        if stopped:
+            raise KeyboardInterrupt
+        failed = FAILED if summary.errors or summary.lost else OK
+        if shard:
+            print(f"shard {shard.index}/{shard.count} done. When every shard is done: "
+                  f"python -m sweep report {sweep_dir.path.parent} && python -m sweep log {sweep_dir.path.parent}",
+                  file=sys.stderr)
+            return failed
+        post = _report_and_log(sweep_dir, cfg, log=cfg.tracking.enabled, report=cfg.output.report)
+        return failed or post
     except SweepBusy as err:
         print(f"error: {err}", file=sys.stderr)
         return BUSY
-    _print_summary(cfg, summary, sweep_dir)
-    if not summary.interrupted:
-        _print_regimes(sweep_dir, claims)
-    if summary.interrupted:
-        print(f"interrupted: finished work is stored in {sweep_dir.results}; "
-              "rerun the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt:
+        if summary is None:
+            raise
+        if summary.interrupted or summary.failure:
+            return INTERRUPTED             # its own line is printed already
+        where = sweep_dir.path.parent if shard else sweep_dir.path
+        print(f"interrupted: every workload is stored in {sweep_dir.results}; build the report with: "
+              f"python -m sweep report {where}; log it with: python -m sweep log {where}", file=sys.stderr)
         return INTERRUPTED
-    failed = FAILED if summary.errors or summary.lost else OK
-    if shard:
-        print(f"shard {shard.index}/{shard.count} done. When every shard is done: "
-              f"python -m sweep report {sweep_dir.path.parent} && python -m sweep log {sweep_dir.path.parent}",
-              file=sys.stderr)
-        return failed
-    post = _report_and_log(sweep_dir, cfg, log=cfg.tracking.enabled, report=cfg.output.report)
-    return failed or post
+
+
+def _stopped_early(summary, sweep_dir: SweepDir) -> int:
+    stored = f"{summary.ran} workloads of this run (+{summary.skipped} from before) are stored in {sweep_dir.results}"
+    if summary.interrupted:
+        print(f"interrupted: {stored}; rerun the same command to resume", file=sys.stderr)
+        return INTERRUPTED
+    print(f"stopped: {summary.failure}; {stored}; no report or MLflow run was made from part of the data; "
+          f"rerun the same command to resume", file=sys.stderr)
+    return STOPPED
 
 
 def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
     cpus = f" on {summary.ray_cpus} CPUs" if summary.ray_cpus else ""
+    retried = f", {summary.retried} re-run after a lost worker" if summary.retried else ""
     print(f"sweep {cfg.name!r}: {summary.cells} cells, {summary.planned} workloads; "
           f"{summary.skipped} already stored, {summary.ran} ran ({summary.ok} ok, {summary.errors} errors, "
-          f"{summary.lost} lost) in {plan.format_seconds(summary.seconds)}{cpus}; "
+          f"{summary.lost} lost{retried}) in {plan.format_seconds(summary.seconds)}{cpus}; "
           f"results: {sweep_dir.results}", file=sys.stderr)
     with Store(sweep_dir.results) as store:
         for cell_id, design, error in store.errors(limit=5):
@@ -131,11 +164,11 @@ def _print_regimes(sweep_dir: SweepDir, claims) -> None:
 # --- dry run ------------------------------------------------------------------------
 
 
-def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, claims=()) -> int:
+def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False, claims=()) -> int:
     import core
 
     workloads = grid.workloads(cells, cfg.designs, cfg.replications, cfg.seed, core.MODEL_VERSION)
-    stored = _stored_ok_keys(sweep_dir)
+    stored = set() if fresh else _stored_ok_keys(sweep_dir)
     missing = plan.ordered([w for w in workloads if w.key not in stored])
     per_cell = Counter(w.cell.cell_id for w in missing)
     print("cells (id: workloads to run):")
@@ -166,11 +199,17 @@ def _print_estimate(cfg, missing, cpus: int, where: str) -> None:
     calibration = plan.calibrate(missing)
     spw = calibration.seconds_per_workload
     chunks = plan.chunks(missing, spw, cfg.ray.chunk_seconds)
-    print(f"calibration: {len(calibration.workloads)} workloads ran, {spw:.3f}s each on average")
+    if calibration.lower_bound:
+        print(f"calibration: no workload finished in {spw:.1f}s; each takes longer, so the estimate "
+              f"below is a lower bound")
+    else:
+        print(f"calibration: {len(calibration.workloads)} workloads ran, {spw:.3f}s each on average")
     print(f"Ray tasks: {len(chunks)} (up to {len(chunks[0])} workloads, ~{len(chunks[0]) * spw:.2f}s of work "
           f"each), at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
     est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=True)
-    print(f"estimated time: {plan.format_seconds(est)} on {where} (incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)")
+    at_least = "at least " if calibration.lower_bound else ""
+    print(f"estimated time: {at_least}{plan.format_seconds(est)} on {where} "
+          f"(incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)")
     return calibration
 
 
@@ -204,27 +243,37 @@ def _stored_ok_keys(sweep_dir: SweepDir) -> set[str]:
 
 
 def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = True) -> int:
-    """Build the report, then log to MLflow; a failure here loses nothing (results are stored)."""
+    """Build the report, then log to MLflow; a failure or Ctrl-C here loses nothing (the
+    results are stored) and the message names the command that redoes the step."""
     status = OK
-    if report:
+    for step, wanted, do in (("report", report, _build_report), ("log", log, _log)):
+        if not wanted:
+            continue
+        redo = f"python -m sweep {step} {sweep_dir.path}"
         try:
-            from sweep.report import build_report
-
-            print(f"report: {build_report(sweep_dir.path)}", file=sys.stderr)
+            interrupt.checkpoint(step)
+            do(sweep_dir, cfg)
+        except KeyboardInterrupt:
+            print(f"interrupted during the {'report' if step == 'report' else 'MLflow logging'}: the results "
+                  f"are intact in {sweep_dir.results}; redo it with: {redo}", file=sys.stderr)
+            return INTERRUPTED
         except Exception as err:   # incl. ImportError while sweep.report is not installed
-            print(f"report failed: {type(err).__name__}: {err}\n  results are safe in {sweep_dir.results}; "
-                  f"retry with: python -m sweep report {sweep_dir.path}", file=sys.stderr)
-            status = POSTPROCESS
-    if log:
-        try:
-            from sweep.tracking import log_sweep
-
-            print(f"MLflow: parent run {log_sweep(sweep_dir.path, cfg)}", file=sys.stderr)
-        except Exception as err:
-            print(f"tracking failed: {type(err).__name__}: {err}\n  results are safe in {sweep_dir.results}; "
-                  f"retry with: python -m sweep log {sweep_dir.path}", file=sys.stderr)
+            print(f"{'report' if step == 'report' else 'tracking'} failed: {type(err).__name__}: {err}\n"
+                  f"  results are safe in {sweep_dir.results}; retry with: {redo}", file=sys.stderr)
             status = POSTPROCESS
     return status
+
+
+def _build_report(sweep_dir: SweepDir, cfg) -> None:
+    from sweep.report import build_report
+
+    print(f"report: {build_report(sweep_dir.path, cfg=cfg)}", file=sys.stderr)
+
+
+def _log(sweep_dir: SweepDir, cfg) -> None:
+    from sweep.tracking import log_sweep
+
+    print(f"MLflow: parent run {log_sweep(sweep_dir.path, cfg)}", file=sys.stderr)
 
 
 def _subcommand(argv: list[str]) -> int:
@@ -233,8 +282,14 @@ def _subcommand(argv: list[str]) -> int:
     if argv[0] == "export":
         parser.add_argument("--parquet", metavar="FILE", help="default: SWEEP_DIR/results.parquet")
         parser.add_argument("--all", action="store_true", help="include rows cached from earlier grids")
+    else:
+        parser.add_argument("overrides", nargs="*",
+                            help="key=value on top of the sweep's config.yaml, e.g. tracking.uri=http://host:5000")
     args = parser.parse_args(argv[1:])
     sweep_dir = SweepDir(args.sweep_dir)
+    for shard in sweep_dir.shard_dirs():
+        Store.check(shard.results)
+    Store.check(sweep_dir.results)
     merged = sweep_dir.merge_shards()
     if merged:
         print(f"merged {merged} rows from {len(sweep_dir.shard_dirs())} shards into {sweep_dir.results}",
@@ -247,4 +302,5 @@ def _subcommand(argv: list[str]) -> int:
             path = store.to_parquet(args.parquet or sweep_dir.path / "results.parquet", all_rows=args.all)
             print(f"exported {store.count(planned_only=not args.all)} rows to {path}", file=sys.stderr)
         return OK
-    return _report_and_log(sweep_dir, None, log=argv[0] == "log", report=argv[0] == "report")
+    cfg = config.load(sweep_dir.config, args.overrides) if args.overrides else None
+    return _report_and_log(sweep_dir, cfg, log=argv[0] == "log", report=argv[0] == "report")

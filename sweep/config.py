@@ -223,21 +223,40 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if data is None:
-        return {}
+    if data is None:   # an empty (or comments-only) file is a mistake, not "all defaults"
+        raise ConfigError(f"{path}: the file is empty; a config is a mapping of keys "
+                          f"(e.g. name: mysweep; see configs/smoke.yaml)")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
     return data
 
 
 def _parse_overrides(overrides: list[str]) -> dict:
+    seen: dict[str, str] = {}
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"{item}: an override must look like key=value (e.g. replications=4)")
-    try:
-        return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"overrides: {err}") from None
+        key, value = item.split("=", 1)
+        _check_override_once(key, value, seen)
+        try:
+            OmegaConf.from_dotlist([item])
+        except yaml.YAMLError as err:
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ConfigError(f"{key}: cannot read the value {value!r} ({problem}); write a list as "
+                              f"{key}=[1,2] and a section as {key}={{a: 1}}") from None
+        except OmegaConfBaseException as err:
+            raise ConfigError(f"{key}: {err}") from None
+    return OmegaConf.to_container(OmegaConf.from_dotlist(list(overrides)))
+
+
+def _check_override_once(key: str, value: str, seen: dict[str, str]) -> None:
+    """The same key twice (or a key and the section holding it) is refused rather than the
+    last one silently winning: which one was meant is the user's call."""
+    for other, other_value in seen.items():
+        if other == key or other.startswith(key + ".") or key.startswith(other + "."):
+            raise ConfigError(f"{key}: overridden twice ({other}={other_value} and {key}={value}); "
+                              f"give each key once")
+    seen[key] = value
 
 
 def _find_mix(name: str, dirs: list[Path]) -> Path | None:
@@ -284,6 +303,8 @@ def _omegaconf_message(err: OmegaConfBaseException, schema: DictConfig) -> str:
     if m := re.match(r"Value '(.*)' of type '(\w+)' could not be converted to (\w+)", text):
         want = _TYPE_WORDS.get(m.group(3), m.group(3))
         return f"{path}: expected {want}, got {m.group(1)!r} ({m.group(2)})"
+    if m := re.match(r"Value '(.*)' is not a valid bool \(type (\w+)\)", text):
+        return f"{path}: expected true or false, got {m.group(1)!r} ({m.group(2)})"
     if m := re.match(r"Incompatible value 'None' for field of type '(\w+)'", text):
         return f"{path}: must not be null (expected {m.group(1)})"
     if text.startswith("Key '"):

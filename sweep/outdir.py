@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,11 +41,33 @@ class SweepDir:
         path = Path(cfg.output.dir)
         return cls(path / shard.label if shard else path)
 
+    def check_usable(self) -> None:
+        """Refuse (exit 2, before anything starts) a path that cannot become the sweep folder:
+        an existing file, a path under a file, a folder we cannot write.  Creates nothing."""
+        path = self.path
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if existing == path and not path.is_dir():
+            raise sweep_config.ConfigError(f"output.dir: {path} is an existing file; allowed: a folder "
+                                           f"(new, or the folder of an earlier run)")
+        if not existing.is_dir():
+            raise sweep_config.ConfigError(f"output.dir: {path}: {existing} is a file, so no folder can be "
+                                           f"made under it; allowed: a path under a writable folder")
+        try:    # a nameless file (O_TMPFILE): the real test, for root too, and it leaves nothing
+            tempfile.TemporaryFile(dir=existing).close()
+        except OSError as err:
+            raise sweep_config.ConfigError(f"output.dir: {path}: cannot write in {existing} ({err.strerror}); "
+                                           f"allowed: a path under a writable folder") from None
+
     @contextlib.contextmanager
     def lock(self):
         """Exclusive use of the folder; the OS drops the lock when the driver dies."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a+") as handle:
+        try:   # check_usable() ran first; this catches what access(2) cannot see (e.g. /proc)
+            self.path.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path / ".lock", "a+")
+        except OSError as err:
+            raise sweep_config.ConfigError(f"output.dir: {self.path}: cannot create the sweep folder "
+                                           f"({err.strerror})") from None
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

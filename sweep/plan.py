@@ -1,21 +1,31 @@
 """Calibrate, order and chunk workloads; estimate wall time and regimes (Ray-free).
 
-Calibration runs a few real workloads in the driver.  Their results are real, so a run
-stores them instead of throwing them away; ``--dry-run`` only times them, and also runs
-replication 0 of as many cells as ~15 s allow to estimate each cell's regime.
+Calibration runs a few real workloads in a child of the driver, within a time budget.  Their
+results are real, so a run stores them instead of throwing them away; ``--dry-run`` only
+times them, and also runs replication 0 of as many cells as ~15 s allow to estimate each
+cell's regime.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+import select
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from sweep import worker
+from sweep import interrupt, worker
 from sweep.grid import Workload
 
 CALIBRATION_RUNS = 21   # 3 per mix of the default grid
 RAY_STARTUP_S = 10.0  # ray.init() took 8-15 s on the 2-core build machine (benchmarks/RESULTS.md)
+
+
+MAX_WORKLOADS = 1_000_000   # per driver (or shard): planning holds every workload in memory
+PLAN_BYTES_PER_WORKLOAD = 2_000   # measured ~150 B planned, x ~10 for keys, sets and chunks
 
 
 @dataclass
@@ -23,6 +33,7 @@ class Calibration:
     seconds_per_workload: float
     workloads: list[Workload]   # the ones that ran
     results: list[dict]         # their worker results (see sweep.worker.run_chunk)
+    lower_bound: bool = False   # no workload finished within the budget: each takes longer
 
 
 def ordered(workloads: list[Workload]) -> list[Workload]:
@@ -31,20 +42,49 @@ def ordered(workloads: list[Workload]) -> list[Workload]:
     return sorted(workloads, key=lambda w: w.key)
 
 
-def calibrate(workloads: list[Workload], budget_s: float = 3.0, max_runs: int = CALIBRATION_RUNS) -> Calibration:
-    """Time up to ``max_runs`` workloads, stopping after ``budget_s``.
+def check_size(cells: int, designs: int, replications: int, machine_bytes: int | None = None) -> None:
+    """Refuse, before planning, a sweep whose plan would not fit one driver (time or memory)."""
+    from sweep.config import ConfigError
 
-    The mix drives the cost (10x between mixes), so the sample takes turns over the mixes
-    and the estimate weights each mix's mean time by its share of ``workloads``."""
+    count = cells * designs * replications
+    limit = MAX_WORKLOADS
+    if machine_bytes is None:
+        machine_bytes = _available_memory()
+    if machine_bytes:
+        limit = min(limit, machine_bytes // 2 // PLAN_BYTES_PER_WORKLOAD)
+    if count > limit:
+        raise ConfigError(
+            f"replications: {replications} x {cells} cells x {designs} designs = {count:,} workloads; one "
+            f"driver plans at most {limit:,} (this machine, ~{PLAN_BYTES_PER_WORKLOAD} bytes each); lower "
+            f"replications or the grid, or split it: --shard i/N with N >= {math.ceil(count / limit)}")
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def calibrate(workloads: list[Workload], budget_s: float = 3.0, max_runs: int = CALIBRATION_RUNS,
+              stop=lambda: False) -> Calibration:
+    """Time up to ``max_runs`` workloads, stopping after ``budget_s`` or when ``stop()``.
+
+    They run in a child process that is killed at the end of the budget, so a workload of
+    hours (kernel_entries=2000000000) costs ``budget_s``, not hours, and Ctrl-C is heard at
+    once.  The mix drives the cost (10x between mixes), so the sample takes turns over the
+    mixes and the estimate weights each mix's mean time by its share of ``workloads``."""
     if not workloads:
         return Calibration(0.0, [], [])
-    ran, results = [], []
-    start = time.perf_counter()
-    for w in _turns_over_mixes(workloads)[:max_runs]:
-        results += worker.run_chunk([as_item(w)])
-        ran.append(w)
-        if time.perf_counter() - start > budget_s:
-            break
+    sample = _turns_over_mixes(workloads)[:max_runs]
+    results, elapsed = _run_timed(sample, budget_s, stop)
+    ran = sample[:len(results)]
+    if not results:     # not one finished: each takes at least the budget
+        return Calibration(max(elapsed, 1e-4), [], [], lower_bound=True)
     seconds = defaultdict(list)
     for w, result in zip(ran, results):
         seconds[w.cell.axes["mix"]].append(result["elapsed_s"])
@@ -89,6 +129,36 @@ def _cells_in_turns(by_cell: dict) -> list[str]:
         keyed.append((rank[group], group, cell_id))
         rank[group] += 1
     return [cell_id for *_, cell_id in sorted(keyed)]
+
+
+def _run_timed(sample: list[Workload], budget_s: float, stop) -> tuple[list[dict], float]:
+    """Results of the first workloads of ``sample`` that finish within ``budget_s`` (counted
+    from the child's start-up), and the seconds spent."""
+    child = subprocess.Popen([sys.executable, "-c", "from sweep.worker import calibration_main; calibration_main()",
+                              str(os.getpid())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             start_new_session=True, text=True)
+    results, started, spawned = [], None, time.perf_counter()
+    try:
+        child.stdin.write(json.dumps([as_item(w) for w in sample]))
+        child.stdin.close()
+        interrupt.checkpoint("calibrating")
+        while len(results) < len(sample) and not stop():
+            if time.perf_counter() - (started or spawned) > (budget_s if started else 60.0):
+                break
+            if not select.select([child.stdout], [], [], 0.05)[0]:
+                continue
+            line = child.stdout.readline()
+            if not line:
+                raise RuntimeError(f"calibration: the child process exited ({child.wait()})")
+            if started is None:
+                started = time.perf_counter()     # {"ready": true}: core is imported
+            else:
+                results.append(json.loads(line))
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    return results, time.perf_counter() - (started or time.perf_counter())
 
 
 def _turns_over_mixes(workloads: list[Workload]) -> list[Workload]:

@@ -35,15 +35,17 @@ RATE_COLUMNS = {"enomem_workloads": "ENOMEM workloads", "oom_kill_workloads": "O
 
 # ---------------------------------------------------------------- entry point
 
-def build_report(sweep_dir: Path, results: pd.DataFrame | None = None) -> Path:
-    """Write ``<sweep_dir>/report/`` from the results store (or ``results``); returns it."""
+def build_report(sweep_dir: Path, results: pd.DataFrame | None = None, cfg=None) -> Path:
+    """Write ``<sweep_dir>/report/`` from the results store (or ``results``); returns it.
+    ``cfg``: the config to report with (``report DIR key=value``); None reads config.yaml."""
     sweep_dir = Path(sweep_dir)
     out = sweep_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     df = results if results is not None else load_results(sweep_dir)
     if df.empty:
         raise ValueError(f"{sweep_dir}: no results to report")
-    cfg, meta = read_config(sweep_dir), read_meta(sweep_dir)
+    cfg = read_config(sweep_dir) if cfg is None else OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+    meta = read_meta(sweep_dir)
     alpha, correction = stats.significance_settings(cfg.get("stats"))
     table = stats.compare_cells(df, alpha=alpha, correction=correction)
     aggregates = stats.aggregate(df, alpha)

@@ -25,6 +25,10 @@ _SQL_TYPES = {"block": "TEXT", "allocator": "TEXT", "replication": "INTEGER", "s
               "cpus": "INTEGER", "fragment": "REAL", "limit": "REAL", "high": "REAL", "elapsed_s": "REAL", "finished_at": "REAL"}
 
 
+class StoreDamaged(ValueError):
+    """results.sqlite is not a readable SQLite database (truncated, overwritten, ...)."""
+
+
 def metric_names() -> tuple[str, ...]:
     from core.metrics import METRICS
 
@@ -39,6 +43,25 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
         self._create_tables()
+
+    @staticmethod
+    def check(path: str | Path) -> None:
+        """Raise :class:`StoreDamaged` unless ``path`` is absent or an intact SQLite database.
+        ``quick_check`` reads every page (~10 ms per MB) but skips the index cross-checks."""
+        path = Path(path)
+        if not path.exists():
+            return
+        try:
+            db = sqlite3.connect(path, timeout=30)
+            try:
+                verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+                db.execute("SELECT COUNT(*) FROM results").fetchone()
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as err:
+            verdict = str(err)
+        if verdict != "ok":
+            raise StoreDamaged(damaged_message(path, verdict))
 
     @staticmethod
     def remove(path: str | Path) -> None:
@@ -152,6 +175,13 @@ class Store:
         cursor = self._db.execute(sql, args)
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, values)) for values in cursor]
+
+
+def damaged_message(path: Path, problem: str) -> str:
+    return (f"{path}: the results store is damaged ({problem.splitlines()[0][:200]}); no row in it can be "
+            f"trusted as is. SQLite can often copy the readable rows into a new file (sqlite3 {path} .dump, "
+            f"see docs/sweep.md \"A damaged store\"); or start afresh: rerun the sweep with --fresh "
+            f"(deletes the store)")
 
 
 def _quote(name: str) -> str:

@@ -28,7 +28,28 @@ def run_chunk_in_ray_worker(items: list[dict]) -> list[dict]:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:      # not the worker's main thread: nothing to do
         pass
+    _hang_once_for_tests()
     return run_chunk(items)
+
+
+def _hang_once_for_tests() -> None:
+    """Test hook (tests/test_faults.py): with SWEEP_TEST_HANG_FILE set in Ray's environment,
+    the first chunk to find no such file creates it holding its worker's pid and never
+    returns, so a test can kill a worker that is certainly running a chunk."""
+    path = os.environ.get("SWEEP_TEST_HANG_FILE")
+    if not path or os.path.exists(path):
+        return
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as handle:
+        handle.write(str(os.getpid()))
+    try:
+        os.link(tmp, path)          # atomic: exactly one chunk wins
+    except FileExistsError:
+        return
+    finally:
+        os.unlink(tmp)
+    while True:
+        time.sleep(1)
 
 
 def run_one(spec: dict, seed: int) -> dict:
@@ -50,3 +71,32 @@ def _describe(err: Exception) -> str:
     frames = traceback.extract_tb(err.__traceback__)[-3:]
     where = "; ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno} in {f.name}" for f in frames)
     return f"{type(err).__name__}: {err} [{where}]"
+
+
+def calibration_main() -> None:
+    """``plan.calibrate``'s child process: JSON items on stdin, one JSON result line each on
+    stdout as it finishes.  Dies with its parent (PR_SET_PDEATHSIG): a workload can run for
+    hours and nothing may keep it running once the driver is gone."""
+    import json
+    import sys
+
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the driver stops us when it wants to
+    items = json.load(sys.stdin)
+    print(json.dumps({"ready": True}), flush=True)
+    for result in map(lambda item: run_chunk([item])[0], items):
+        print(json.dumps(result), flush=True)
+
+
+def _die_with_parent() -> None:
+    import sys
+
+    parent = int(sys.argv[1])
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)     # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:        # the parent died before prctl took effect
+        os._exit(1)

@@ -36,16 +36,43 @@ def mlflow_server(workdir: Path, command: str = "server", backend: str | None = 
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
            "MLFLOW_DISABLE_TELEMETRY": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    log = open(workdir / f"mlflow-{command}.log", "w")
-    proc = subprocess.Popen(args, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)     # its own group: workers stop with it
-    url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(args, env, workdir, workdir / f"mlflow-{command}.log", f"http://127.0.0.1:{port}")
+    server.start()
     try:
-        _wait_healthy(url, proc, workdir / f"mlflow-{command}.log")
-        yield url
+        yield server.url
     finally:
-        _stop(proc)
-        log.close()
+        server.stop()
+
+
+class ServerProcess:
+    """One server process group that this test session started: started, stopped or killed
+    by its own pid, and startable again on the same port (as a pod behind its Service)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, log: Path, url: str):
+        self.argv, self.env, self.cwd, self.log, self.url = argv, env, cwd, log, url
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120) -> None:
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT,
+                                         start_new_session=True)   # its own group: workers stop with it
+        try:
+            _wait_healthy(self.url, self.proc, self.log, timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM (what a pod gets first), SIGKILL after 20 s."""
+        if self.proc is not None:
+            _stop(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole group at once, as when a container is OOM-killed or its node dies."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=20)
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:

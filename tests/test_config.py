@@ -67,6 +67,30 @@ CASES = {
                                      ["slub, slab"]),
     "num_cpus with a cluster address": ({}, ["ray.address=127.0.0.1:6379", "ray.num_cpus=2"],
                                         "ray.num_cpus:", ["only for a local Ray"]),
+    "not a boolean": ({}, ["tracking.enabled=abc"], "tracking.enabled:", ["expected true or false", "'abc'"]),
+    "malformed list override": ({}, ["grid.nodes=[1,"], "grid.nodes:", ["cannot read the value '[1,'",
+                                                                      "grid.nodes=[1,2]"]),
+    "key overridden twice": ({}, ["replications=3", "replications=4"], "replications:",
+                             ["overridden twice (replications=3 and replications=4)", "give each key once"]),
+    "section and its key overridden": ({}, ["ray={chunk_seconds: 1}", "ray.max_retries=1"], "ray.max_retries:",
+                                       ["overridden twice"]),
+    "plan too big for one driver": ({}, ["replications=100000"], "replications:",
+                                    ["100000 x 24 cells x 3 designs = 7,200,000 workloads", "--shard i/N"]),
+    "output.dir is unwritable": ({"output": {"dir": "/proc/kmemcg-sweep-test"}}, [], "output.dir:",
+                                 ["cannot write in /proc", "allowed: a path under a writable folder"]),
+}
+
+# cases that need files: name -> (argv after the config, message prefix, substrings)
+FILE_CASES = {
+    "output.dir is a file": (["output.dir={folder}/afile"], "output.dir:", ["afile is an existing file"]),
+    "output.dir under a file": (["output.dir={folder}/afile/sub"], "output.dir:",
+                                ["afile is a file, so no folder can be made under it"]),
+    "damaged store (garbage)": (["output.dir={folder}/garbage"], "{folder}/garbage/results.sqlite:",
+                                ["the results store is damaged (file is not a database)", "--fresh", ".dump"]),
+    "damaged store (truncated)": (["output.dir={folder}/truncated"], "{folder}/truncated/results.sqlite:",
+                                  ["the results store is damaged", "--fresh"]),
+    "damaged store in report": (["report", "{folder}/garbage"], "{folder}/garbage/results.sqlite:",
+                                ["the results store is damaged"]),
 }
 
 BATCH = textwrap.dedent("""
@@ -96,6 +120,13 @@ def outcomes(tmp_path_factory):
         "name: badgfp\nrequests:\n  - {kind: kmalloc, weight: 1, gfp: GFP_KERNAL, size: {min: 8, max: 64}}\n")
     (folder / "broken.yaml").write_text("grid: [1, 2\n")
     (folder / "list.yaml").write_text("- 1\n- 2\n")
+    _damaged_stores(folder)
+    (folder / "afile").write_text("not a folder")
+    for name, (args, _, _) in FILE_CASES.items():
+        config_path = [] if args[0] == "report" else [str(write_config(folder, name=f"{name}.yaml"))]
+        argvs[name] = [*config_path, *(a.format(folder=folder) for a in args)]
+    (folder / "empty.yaml").write_text("# nothing but a comment\n")
+    argvs["empty file"] = [str(folder / "empty.yaml")]
     argvs["YAML syntax error"] = [str(folder / "broken.yaml")]
     argvs["top level not a mapping"] = [str(folder / "list.yaml")]
     argvs["missing file"] = [str(folder / "nope.yaml")]
@@ -105,7 +136,22 @@ def outcomes(tmp_path_factory):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["_output_exists"] = (folder / "out").exists()
+    result["_folder"] = str(folder)
     return result
+
+
+def _damaged_stores(folder):
+    """A store overwritten with garbage, and one cut short after its first 32 kB."""
+    from sweep.store import Store
+
+    (folder / "garbage").mkdir()
+    (folder / "garbage" / "results.sqlite").write_bytes(b"\x17garbage" * 512)
+    (folder / "truncated").mkdir()
+    whole = folder / "truncated" / "whole.sqlite"
+    with Store(whole) as store:
+        store.put([{"key": f"k{i}", "status": "ok", "cell_id": "c", "design": "way1", "replication": i,
+                    "seed": i, "error": "x" * 200} for i in range(2000)])
+    (folder / "truncated" / "results.sqlite").write_bytes(whole.read_bytes()[:32768])
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -119,7 +165,20 @@ def test_config_error_names_the_path_and_what_is_allowed(outcomes, name):
         assert needle in message, f"{needle!r} missing from: {message}"
 
 
+@pytest.mark.parametrize("name", list(FILE_CASES))
+def test_bad_output_folders_and_damaged_stores_are_refused(outcomes, name):
+    _, prefix, needles = FILE_CASES[name]
+    rc, stderr = outcomes[name]["rc"], outcomes[name]["stderr"]
+    assert rc == 2, stderr
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith("config error: " + prefix.format(folder=outcomes["_folder"])), message
+    for needle in needles:
+        assert needle in message, f"{needle!r} missing from: {message}"
+    assert "safe" not in message      # nothing calls a damaged store safe
+
+
 @pytest.mark.parametrize("name, needle", [("YAML syntax error", "not valid YAML"),
+                                          ("empty file", "the file is empty"),
                                           ("top level not a mapping", "must be a mapping"),
                                           ("missing file", "cannot read config file")])
 def test_unreadable_config_files(outcomes, name, needle):

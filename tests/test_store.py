@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from core.metrics import METRICS
-from sweep.store import Store, metric_names
+from sweep.store import Store, StoreDamaged, metric_names
 
 
 def make_row(i: int, design: str = "way1", status: str = "ok", **extra) -> dict:
@@ -123,3 +123,20 @@ def test_remove_deletes_the_database_and_its_wal_files(tmp_path):
     assert not any(tmp_path.iterdir())
     with Store(path) as s:
         assert s.keys() == set()
+
+
+def test_check_names_a_damaged_store_and_passes_an_intact_or_absent_one(tmp_path):
+    path = tmp_path / "results.sqlite"
+    Store.check(path)                                   # absent: a new sweep
+    with Store(path) as s:
+        s.put([make_row(i) for i in range(300)])
+    Store.check(path)                                   # intact
+    whole = path.read_bytes()
+    for name, damage in {"truncated": whole[:len(whole) // 3], "garbage": b"\x00garbage" * 4096}.items():
+        broken = tmp_path / f"{name}.sqlite"
+        broken.write_bytes(damage)
+        with pytest.raises(StoreDamaged) as err:
+            Store.check(broken)
+        message = str(err.value)
+        assert message.startswith(f"{broken}: the results store is damaged (")
+        assert "--fresh" in message and ".dump" in message and "safe" not in message

@@ -54,7 +54,7 @@ def test_smoke_sweep_results_equal_direct_core_calls(smoke_run, smoke_reference)
     assert len(df) == 144 and (df["status"] == "ok").all()
     pd.testing.assert_frame_equal(metric_table(df), smoke_reference)
     assert counts(out) == {"cells": 24, "workloads": 144, "skipped": 0, "ran": 144, "ok": 144, "errors": 0,
-                           "lost": 0, "rounds": 1}
+                           "lost": 0, "retried": 0, "rounds": 1}
     assert "progress: 144/144 (100%) errors=0 lost=0" in stderr
     assert (out / "report").is_dir()
 
@@ -94,11 +94,12 @@ def test_rerun_runs_only_what_is_missing(smoke_run, tmp_path, ray_session):
     shutil.copytree(smoke_run[1], out)
     before = frame(out)
     assert _sweep(SMOKE, out).counts() == {"cells": 24, "workloads": 144, "skipped": 144, "ran": 0,
-                                           "ok": 0, "errors": 0, "lost": 0, "rounds": 1}
+                                           "ok": 0, "errors": 0, "lost": 0, "retried": 0, "rounds": 1}
     # one more value on one axis (a command-line override reaches every block): only the
     # new cells run - 16 + 8 cells of the two blocks become 24 + 24
     assert _sweep(SMOKE, out, "grid.order=[0,3,1]").counts() == {
-        "cells": 48, "workloads": 288, "skipped": 144, "ran": 144, "ok": 144, "errors": 0, "lost": 0, "rounds": 1}
+        "cells": 48, "workloads": 288, "skipped": 144, "ran": 144, "ok": 144, "errors": 0, "lost": 0,
+        "retried": 0, "rounds": 1}
     after = frame(out)
     old = after[after["cell_id"].isin(before["cell_id"])]
     pd.testing.assert_frame_equal(metric_table(old), metric_table(before))

@@ -1,41 +1,16 @@
 """The MLflow UI in a real browser: headless Debian Chromium against ``mlflow ui`` on
 loopback, reading the ./mlflow.db a sweep logged to by default."""
 import re
-import shutil
-import subprocess
 
 import pytest
 from mlflow import MlflowClient
 
+from browser import browse_until
 from mlflow_server import mlflow_server
 from results_data import real, write_sweep_dir
 from sweep import tracking
 
 pytestmark = [pytest.mark.browser, pytest.mark.mlflow_server]
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--virtual-time-budget=20000", "--window-size=1600,1000"]
-
-
-def browse(url: str, screenshot, profile) -> str:
-    """The DOM of ``url`` once the React app settled; also saves a screenshot."""
-    if not shutil.which(CHROMIUM):
-        pytest.fail("Debian's chromium is missing: run `make system-deps` (apt-get install chromium)")
-    done = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom",
-                           f"--screenshot={screenshot}", url],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
-
-
-def browse_until(url: str, wanted: str, screenshot, profile, attempts: int = 3) -> str:
-    """Retry while the page has not rendered ``wanted`` yet (slow first API answers)."""
-    for _ in range(attempts):
-        dom = browse(url, screenshot, profile)
-        if wanted in dom:
-            break
-    return dom
 
 
 @pytest.fixture(scope="module")
