@@ -217,6 +217,9 @@ def _print_regime_estimate(workloads, calibration, claims, n_cells: int) -> None
     """Regimes estimated from replication 0 of as many cells as a short budget allows."""
     from sweep import regime
 
+    if calibration.lower_bound:     # not one workload finished within the budget: none can be sampled
+        print("regime estimate: skipped (no calibration workload finished within its budget)")
+        return
     regimes, sampled = plan.sample_regimes(workloads, done=list(zip(calibration.workloads, calibration.results)))
     if not sampled:
         return
