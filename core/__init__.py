@@ -1,10 +1,11 @@
 """kmemcg-sweep simulator core: buddy allocator, SLUB/SLAB and memcg of Linux 4.2/4.3 with
-the kmem charging designs of the 2015 debate as one policy table (see docs/model.md)."""
+the kmem charging designs of the 2015 debate - and the 6.x kernel they converged on - as one
+policy table (see docs/model.md)."""
 import hashlib as _hashlib
 import pathlib as _pathlib
 
 from core._mm import (DESIGNS, GFP_FLAGS, POLICIES, Machine, Task,
-                      WorkloadEvents, gfp, parse_size, run_workload, slab_geometry,
+                      WorkloadEvents, design_allocator_error, gfp, high_delay_jiffies, parse_size, run_workload, slab_geometry,
                       slub_geometry, watermark_ok, workload_events)
 from core.metrics import GFP_CLASSES, METRICS, RECLAIM_PLACES
 from core.spec import SpecError, validate_mix, validate_spec
@@ -24,6 +25,7 @@ def _model_version():
 MODEL_VERSION = _model_version()
 
 __all__ = ["DESIGNS", "GFP_CLASSES", "GFP_FLAGS", "METRICS", "MODEL_VERSION", "POLICIES",
-           "RECLAIM_PLACES", "Machine", "SpecError", "Task", "WorkloadEvents", "gfp",
+           "RECLAIM_PLACES", "Machine", "SpecError", "Task", "WorkloadEvents",
+           "design_allocator_error", "gfp", "high_delay_jiffies",
            "parse_size", "replay", "run_workload", "slab_geometry", "slub_geometry", "validate_mix",
            "validate_spec", "watermark_ok", "workload_events"]

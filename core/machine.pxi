@@ -94,6 +94,7 @@ cdef mm_t *mm_create(int nodes, int mem_mib, int cpus, int allocator, policy_t p
     mm.memcgs[ROOT_MEMCG].online = True
     for i in range(MAX_CPUS):
         mm.stock_memcg[i] = -1
+        mm.obj_stock_memcg[i] = -1
     mm.current = -1
     mm.slab_want_node = -1
     mm.obj_free = -1
@@ -186,6 +187,9 @@ cdef class Machine:
             raise ValueError(f"cpus: need at least one CPU per node ({nodes} nodes), got {cpus}")
         if allocator not in ALLOCATORS:
             raise ValueError(f"allocator: must be one of {', '.join(ALLOCATORS)}, got {allocator!r}")
+        error = design_allocator_error(design, allocator)
+        if error:
+            raise ValueError(f"allocator: {error}")
         if not isinstance(swap, bool):
             raise ValueError(f"swap: must be true or false, got {swap!r}")
         self.mm = mm_create(nodes, mem_mib, cpus, ALLOC_SLUB if allocator == "slub" else ALLOC_SLAB,
@@ -237,7 +241,9 @@ cdef class Machine:
         elif file == "memory.high":
             memcg_usage_add(self.mm, memcg_id, 0)          # close the integral at the old high
             m.high = nr
-            if m.memory.count > m.high:                    # memory_high_write (§2.5)
+            if self.mm.policy.high_write_loop:
+                self._high_write_loop(memcg_id)
+            elif m.memory.count > m.high:                  # memory_high_write (§2.5)
                 try_to_free_mem_cgroup_pages(self.mm, NULL, memcg_id, m.memory.count - m.high,
                                              GFP_KERNEL, True, RP_DIRECT)
             self._check_fatal()
@@ -245,6 +251,23 @@ cdef class Machine:
             m.low = nr
         else:
             self._proactive_reclaim(memcg_id, nr)
+
+    cdef _high_write_loop(self, int memcg_id):
+        """6.18 memory_high_write() (§7.3): drain the stocks once, then reclaim until usage
+        is at most high, giving up after MAX_RECLAIM_RETRIES fruitless rounds."""
+        cdef memcg_t *m = &self.mm.memcgs[memcg_id]
+        cdef int retries = self.mm.policy.reclaim_retries
+        cdef bint drained = False
+        while m.memory.count > m.high:
+            if not drained:
+                drain_all_stock(self.mm, memcg_id)
+                drained = True
+                continue
+            if try_to_free_mem_cgroup_pages(self.mm, NULL, memcg_id, m.memory.count - m.high,
+                                            GFP_KERNEL, True, RP_DIRECT) == 0:
+                if retries == 0:
+                    break
+                retries -= 1
 
     cdef _resize_limit(self, int memcg_id, int64_t nr):
         """4.2 mem_cgroup_resize_limit(): shrink below the usage by reclaim, -EBUSY if that
@@ -308,17 +331,22 @@ cdef class Machine:
         """memory.stat in bytes, hierarchical (the cgroup and its descendants)."""
         cdef int root = self._memcg(path), i
         cdef int64_t s[6]
+        cdef int64_t objs[2]              # per-object charging: object bytes (5.9+)
         for i in range(NR_MEMCG_STAT):
             s[i] = 0
+        objs[0] = objs[1] = 0
         for i in range(self.mm.nr_memcgs):
             if mem_cgroup_is_descendant(self.mm, i, root):
                 for k in range(NR_MEMCG_STAT):
                     s[k] += self.mm.memcgs[i].stat[k]
+                objs[0] += self.mm.memcgs[i].slab_bytes[0]
+                objs[1] += self.mm.memcgs[i].slab_bytes[1]
         return {"anon": s[MS_ANON] * PAGE_SIZE, "file": s[MS_FILE] * PAGE_SIZE,
                 "kernel": s[MS_KERNEL] * PAGE_SIZE,
-                "slab": (s[MS_SLAB_RECLAIMABLE] + s[MS_SLAB_UNRECLAIMABLE]) * PAGE_SIZE,
-                "slab_reclaimable": s[MS_SLAB_RECLAIMABLE] * PAGE_SIZE,
-                "slab_unreclaimable": s[MS_SLAB_UNRECLAIMABLE] * PAGE_SIZE,
+                "slab": (s[MS_SLAB_RECLAIMABLE] + s[MS_SLAB_UNRECLAIMABLE]) * PAGE_SIZE
+                        + objs[0] + objs[1],
+                "slab_reclaimable": s[MS_SLAB_RECLAIMABLE] * PAGE_SIZE + objs[0],
+                "slab_unreclaimable": s[MS_SLAB_UNRECLAIMABLE] * PAGE_SIZE + objs[1],
                 "swap": s[MS_SWAP] * PAGE_SIZE}
 
     # ---- tasks ------------------------------------------------------------------------
@@ -387,6 +415,26 @@ cdef class Machine:
                     mem_cgroup_is_descendant(self.mm, self.mm.pg_memcg[pfn], root):
                 n += 1 << self.mm.pg_order[pfn]
         return n
+
+    def objcg_pages(self, path):
+        """Pages charged through obj_cgroup (5.9+ per-object charging) to path and its
+        descendants; their bytes are live objects, byte stocks and nr_charged_bytes."""
+        cdef int root = self._memcg(path), i
+        return sum(self.mm.memcgs[i].objcg_pages for i in range(self.mm.nr_memcgs)
+                   if mem_cgroup_is_descendant(self.mm, i, root))
+
+    def objcg_bytes(self, path):
+        """(live charged object bytes, bytes pre-charged in obj stocks and nr_charged_bytes)
+        of path and its descendants: together they are objcg_pages(path) pages."""
+        cdef int root = self._memcg(path), i, c
+        live = sum(self.mm.memcgs[i].slab_bytes[0] + self.mm.memcgs[i].slab_bytes[1]
+                   for i in range(self.mm.nr_memcgs) if mem_cgroup_is_descendant(self.mm, i, root))
+        spare = sum(self.mm.memcgs[i].nr_charged_bytes for i in range(self.mm.nr_memcgs)
+                    if mem_cgroup_is_descendant(self.mm, i, root))
+        spare += sum(self.mm.obj_stock_bytes[c] for c in range(self.cpus)
+                     if self.mm.obj_stock_memcg[c] >= 0
+                     and mem_cgroup_is_descendant(self.mm, self.mm.obj_stock_memcg[c], root))
+        return live, spare
 
     def stock_pages(self, path):
         cdef int root = self._memcg(path), c
@@ -595,6 +643,19 @@ def slub_geometry(size, cpus, slub_max_order=3):
     min_order = get_order(size)
     return {"order": order, "objects": (PAGE_SIZE << order) // size,
             "min_order": min_order, "min_objects": (PAGE_SIZE << min_order) // size}
+
+
+def high_delay_jiffies(usage, high, nr_pages=64, charge_batch=64):
+    """The memory.high throttle of one memcg level, in jiffies (HZ = 1000, so ms):
+    calculate_high_delay() of 5.4+ (§6.3) clamped at MEMCG_MAX_HIGH_DELAY_JIFFIES; usage,
+    high in pages; nr_pages the task's punted overage."""
+    for name, value in (("usage", usage), ("high", high), ("nr_pages", nr_pages)):
+        _check_int(name, value, 0, 1 << 40)
+    _check_int("charge_batch", charge_batch, 1, 1 << 20)
+    cdef int64_t h = max(high, 1), overage = 0
+    if usage > h:
+        overage = ((usage - h) << MEMCG_DELAY_PRECISION_SHIFT) // h
+    return min(calculate_high_delay(charge_batch, nr_pages, overage), MEMCG_MAX_HIGH_DELAY_JIFFIES)
 
 
 def slab_geometry(size, slab_max_order=1, reclaimable=False):

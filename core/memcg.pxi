@@ -1,6 +1,8 @@
 # memcg: page_counter, the per-CPU charge stock and try_charge() of 4.2/4.3
 # (mm/memcontrol.c, kernel-facts §2.1-§2.3), with the design differences read from the
-# policy table (designs.pxi) at the points where the kernels differed.
+# policy table (designs.pxi) at the points where the kernels differed - including the
+# later kernels' (§6.3): the memory.high throttle and synchronous enforcement, and the
+# obj_cgroup byte charging of slab objects with its per-CPU byte stock (§3.4).
 
 cdef enum:
     CHARGE_OK = 0
@@ -73,7 +75,7 @@ cdef inline int64_t mem_cgroup_margin(mm_t *mm, int memcg_id) noexcept nogil:
 # ---- per-CPU charge stock (§2.2) ------------------------------------------------------
 
 cdef inline bint consume_stock(mm_t *mm, int cpu, int memcg_id, int64_t nr_pages) noexcept nogil:
-    if nr_pages > CHARGE_BATCH:
+    if nr_pages > mm.policy.charge_batch:
         return False
     if mm.stock_memcg[cpu] == memcg_id and mm.stock_nr[cpu] >= nr_pages:
         mm.stock_nr[cpu] -= nr_pages
@@ -90,10 +92,14 @@ cdef void drain_stock(mm_t *mm, int cpu) noexcept nogil:
 
 
 cdef void refill_stock(mm_t *mm, int cpu, int memcg_id, int64_t nr_pages) noexcept nogil:
+    """A stock above one batch is drained (5.x+; it can only get there through the
+    obj_cgroup uncharges, done_restock never leaves more than a batch in it)."""
     if mm.stock_memcg[cpu] != memcg_id:
         drain_stock(mm, cpu)
         mm.stock_memcg[cpu] = memcg_id
     mm.stock_nr[cpu] += nr_pages
+    if mm.stock_nr[cpu] > mm.policy.charge_batch:
+        drain_stock(mm, cpu)
 
 
 cdef void drain_all_stock(mm_t *mm, int root) noexcept nogil:
@@ -101,6 +107,8 @@ cdef void drain_all_stock(mm_t *mm, int root) noexcept nogil:
     the charging task retries (docs/model.md)."""
     cdef int cpu
     for cpu in range(mm.nr_cpus):
+        if mm.obj_stock_memcg[cpu] >= 0 and mem_cgroup_is_descendant(mm, mm.obj_stock_memcg[cpu], root):
+            drain_obj_stock(mm, cpu)                 # drain_local_stock(): bytes first (5.9+)
         if mm.stock_memcg[cpu] >= 0 and mem_cgroup_is_descendant(mm, mm.stock_memcg[cpu], root):
             drain_stock(mm, cpu)
 
@@ -135,9 +143,9 @@ cdef void mem_cgroup_high(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
 
 
 cdef int try_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask, int64_t nr_pages) noexcept nogil:
-    cdef int64_t batch = max(<int64_t>CHARGE_BATCH, nr_pages), nr_reclaimed
-    cdef int retries = MEM_CGROUP_RECLAIM_RETRIES, mem_over_limit
-    cdef bint drained = False
+    cdef int64_t batch = max(<int64_t>mm.policy.charge_batch, nr_pages), nr_reclaimed
+    cdef int retries = mm.policy.reclaim_retries, mem_over_limit
+    cdef bint drained = False, raised_max = False
     if memcg_id == ROOT_MEMCG:                                      # 0
         return CHARGE_OK
     mm.now_ns += COST_CHARGE
@@ -150,13 +158,14 @@ cdef int try_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask, int64_
         if batch > nr_pages:                                        # 3
             batch = nr_pages
             continue
-        if t.memdie or t.dying:                                     # 4
+        if (t.memdie or t.dying) and mm.policy.force_dying:         # 4
             return bypass_or_force(mm, memcg_id, nr_pages)
         if t.memcg_oom >= 0:                                        # 5
-            return charge_nomem(mm, memcg_id, gfp_mask, nr_pages)
+            return nomem_or_force(mm, memcg_id, mem_over_limit, gfp_mask, nr_pages, raised_max)
         if not (gfp_mask & __GFP_WAIT):                             # 6
-            return charge_nomem(mm, memcg_id, gfp_mask, nr_pages)
+            return nomem_or_force(mm, memcg_id, mem_over_limit, gfp_mask, nr_pages, raised_max)
         mm.memcgs[mem_over_limit].events[MEMCG_MAX] += 1            # 7
+        raised_max = True
         nr_reclaimed = try_to_free_mem_cgroup_pages(mm, t, mem_over_limit, nr_pages,
                                                     gfp_mask, True, RP_CHARGE)  # 8
         if mem_cgroup_margin(mm, mem_over_limit) >= nr_pages:       # 9
@@ -166,23 +175,36 @@ cdef int try_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask, int64_
             drained = True
             continue
         if gfp_mask & __GFP_NORETRY:                                # 11
-            return charge_nomem(mm, memcg_id, gfp_mask, nr_pages)
+            return nomem_or_force(mm, memcg_id, mem_over_limit, gfp_mask, nr_pages, raised_max)
         if nr_reclaimed > 0 and nr_pages <= (1 << PAGE_ALLOC_COSTLY_ORDER):   # 12
             continue
         if retries > 0:                                             # 14
             retries -= 1
             continue
-        if (gfp_mask & __GFP_NOFAIL) or t.dying:                    # 15
+        if (gfp_mask & __GFP_NOFAIL) or (t.dying and mm.policy.force_dying):   # 15
             return bypass_or_force(mm, memcg_id, nr_pages)
         mm.memcgs[mem_over_limit].events[MEMCG_OOM] += 1            # 16
         if t.may_oom:
             t.memcg_oom = mem_over_limit                            # mem_cgroup_oom()
-        return charge_nomem(mm, memcg_id, gfp_mask, nr_pages)
+        return nomem_or_force(mm, memcg_id, mem_over_limit, gfp_mask, nr_pages, raised_max)
     # 19: done_restock
     if batch > nr_pages:
         refill_stock(mm, t.cpu, memcg_id, batch - nr_pages)
     mem_cgroup_high(mm, t, memcg_id, gfp_mask, nr_pages, batch)
+    if mm.policy.high_sync_over_batch:
+        mem_cgroup_high_sync(mm, t, gfp_mask)
     return CHARGE_OK
+
+
+cdef int nomem_or_force(mm_t *mm, int memcg_id, int mem_over_limit, uint32_t gfp_mask,
+                        int64_t nr_pages, bint raised_max) noexcept nogil:
+    """nomem; a charge forced there counts a max event on mem_over_limit when the loop
+    did not count one yet (6.x force:, policy force_max_event)."""
+    cdef int64_t forced = mm.stats[M_CHARGE_FORCED]
+    cdef int ret = charge_nomem(mm, memcg_id, gfp_mask, nr_pages)
+    if mm.policy.force_max_event and not raised_max and mm.stats[M_CHARGE_FORCED] != forced:
+        mm.memcgs[mem_over_limit].events[MEMCG_MAX] += 1
+    return ret
 
 
 cdef int charge_nomem(mm_t *mm, int memcg_id, uint32_t gfp_mask, int64_t nr_pages) noexcept nogil:
@@ -206,17 +228,91 @@ cdef int bypass_or_force(mm_t *mm, int memcg_id, int64_t nr_pages) noexcept nogi
 cdef void mem_cgroup_handle_over_high(mm_t *mm, task_t *t) noexcept nogil:
     """4.4 return-to-user: reclaim the punted overage with GFP_KERNEL on every level above
     high. Killed tasks never get here (they do not return to user mode)."""
-    cdef int64_t nr_pages = t.nr_pages_over_high
-    cdef int level = t.memcg
+    __mem_cgroup_handle_over_high(mm, t, GFP_KERNEL, RP_RETURN_TO_USER)
+
+
+cdef void mem_cgroup_high_sync(mm_t *mm, task_t *t, uint32_t gfp_mask) noexcept nogil:
+    """5.18 (c9afe31ec443, §6.3 step 10): once the task's punted overage exceeds one charge
+    batch, handle it right away in the charging context with the caller's gfp, so a long
+    kernel entry cannot run far over high before it returns to user mode."""
+    if t.nr_pages_over_high > mm.policy.charge_batch and (gfp_mask & __GFP_WAIT):
+        mm.stats[M_HIGH_SYNC] += 1
+        __mem_cgroup_handle_over_high(mm, t, gfp_mask, RP_CHARGE)
+
+
+cdef int64_t reclaim_high(mm_t *mm, task_t *t, int memcg_id, int64_t nr_pages,
+                          uint32_t gfp_mask, int place) noexcept nogil:
+    """reclaim_high(): every level above its high counts a high event and reclaims."""
+    cdef int64_t nr_reclaimed = 0
+    while memcg_id != ROOT_MEMCG:
+        if mm.memcgs[memcg_id].memory.count > mm.memcgs[memcg_id].high:
+            mm.memcgs[memcg_id].events[MEMCG_HIGH] += 1
+            nr_reclaimed += try_to_free_mem_cgroup_pages(mm, t, memcg_id, nr_pages, gfp_mask,
+                                                         True, place)
+        memcg_id = mm.memcgs[memcg_id].parent
+    return nr_reclaimed
+
+
+cdef int64_t mem_find_max_overage(mm_t *mm, int memcg_id) noexcept nogil:
+    """The largest (usage - high) / high of the memcg and its ancestors, << 20 (§6.3)."""
+    cdef int64_t overage, max_overage = 0, usage, high
+    while memcg_id != ROOT_MEMCG:
+        usage = mm.memcgs[memcg_id].memory.count
+        high = max(mm.memcgs[memcg_id].high, <int64_t>1)
+        if usage > high:
+            overage = ((usage - high) << MEMCG_DELAY_PRECISION_SHIFT) // high
+            max_overage = max(max_overage, overage)
+        memcg_id = mm.memcgs[memcg_id].parent
+    return max_overage
+
+
+cdef int64_t calculate_high_delay(int64_t charge_batch, int64_t nr_pages, int64_t max_overage) noexcept nogil:
+    """calculate_high_delay() (5.4, 0e4b01df8659; §6.3): quadratic in the overage, scaled
+    by the task's share nr_pages / MEMCG_CHARGE_BATCH; jiffies."""
+    cdef int64_t penalty_jiffies
+    if max_overage == 0:
+        return 0
+    penalty_jiffies = max_overage * max_overage * HZ
+    penalty_jiffies >>= MEMCG_DELAY_PRECISION_SHIFT
+    penalty_jiffies >>= MEMCG_DELAY_SCALING_SHIFT
+    return penalty_jiffies * nr_pages // charge_batch
+
+
+cdef void __mem_cgroup_handle_over_high(mm_t *mm, task_t *t, uint32_t gfp_mask, int place) noexcept nogil:
+    """Reclaim the task's punted overage (4.4), then, with the high_throttle policy, the
+    6.18 loop (§6.3): while the penalty is worth sleeping for, reclaim again as long as
+    reclaim progresses or retries remain, then sleep the penalty (at most 2 s). The sleep
+    is not CPU work: it goes to the task's latencies, not the machine's clock."""
+    cdef int64_t nr_pages = t.nr_pages_over_high, nr_reclaimed, penalty
+    cdef int retries = mm.policy.reclaim_retries, loops = 0
+    cdef bint in_retry = False
     t.nr_pages_over_high = 0
     t.notify_resume = False
     if nr_pages == 0 or t.killed:
         return
-    while level != ROOT_MEMCG:
-        if mm.memcgs[level].memory.count > mm.memcgs[level].high:
-            mm.memcgs[level].events[MEMCG_HIGH] += 1
-            try_to_free_mem_cgroup_pages(mm, t, level, nr_pages, GFP_KERNEL, True, RP_RETURN_TO_USER)
-        level = mm.memcgs[level].parent
+    while True:
+        if mm.policy.high_skip_dying and (t.dying or t.memdie):     # task_is_dying()
+            return
+        nr_reclaimed = reclaim_high(mm, t, t.memcg, SWAP_CLUSTER_MAX if in_retry else nr_pages,
+                                    gfp_mask, place)
+        if not mm.policy.high_throttle:
+            return
+        penalty = min(calculate_high_delay(mm.policy.charge_batch, nr_pages,
+                                           mem_find_max_overage(mm, t.memcg)),
+                      <int64_t>MEMCG_MAX_HIGH_DELAY_JIFFIES)
+        if penalty <= HZ // 100:
+            return
+        loops += 1
+        if (nr_reclaimed > 0 or retries > 0) and loops < SLOWPATH_MAX_LOOPS:
+            if nr_reclaimed == 0:
+                retries -= 1
+            in_retry = True
+            continue
+        t.sleep_ns += penalty * NSEC_PER_JIFFY                      # schedule_timeout_killable
+        t.syscall_sleep_ns += penalty * NSEC_PER_JIFFY
+        mm.stats[M_HIGH_THROTTLES] += 1
+        mm.stats[M_HIGH_THROTTLE_NS] += penalty * NSEC_PER_JIFFY
+        return
 
 
 # ---- charge entry points of the page users --------------------------------------------
@@ -253,3 +349,86 @@ cdef bint memcg_kmem_bypass(mm_t *mm, task_t *t, uint32_t gfp_mask) noexcept nog
     if t.dying and mm.policy.kmem_dying_uncharged:
         return True
     return False
+
+
+# ---- obj_cgroup: per-object byte charging of slab objects (5.9+, §3.4) --------------------
+# Linux 6.18 mm/memcontrol.c obj_cgroup_charge(), consume_obj_stock(), refill_obj_stock(),
+# drain_obj_stock(), obj_cgroup_charge_pages()/obj_cgroup_uncharge_pages(). The obj_cgroup
+# of a memcg is the memcg itself here (no reparenting: cgroups are never removed).
+
+cdef int obj_cgroup_charge_pages(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
+                                 int64_t nr_pages) noexcept nogil:
+    """try_charge_memcg() with the caller's gfp, then memcg_account_kmem(); 0 or -1."""
+    cdef int ret = try_charge(mm, t, memcg_id, gfp_mask, nr_pages)
+    if ret == CHARGE_BYPASS:                    # not with a forcing row; kept for symmetry
+        force_charge(mm, memcg_id, nr_pages)
+    elif ret != CHARGE_OK:
+        return -1
+    mm.memcgs[memcg_id].objcg_pages += nr_pages
+    return 0
+
+
+cdef void obj_cgroup_uncharge_pages(mm_t *mm, int cpu, int memcg_id, int64_t nr_pages) noexcept nogil:
+    """memcg_account_kmem(-n), then the pages go to this CPU's page stock (refill_stock)."""
+    mm.memcgs[memcg_id].objcg_pages -= nr_pages
+    refill_stock(mm, cpu, memcg_id, nr_pages)
+
+
+cdef void drain_obj_stock(mm_t *mm, int cpu) noexcept nogil:
+    """Whole pages back to the memcg, the sub-page rest to objcg->nr_charged_bytes."""
+    cdef int memcg_id = mm.obj_stock_memcg[cpu]
+    cdef int64_t nr_bytes = mm.obj_stock_bytes[cpu]
+    if memcg_id < 0:
+        return
+    if nr_bytes >> PAGE_SHIFT:
+        obj_cgroup_uncharge_pages(mm, cpu, memcg_id, nr_bytes >> PAGE_SHIFT)
+    mm.memcgs[memcg_id].nr_charged_bytes += nr_bytes & (PAGE_SIZE - 1)
+    mm.obj_stock_bytes[cpu] = 0
+    mm.obj_stock_memcg[cpu] = -1
+
+
+cdef inline bint consume_obj_stock(mm_t *mm, int cpu, int memcg_id, int64_t nr_bytes) noexcept nogil:
+    if mm.obj_stock_memcg[cpu] == memcg_id and mm.obj_stock_bytes[cpu] >= nr_bytes:
+        mm.obj_stock_bytes[cpu] -= nr_bytes
+        mm.now_ns += COST_STOCK
+        return True
+    return False
+
+
+cdef void refill_obj_stock(mm_t *mm, int cpu, int memcg_id, int64_t nr_bytes,
+                           bint allow_uncharge) noexcept nogil:
+    """Switching memcg drains the old one and takes over the new one's nr_charged_bytes;
+    with allow_uncharge (frees, or a switch) whole pages above one go back."""
+    cdef int64_t nr_pages = 0
+    if mm.obj_stock_memcg[cpu] != memcg_id:
+        drain_obj_stock(mm, cpu)
+        mm.obj_stock_memcg[cpu] = memcg_id
+        mm.obj_stock_bytes[cpu] = mm.memcgs[memcg_id].nr_charged_bytes
+        mm.memcgs[memcg_id].nr_charged_bytes = 0
+        allow_uncharge = True
+    mm.obj_stock_bytes[cpu] += nr_bytes
+    if allow_uncharge and mm.obj_stock_bytes[cpu] > PAGE_SIZE:
+        nr_pages = mm.obj_stock_bytes[cpu] >> PAGE_SHIFT
+        mm.obj_stock_bytes[cpu] &= PAGE_SIZE - 1
+    if nr_pages:
+        obj_cgroup_uncharge_pages(mm, cpu, memcg_id, nr_pages)
+
+
+cdef int obj_cgroup_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
+                           int64_t size) noexcept nogil:
+    """Charge `size` bytes: from the byte stock, else whole pages with the caller's gfp,
+    the unused rest of the last page into the stock (without uncharging). 0 or -1."""
+    cdef int64_t nr_pages = size >> PAGE_SHIFT, nr_bytes = size & (PAGE_SIZE - 1)
+    if consume_obj_stock(mm, t.cpu, memcg_id, size):
+        return 0
+    if nr_bytes:
+        nr_pages += 1
+    if obj_cgroup_charge_pages(mm, t, memcg_id, gfp_mask, nr_pages) < 0:
+        return -1
+    if nr_bytes:
+        refill_obj_stock(mm, t.cpu, memcg_id, PAGE_SIZE - nr_bytes, False)
+    return 0
+
+
+cdef void obj_cgroup_uncharge(mm_t *mm, int cpu, int memcg_id, int64_t size) noexcept nogil:
+    refill_obj_stock(mm, cpu, memcg_id, size, True)

@@ -17,7 +17,7 @@ cdef int64_t lat_percentile(const int64_t *hist, double q) noexcept nogil:
             if i < LAT_SUB:
                 return i
             e = i // LAT_SUB + 3
-            return (LAT_SUB + i % LAT_SUB) << (e - 4)
+            return (<int64_t>(LAT_SUB + i % LAT_SUB)) << (e - 4)   # 64-bit: throttled syscalls take seconds
     return 0
 
 
@@ -69,6 +69,9 @@ cdef dict collect_metrics(mm_t *mm):
     out["overshoot_high_peak_pages"] = float(peak_high)
     out["overshoot_high_integral_page_ms"] = integral / 1e6
     out["overshoot_high_syscall_peak_pages"] = float(mm.stats[M_OVER_HIGH_SYSCALL_PEAK])
+    out["high_sync_enforcements"] = float(mm.stats[M_HIGH_SYNC])
+    out["high_throttle_sleeps"] = float(mm.stats[M_HIGH_THROTTLES])
+    out["high_throttle_ns"] = float(mm.stats[M_HIGH_THROTTLE_NS])
     for e, name in enumerate(MEMCG_EVENTS):
         out[f"events_{name}"] = float(events[e])
     out["reclaim_rounds"] = float(mm.stats[M_RECLAIM_ROUNDS])

@@ -41,6 +41,9 @@ METRICS = tuple(
         "overshoot_high_peak_pages",    # peak of usage - memory.high over all memcgs
         "overshoot_high_integral_page_ms",  # time integral of (usage - high)+
         "overshoot_high_syscall_peak_pages",  # peak overage seen at a syscall exit
+        "high_sync_enforcements",   # 5.18: over-high handled inside a charge (one batch over)
+        "high_throttle_sleeps",     # 5.4: memory.high throttle sleeps (calculate_high_delay)
+        "high_throttle_ns",         # ... their total (in request/syscall latency, not sim_ns)
     ]
     + [f"events_{e}" for e in MEMCG_EVENTS]
     + [

@@ -9,8 +9,14 @@ cdef enum:
     PAGE_SIZE = 4096
     MAX_ORDER = 11                      # orders 0..10 (kernel-facts §5.1)
     PAGE_ALLOC_COSTLY_ORDER = 3
-    CHARGE_BATCH = 32                   # §2.2
-    MEM_CGROUP_RECLAIM_RETRIES = 5      # §2.3
+    CHARGE_BATCH = 32                   # §2.2 (4.x; the policy's charge_batch is used)
+    MEM_CGROUP_RECLAIM_RETRIES = 5      # §2.3 (4.x; the policy's reclaim_retries is used)
+    OBJCG_PTR_SIZE = 8                  # sizeof(struct obj_cgroup *): obj_full_size() (§3.4)
+    HZ = 1000                           # jiffies per second for the memory.high throttle (§6.3)
+    NSEC_PER_JIFFY = 1000000
+    MEMCG_MAX_HIGH_DELAY_JIFFIES = 2000 # 2 * HZ (§6.3)
+    MEMCG_DELAY_PRECISION_SHIFT = 20
+    MEMCG_DELAY_SCALING_SHIFT = 14
     SWAP_CLUSTER_MAX = 32               # §2.6
     DEF_PRIORITY = 12
     SHRINK_BATCH = 128
@@ -151,6 +157,10 @@ cdef struct memcg_t:
     double over_high_page_ns
     int64_t peak_over_high
     int64_t peak_over_max
+    int64_t slab_bytes[2]    # per-object charging (5.9+): charged slab object bytes,
+                             # [0] reclaimable, [1] unreclaimable (memory.stat slab_*)
+    int64_t objcg_pages      # pages charged through obj_cgroup_charge_pages, not yet uncharged
+    int64_t nr_charged_bytes # objcg->nr_charged_bytes: sub-page bytes of a drained obj stock
 
 cdef struct task_t:
     int32_t memcg
@@ -168,6 +178,9 @@ cdef struct task_t:
     int32_t memcg_oom        # memcg recorded by mem_cgroup_oom(), -1 if none
     int64_t nr_pages_over_high
     int64_t syscall_start_ns # virtual time of the open syscall's entry
+    int64_t sleep_ns         # memory.high throttle sleeps (5.4+), total: not on the machine's
+                             # clock, added to the sleeping task's request/syscall latency
+    int64_t syscall_sleep_ns # ... of them, during the open syscall
     int64_t rss              # anon pages
     list_t objs              # objects and page blocks it owns
 
@@ -188,6 +201,7 @@ cdef struct obj_t:
     int8_t order
     uint8_t lazy             # put in a root cache while the memcg clone was being created
     int8_t gclass
+    uint16_t objcg           # memcg the object's bytes are charged to (5.9+ obj_cgroup), 0: none
 
 cdef enum:                   # slab_t.where
     SL_NONE = 0              # full (SLUB does not track full slabs)
@@ -248,6 +262,23 @@ cdef struct policy_t:
     uint8_t kmem_dying_uncharged     # __memcg_kmem_bypass: fatal signal -> uncharged
     uint8_t bypass_forces            # 4.4 force: label instead of -EINTR bypass
     uint8_t force_gfp_high           # __GFP_HIGH charges forced past max at nomem
+    # the modern kernel's mechanisms (kernel-facts §6.2-§6.4, docs/model.md "v6.18")
+    uint8_t charge_batch             # MEMCG_CHARGE_BATCH: 32, 64 from 6.1
+    uint8_t reclaim_retries          # MEM_CGROUP_RECLAIM_RETRIES 5; MAX_RECLAIM_RETRIES 16 (5.9)
+    uint8_t force_dying              # try_charge forces (4.4) / bypasses (4.2) a dying task's
+                                     # charge; 5.16 stopped (a4ebf1b6ca1e)
+    uint8_t force_max_event          # force: counts a max event if none was counted (6.x)
+    uint8_t high_sync_over_batch     # 5.18: over-high handled at once in the charge when the
+                                     # task's punted overage exceeds one charge batch
+    uint8_t high_throttle            # 5.4: calculate_high_delay() sleep after high reclaim
+    uint8_t high_skip_dying          # 6.8: a dying task skips memory.high reclaim
+    uint8_t high_write_loop          # memory_high_write: drain, reclaim until <= high (6.x)
+    uint8_t obj_charge               # 5.9: slab objects charged in bytes (obj_cgroup) with
+                                     # the caller's gfp after the allocation; slab pages and
+                                     # caches shared, never charged
+    uint8_t slub_high_no_kswapd      # 6.x allocate_slab: the high-order try drops all of
+                                     # __GFP_RECLAIM (no kswapd wake-up either)
+    uint8_t slub_only                # SLAB removed (6.8): the row refuses allocator slab
 
 cdef enum:                   # where reclaim ran (core/metrics.py RECLAIM_PLACES)
     RP_CHARGE = 0
@@ -325,6 +356,9 @@ cdef enum:
     M_KENTRIES                # syscall entries (kernel entries that can return ENOMEM)
     M_SLAB_WRONG_NODE_OBJS    # objects placed in a slab off the node asked for
     M_SLUB_NEW_SLAB_ATTEMPTS  # allocate_slab() calls
+    M_HIGH_THROTTLES          # memory.high throttle sleeps (5.4+)
+    M_HIGH_THROTTLE_NS        # ... their total length
+    M_HIGH_SYNC               # 5.18 synchronous memory.high enforcements inside a charge
     M_RR_BASE                 # + RP_*: reclaim rounds by place
     M_RNS_BASE = M_RR_BASE + 5  # + RP_*: reclaim ns by place
     M_ATTEMPTS_BASE = M_RNS_BASE + 5   # + GC_*
@@ -354,6 +388,8 @@ cdef struct mm_t:            # the machine
     int32_t nr_memcgs
     int32_t stock_memcg[256] # per-CPU memcg_stock_pcp (§2.2)
     int64_t stock_nr[256]
+    int32_t obj_stock_memcg[256]  # per-CPU obj_stock_pcp cached_objcg (5.9+, §3.4), -1
+    int64_t obj_stock_bytes[256]  # ... its pre-charged bytes
     task_t *tasks
     int32_t nr_tasks
     int32_t cap_tasks

@@ -43,6 +43,7 @@ cdef int32_t obj_new(mm_t *mm, int kind, int owner) noexcept nogil:
     mm.objs[oid].aux = -1
     mm.objs[oid].lazy = 0
     mm.objs[oid].order = 0
+    mm.objs[oid].objcg = ROOT_MEMCG
     mm.obj_next[oid] = -1
     mm.obj_prev[oid] = -1
     if owner >= 0:
@@ -232,6 +233,8 @@ cdef int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gf
     until its work item has run, objects go uncharged to the root cache (4.2)."""
     cdef int32_t idx, clone
     lazy[0] = False
+    if mm.policy.obj_charge:             # 5.9+: one set of caches; objects charged instead
+        return root
     if memcg_kmem_bypass(mm, t, gfp_mask):
         lazy[0] = t != NULL and t.memcg != ROOT_MEMCG and not (gfp_mask & __GFP_NOACCOUNT)
         return root
@@ -363,7 +366,51 @@ cdef int32_t kmem_cache_alloc_node(mm_t *mm, task_t *t, int32_t root, uint32_t g
     if lazy:
         mm.objs[oid].lazy = 1
         mm.lazy_bytes += mm.caches[cid].size
+    if mm.policy.obj_charge and not memcg_slab_post_alloc_hook(mm, t, oid, gfp_mask):
+        return -1
     return oid
+
+
+cdef inline int64_t obj_full_size(kmem_cache_t *s) noexcept nogil:
+    """The object plus its obj_cgroup pointer in the slab's obj_exts (charged too)."""
+    return s.size + OBJCG_PTR_SIZE
+
+
+cdef inline int obj_cpu(mm_t *mm) noexcept nogil:
+    """The CPU a free runs on: the current task's (kswapd and cgroupfs writes: CPU 0)."""
+    return mm.tasks[mm.current].cpu if mm.current >= 0 else 0
+
+
+cdef bint memcg_slab_post_alloc_hook(mm_t *mm, task_t *t, int32_t oid, uint32_t gfp_mask) noexcept nogil:
+    """6.18 __memcg_slab_post_alloc_hook() (§3.4): charge the new object's bytes to the
+    task's obj_cgroup with the caller's gfp; a failed charge frees the object again
+    (memcg_alloc_abort_single) and the allocation returns NULL."""
+    cdef kmem_cache_t *s = &mm.caches[mm.slabs[mm.objs[oid].slab].cache]
+    if memcg_kmem_bypass(mm, t, gfp_mask):
+        return True
+    if obj_cgroup_charge(mm, t, t.memcg, gfp_mask, obj_full_size(s)) < 0:
+        kmem_cache_free(mm, oid)
+        return False
+    mm.objs[oid].objcg = t.memcg
+    mm.memcgs[t.memcg].slab_bytes[0 if s.reclaimable else 1] += obj_full_size(s)
+    return True
+
+
+cdef void memcg_slab_free_hook(mm_t *mm, int32_t oid) noexcept nogil:
+    """__memcg_slab_free_hook(): the object's bytes back to the obj stock of this CPU."""
+    cdef kmem_cache_t *s = &mm.caches[mm.slabs[mm.objs[oid].slab].cache]
+    cdef int memcg_id = mm.objs[oid].objcg
+    mm.memcgs[memcg_id].slab_bytes[0 if s.reclaimable else 1] -= obj_full_size(s)
+    obj_cgroup_uncharge(mm, obj_cpu(mm), memcg_id, obj_full_size(s))
+    mm.objs[oid].objcg = ROOT_MEMCG
+
+
+cdef inline int mem_cgroup_from_obj(mm_t *mm, int32_t oid) noexcept nogil:
+    """The memcg an object belongs to (list_lru placement): its obj_cgroup when charged
+    per object, else the memcg of its (cloned) cache."""
+    if mm.objs[oid].objcg != ROOT_MEMCG:
+        return mm.objs[oid].objcg
+    return mm.caches[mm.slabs[mm.objs[oid].slab].cache].memcg
 
 
 cdef void kmem_cache_free(mm_t *mm, int32_t oid) noexcept nogil:
@@ -371,6 +418,8 @@ cdef void kmem_cache_free(mm_t *mm, int32_t oid) noexcept nogil:
     cdef int32_t cid = mm.slabs[sid].cache
     if mm.objs[oid].lazy:
         mm.lazy_bytes -= mm.objs[oid].size
+    if mm.objs[oid].objcg != ROOT_MEMCG:
+        memcg_slab_free_hook(mm, oid)
     obj_release(mm, oid)
     if mm.allocator == ALLOC_SLUB:
         slub_free(mm, cid, sid)
@@ -471,13 +520,12 @@ cdef bint d_alloc(mm_t *mm, task_t *t) noexcept nogil:
     mm.objs[d].kind = OBJ_DENTRY
     mm.objs[d].aux = i
     mm.objs[i].kind = OBJ_INODE
-    list_add_tail(&mm.memcgs[mm.caches[mm.slabs[mm.objs[d].slab].cache].memcg].dentries,
-                  mm.obj_next, mm.obj_prev, d)
+    list_add_tail(&mm.memcgs[mem_cgroup_from_obj(mm, d)].dentries, mm.obj_next, mm.obj_prev, d)
     return True
 
 
 cdef void free_dentry(mm_t *mm, int32_t d) noexcept nogil:
-    cdef int memcg_id = mm.caches[mm.slabs[mm.objs[d].slab].cache].memcg
+    cdef int memcg_id = mem_cgroup_from_obj(mm, d)
     list_del(&mm.memcgs[memcg_id].dentries, mm.obj_next, mm.obj_prev, d)
     kmem_cache_free(mm, mm.objs[d].aux)
     kmem_cache_free(mm, d)

@@ -58,6 +58,8 @@ cdef int32_t allocate_slab(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, 
     alloc_gfp = (flags | __GFP_NOWARN | __GFP_NORETRY) & ~__GFP_NOFAIL
     if high and (alloc_gfp & __GFP_WAIT):
         alloc_gfp = (alloc_gfp | __GFP_NOMEMALLOC) & ~__GFP_WAIT
+        if mm.policy.slub_high_no_kswapd:        # 6.x: ~__GFP_RECLAIM, kswapd not woken (§3.4)
+            alloc_gfp |= __GFP_NO_KSWAPD
     mm.stats[M_SLUB_NEW_SLAB_ATTEMPTS] += 1
     if high:
         mm.stats[M_SLUB_HIGH_ATTEMPTS] += 1

@@ -8,7 +8,7 @@ import copy
 import difflib
 from collections.abc import Mapping
 
-from core._mm import DESIGNS, MAX_NODES_, gfp, parse_size
+from core._mm import DESIGNS, MAX_NODES_, design_allocator_error, gfp, parse_size
 
 REQUEST_KINDS = ("kmalloc", "kmalloc_node", "alloc_pages", "dentries", "read_file", "fault_anon")
 ALLOCATORS = ("slub", "slab")
@@ -166,6 +166,9 @@ def validate_spec(spec):
     if not isinstance(mach["swap"], bool):
         _fail("machine.swap", f"must be true or false, got {mach['swap']!r}")
     _choice("design", out["design"], DESIGNS)
+    error = design_allocator_error(out["design"], mach["allocator"])
+    if error:
+        _fail("machine.allocator", error)
     cg = out["cgroup"]
     cg["max"] = _size("cgroup.max", cg["max"])
     high = cg["high"]

@@ -51,6 +51,7 @@ cdef inline void syscall_enter(mm_t *mm, int tid) noexcept nogil:
     t.in_kernel = True
     t.in_syscall = True
     t.syscall_start_ns = mm.now_ns
+    t.syscall_sleep_ns = 0
     mm.stats[M_KENTRIES] += 1
     mm.now_ns += COST_SYSCALL
 
@@ -60,7 +61,7 @@ cdef inline void syscall_done(mm_t *mm, task_t *t) noexcept nogil:
     (way1's punted memory.high reclaim) is done, or until a fatal signal ends it."""
     if t.in_syscall:
         t.in_syscall = False
-        mm.syscall_lat[lat_bucket(mm.now_ns - t.syscall_start_ns)] += 1
+        mm.syscall_lat[lat_bucket(mm.now_ns - t.syscall_start_ns + t.syscall_sleep_ns)] += 1
 
 
 cdef void setup_background(mm_t *mm, int root_tid, int64_t file_pages, double fragment) noexcept nogil:
@@ -294,7 +295,7 @@ cdef int64_t task_request(mm_t *mm, int tid, int kind, int64_t arg, uint32_t gfp
     `fallback`, a failed GFP_NOWAIT request is retried with GFP_KERNEL by its caller (the
     fallback path every non-blocking caller must have); a GFP_KERNEL/NOFS failure (or a
     failed fallback) is a user-visible ENOMEM."""
-    cdef int64_t start = mm.now_ns, result
+    cdef int64_t start = mm.now_ns, result, slept = mm.tasks[tid].sleep_ns
     cdef int cls = GC_KERNEL if kind >= REQ_DENTRIES else gfp_class(gfp_mask)
     cdef int saved = mm.current
     mm.current = tid
@@ -314,6 +315,6 @@ cdef int64_t task_request(mm_t *mm, int tid, int kind, int64_t arg, uint32_t gfp
                     mm.stats[M_ENOMEM] += 1
         elif (cls == GC_KERNEL or cls == GC_NOFS) and kind != REQ_FAULT_ANON:
             mm.stats[M_ENOMEM] += 1
-    mm.lat[cls][lat_bucket(mm.now_ns - start)] += 1
+    mm.lat[cls][lat_bucket(mm.now_ns - start + mm.tasks[tid].sleep_ns - slept)] += 1
     mm.current = saved
     return result

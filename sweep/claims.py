@@ -214,6 +214,10 @@ def _verdict(claim: Claim, values: pd.DataFrame, regimes: pd.DataFrame, alpha: f
             both = wide[[a, b]].dropna()
             if len(both):
                 pairs[cell_id] = (both[a].to_numpy(float), both[b].to_numpy(float))
+    missing = [d for d in claim.compare if values.empty or d not in set(values["design"])]
+    if missing:
+        return Verdict(claim, "untestable", f"{' and '.join(missing)} not among this sweep's designs "
+                       f"(add it to designs)", [], [], [], None, None, unit)
     if not pairs:
         where = ", ".join(claim.regimes)
         return Verdict(claim, "untestable", f"no cell of this sweep is {where} under both {a} and {b} "

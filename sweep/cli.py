@@ -52,6 +52,8 @@ def _main(args, argv: list[str]) -> int:
     cells = grid.build_cells(cfg, config.load_mixes(cfg, args.config))
     cells = [c for c in cells if shard is None or shard.holds(c)]
     _check_stats_available(cfg)
+    claims_path = config.claims_file(cfg, args.config)
+    claims = load_claims(claims_path) if claims_path else []
     plan.check_size(len(cells), len(cfg.designs), cfg.stats.max_replications)
     claims_path = config.claims_file(cfg, args.config)
     claims = load_claims(claims_path) if claims_path else []
@@ -192,6 +194,8 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False, claims
     print(f"designs: {', '.join(cfg.designs)}; replications: {cfg.replications}"
           + (f" (adaptive up to {cfg.stats.max_replications})" if config.is_adaptive(cfg) else ""))
     print(f"cells: {len(cells):,}")
+    for design, n in grid.skipped_designs(cfg, cells).items():
+        print(f"{design}: not run in {plural(n, 'cell')} (no such allocator in that kernel: SLAB was removed in 6.8)")
     print(f"workloads: {len(workloads):,} ({len(workloads) - len(missing):,} stored in {sweep_dir.results}, "
           f"{len(missing):,} to run)")
     if missing:
@@ -231,7 +235,8 @@ def _print_regime_estimate(workloads, calibration, claims, n_cells: int) -> None
     """Regimes estimated from replication 0 of as many cells as a short budget allows."""
     from sweep import regime
 
-    if calibration.lower_bound:     # not one workload finished in the budget: no sample would
+    if calibration.lower_bound:     # not one workload finished within the budget: none can be sampled
+        print("regime estimate: skipped (no calibration workload finished within its budget)")
         return
     regimes, sampled = plan.sample_regimes(workloads, done=list(zip(calibration.workloads, calibration.results)))
     if not sampled:

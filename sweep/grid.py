@@ -40,7 +40,8 @@ class Cell:
     key: str            # sha256 of the normalised spec without design (seeds derive from it)
     axes: dict          # store columns: block, limit (bytes, inf = "max"), high, order, nodes,
                         # mix, allocator, cpus, fragment (the last three from the spec)
-    specs: dict         # design -> normalised workload spec
+    specs: dict         # design -> normalised workload spec (designs that exist for the
+                        # cell's allocator: a 6.x row has no SLAB cells)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,29 @@ def build_cells(cfg: DictConfig, mixes: Mapping[str, dict]) -> list[Cell]:
             if cell.key not in seen:
                 seen.add(cell.key)
                 cells.append(cell)
+    _refuse_designs_without_cells(cfg, cells)
     return cells
+
+
+def skipped_designs(cfg: DictConfig, cells: Iterable[Cell]) -> dict[str, int]:
+    """design -> number of cells it does not run in (SLAB cells for a 6.x row)."""
+    out = {}
+    for cell in cells:
+        for design in cfg.designs:
+            if design not in cell.specs:
+                out[design] = out.get(design, 0) + 1
+    return out
+
+
+def _refuse_designs_without_cells(cfg: DictConfig, cells: list[Cell]) -> None:
+    """A design that can run in no cell at all (a 6.x row on an all-SLAB sweep) is an error."""
+    import core
+
+    for i, design in enumerate(cfg.designs):
+        if cells and not any(design in cell.specs for cell in cells):
+            reason = core.design_allocator_error(design, "slab")
+            raise ConfigError(f"designs[{i}]: {reason}; every cell of this sweep uses allocator "
+                              f"slab (workload.machine.allocator or grid.allocator)")
 
 
 def _block_cells(cfg: DictConfig, mixes: Mapping[str, dict], block: str | None, where: str) -> list[Cell]:
@@ -123,6 +146,8 @@ def workloads(cells: Iterable[Cell], designs: Iterable[str], replications: Mappi
         for rep in range(count):
             seed = replication_seed(root_seed, cell.key, rep)
             for design in designs:
+                if design not in cell.specs:          # no such kernel for this cell's allocator
+                    continue
                 key = workload_key(cell.specs[design], seed, model_version)
                 out.append(Workload(key, cell, design, rep, seed))
     return out
@@ -146,7 +171,9 @@ def _sha256(obj) -> str:
 
 
 def _cell(cfg: DictConfig, pins: dict, axes: dict, mix: dict, block: str | None = None, where: str = "") -> Cell:
-    specs = {d: _validated(cfg, axes, _compose(pins, axes, mix, d), where) for d in cfg.designs}
+    composed = {d: _compose(pins, axes, mix, d) for d in cfg.designs}
+    runnable = [d for d in cfg.designs if not _allocator_refuses(composed[d])] or list(cfg.designs)
+    specs = {d: _validated(cfg, axes, composed[d], where) for d in runnable}
     spec = next(iter(specs.values()))
     without_design = {k: v for k, v in spec.items() if k != "design"}
     key = _sha256(without_design)
@@ -167,6 +194,15 @@ def _cell(cfg: DictConfig, pins: dict, axes: dict, mix: dict, block: str | None 
     cell_id = (f"{prefix}{axes['limit']}-h{axes['high']}-o{axes['order']}-n{axes['nodes']}-{axes['mix']}"
                f"{extra}-{key[:6]}")
     return Cell(cell_id=cell_id, key=key, axes=columns, specs=specs)
+
+
+def _allocator_refuses(spec: dict) -> bool:
+    """The design has no such allocator (SLAB is gone in 6.8): the cell runs without it.
+    When no design of the sweep is left, validation reports the error with its path."""
+    import core
+
+    allocator = spec.get("machine", {}).get("allocator", "slub")
+    return core.design_allocator_error(spec["design"], allocator) is not None
 
 
 def _compose(pins: dict, axes: dict, mix: dict, design: str) -> dict:
@@ -244,7 +280,9 @@ def _checked_pins(cfg: DictConfig, mixes: Mapping[str, dict], where: str = "") -
     try:
         _refuse_axis_fields(pins, cfg.grid)
         first = {axis: _values(values)[0] for axis, values in cfg.grid.items()}
-        defaults = _validated(cfg, first, _compose({}, first, mixes[first["mix"]], cfg.designs[0]))
+        composed = [_compose({}, first, mixes[first["mix"]], d) for d in cfg.designs]
+        defaults = _validated(cfg, first, next((c for c in composed if not _allocator_refuses(c)),
+                                                 composed[0]))
         _refuse_unknown_fields(pins, defaults, "workload")
     except ConfigError as err:
         raise ConfigError(where + str(err)) from None

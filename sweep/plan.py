@@ -17,7 +17,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from sweep import interrupt
+from sweep import interrupt, worker
 from sweep.grid import Workload
 
 CALIBRATION_RUNS = 21   # 3 per mix of the default grid

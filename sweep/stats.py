@@ -136,9 +136,14 @@ def correction_method(name: str) -> str:
 
 
 def comparisons(designs: Iterable[str]) -> list[tuple[str, str]]:
-    """(baseline, candidate) pairs: v4.3 against each design, then the designs pairwise."""
+    """(baseline, candidate) pairs: v4.3 against each design, then the designs pairwise,
+    the earlier row of the policy table as baseline - so the 6.x row is the candidate
+    against every 2015 design ("where does today's kernel win or lose, against which")."""
+    import core
+
     designs = list(dict.fromkeys(designs))
-    others = sorted(d for d in designs if d != BASELINE)
+    order = {d: i for i, d in enumerate(core.DESIGNS)}
+    others = sorted((d for d in designs if d != BASELINE), key=lambda d: (order.get(d, len(order)), d))
     pairs = [(BASELINE, d) for d in others] if BASELINE in designs else []
     pairs += [(a, b) for i, a in enumerate(others) for b in others[i + 1:]]
     return pairs

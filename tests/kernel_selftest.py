@@ -13,6 +13,10 @@ MEM_CGROUP_RECLAIM_RETRIES = 5     # §2.3
 PAGE_ALLOC_COSTLY_ORDER = 3        # §2.3 step 12, §5.5 l/m
 SWAP_CLUSTER_MAX = 32              # §2.6: memcg reclaim target is max(nr_pages, 32)
 MAX_ORDER = 11                     # §5.1: free_area[0..10]
+# the modern kernel's values (§6.2, §6.3), used by the v6.18 row's tests
+MEMCG_CHARGE_BATCH_6 = 64          # MEMCG_CHARGE_BATCH from 6.1 (1813e51eece0)
+MAX_RECLAIM_RETRIES = 16           # 5.9 (d977aa939fca)
+OBJCG_PTR_SIZE = 8                 # obj_full_size(): object + its obj_cgroup pointer (§3.4)
 
 # v4.2 gfp bits the tests reason about (§1.1)
 GFP_WAIT = 0x10

@@ -12,7 +12,7 @@ import pytest
 
 import core
 from kernel_selftest import (
-    CHARGE_BATCH, MB, MEM_CGROUP_RECLAIM_RETRIES, cg_read_key_long, cg_read_long,
+    MB, cg_read_key_long, cg_read_long,
     fill_with_kmem, metrics_delta, values_close,
 )
 
@@ -211,7 +211,8 @@ def test_kernel_charge_reclaims_through_all_retries_then_records_oom(full):
     handle, events, metrics = charge_once(m, task, cg, "GFP_KERNEL")
     assert handle is None
     # steps 7-8 run once, again after the drain (10), then once per retry (14); then 16
-    rounds = 2 + MEM_CGROUP_RECLAIM_RETRIES
+    # (5 retries in 4.x; MAX_RECLAIM_RETRIES = 16 from 5.9, kernel-facts §6.3)
+    rounds = 2 + core.POLICIES[m.design]["reclaim_retries"]
     assert events["max"] == rounds
     assert metrics["reclaim_rounds"] == rounds
     assert events["oom"] == 1 and events["oom_kill"] == 0
@@ -239,14 +240,15 @@ def test_nowait_charge_over_max_fails_without_reclaim_or_max_event(full):
 
 
 def test_charge_retries_with_exact_size_before_reclaiming(m):
-    # step 3: a charge that fails as a 32-page batch retries with its exact size before
-    # any reclaim, so a cgroup can be filled to the last page without a max event
-    cg = new_cgroup(m, "/a", max=str(CHARGE_BATCH * 4096 + 4096))
+    # step 3: a charge that fails as a batch (32 pages; 64 from 6.1) retries with its exact
+    # size before any reclaim, so a cgroup can be filled to the last page without a max event
+    batch = core.POLICIES[m.design]["charge_batch"]
+    cg = new_cgroup(m, "/a", max=str(batch * 4096 + 4096))
     task = m.spawn(cg)
     with task.syscall():
-        handles = [task.alloc_pages(0, "GFP_KERNEL") for _ in range(CHARGE_BATCH + 1)]
+        handles = [task.alloc_pages(0, "GFP_KERNEL") for _ in range(batch + 1)]
     assert None not in handles
-    assert current(m, cg) == (CHARGE_BATCH + 1) * 4096
+    assert current(m, cg) == (batch + 1) * 4096
     assert m.events(cg)["max"] == 0
 
 

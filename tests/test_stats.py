@@ -113,6 +113,9 @@ def test_comparisons_put_the_baseline_first():
     assert stats.comparisons(["way2", "v4.3", "way1"]) == [
         ("v4.3", "way1"), ("v4.3", "way2"), ("way1", "way2")]
     assert stats.comparisons(["way2", "way1"]) == [("way1", "way2")]
+    # the 6.x row comes last in the policy table: the candidate against every 2015 design
+    assert stats.comparisons(["v6.18", "way1", "v4.3"]) == [
+        ("v4.3", "way1"), ("v4.3", "v6.18"), ("way1", "v6.18")]
 
 
 def test_unknown_correction_is_rejected_with_the_allowed_values():

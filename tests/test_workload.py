@@ -48,8 +48,9 @@ def test_request_stream_is_identical_across_designs(mix_name):
     assert (other["request_hash_lo"], other["request_hash_hi"]) not in hashes
 
 
-@pytest.mark.parametrize("allocator", ["slub", "slab"])
-@pytest.mark.parametrize("design", core.DESIGNS)
+@pytest.mark.parametrize("design,allocator", [
+    (d, a) for d in core.DESIGNS for a in ("slub", "slab")
+    if not core.design_allocator_error(d, a)])        # a 6.x row has no SLAB (removed in 6.8)
 def test_replay_through_machine_equals_run_workload(allocator, design):
     for mix_name in ("kernel", "nowait-burst", "numa-remote", "dentry-find"):
         spec = small_spec(mix_name, design)
