@@ -1,4 +1,4 @@
-# buddy: the page allocator of 4.2/4.3 (mm/page_alloc.c, kernel-facts §5).
+# buddy: the page allocator of 4.2/4.3 (mm/page_alloc.c, docs/kernel.md §5).
 # One zone (NORMAL) per node, free_area[0..10] as lists of real PFNs, so splitting and
 # merging are the kernel's and fragmentation is real. Simplified (docs/model.md): a single
 # migratetype, no per-CPU (pcp) lists, no lowmem_reserve, no fair-zone batches.

@@ -1,6 +1,6 @@
 # designs: THE policy table. Every difference between the kmem charging designs is a field
 # here (policy_t in mm_types.pxd); the layers read fields and never test a design name, so
-# a new design is a new row. Sources: kernel-facts §2.3-§2.4 (4.2/4.3), §2.7 (4.4, way1),
+# a new design is a new row. Sources: docs/kernel.md §2.3-§2.4 (4.2/4.3), §2.7 (4.4, way1),
 # §3.3/§4.6 (Davydov, way2), §8.3 (the designs as switchable policies), §6.2-§6.4 (v6.18).
 
 SKIP, SYNC, PUNT = HIGH_SKIP, HIGH_SYNC, HIGH_PUNT

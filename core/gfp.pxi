@@ -1,4 +1,4 @@
-# gfp: the v4.2 flag bits and composite masks (include/linux/gfp.h, kernel-facts §1.1).
+# gfp: the v4.2 flag bits and composite masks (include/linux/gfp.h, docs/kernel.md §1.1).
 
 GFP_FLAGS = {
     "__GFP_DMA": __GFP_DMA, "__GFP_HIGHMEM": __GFP_HIGHMEM, "__GFP_DMA32": __GFP_DMA32,

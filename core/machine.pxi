@@ -1,4 +1,4 @@
-# machine: the Python face of the simulator (DESIGN §3, docs/api.md): core.Machine drives
+# machine: the Python face of the simulator (docs/api.md, docs/api.md): core.Machine drives
 # the C model the way the cgroup selftests drive a real kernel through cgroupfs files.
 import math
 import re
@@ -476,7 +476,7 @@ cdef class Machine:
 
 
 cdef class Task:
-    """A task in a cgroup (DESIGN §3). Requests outside `syscall()` are a kernel entry of
+    """A task in a cgroup (docs/api.md). Requests outside `syscall()` are a kernel entry of
     their own; fault_anon is a user page fault and must be made from user mode."""
     cdef Machine m
     cdef readonly int tid

@@ -1,5 +1,5 @@
 # memcg: page_counter, the per-CPU charge stock and try_charge() of 4.2/4.3
-# (mm/memcontrol.c, kernel-facts §2.1-§2.3), with the design differences read from the
+# (mm/memcontrol.c, docs/kernel.md §2.1-§2.3), with the design differences read from the
 # policy table (designs.pxi) at the points where the kernels differed - including the
 # later kernels' (§6.3): the memory.high throttle and synchronous enforcement, and the
 # obj_cgroup byte charging of slab objects with its per-CPU byte stock (§3.4).
@@ -21,7 +21,7 @@ cdef inline bint mem_cgroup_is_descendant(mm_t *mm, int memcg_id, int root) noex
 
 
 cdef void memcg_usage_add(mm_t *mm, int memcg_id, int64_t nr_pages) noexcept nogil:
-    """Change one counter, keeping the peak and the overshoot statistics (DESIGN §4)."""
+    """Change one counter, keeping the peak and the overshoot statistics (docs/workload-spec.md)."""
     cdef memcg_t *m = &mm.memcgs[memcg_id]
     cdef int64_t over = m.memory.count - m.high
     if over > 0:

@@ -1,4 +1,4 @@
-# metrics: the counters of DESIGN §4, assembled under the names of core/metrics.py.
+# metrics: the counters of docs/workload-spec.md, assembled under the names of core/metrics.py.
 
 cdef int64_t lat_percentile(const int64_t *hist, double q) noexcept nogil:
     """The lower bound of the histogram bucket holding the q-quantile (0 if empty)."""

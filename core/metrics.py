@@ -1,4 +1,4 @@
-"""Names of every metric the simulator reports (DESIGN §4).
+"""Names of every metric the simulator reports (docs/workload-spec.md).
 
 One list, used by ``Machine.metrics()``, ``run_workload``, the results store and MLflow,
 so a metric has the same name everywhere.  Values are floats; counts are cumulative over
@@ -9,7 +9,7 @@ what each one counts.
 
 GFP_CLASSES = ("kernel", "nofs", "nowait", "atomic", "nofail")
 
-# where reclaim ran (DESIGN §4, kernel-facts §8.4.5)
+# where reclaim ran (docs/workload-spec.md, docs/kernel.md §8.4.5)
 RECLAIM_PLACES = ("charge", "locked", "return_to_user", "kswapd", "direct")
 
 MEMCG_EVENTS = ("low", "high", "max", "oom", "oom_kill")

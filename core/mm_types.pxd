@@ -7,7 +7,7 @@ from libc.stdint cimport int8_t, uint8_t, int16_t, uint16_t, int32_t, uint32_t, 
 cdef enum:
     PAGE_SHIFT = 12
     PAGE_SIZE = 4096
-    MAX_ORDER = 11                      # orders 0..10 (kernel-facts §5.1)
+    MAX_ORDER = 11                      # orders 0..10 (docs/kernel.md §5.1)
     PAGE_ALLOC_COSTLY_ORDER = 3
     CHARGE_BATCH = 32                   # §2.2 (4.x; the policy's charge_batch is used)
     MEM_CGROUP_RECLAIM_RETRIES = 5      # §2.3 (4.x; the policy's reclaim_retries is used)
@@ -28,7 +28,7 @@ cdef enum:
     NUMA_NO_NODE = -1
     SLOWPATH_MAX_LOOPS = 64             # simulator guard, see docs/model.md "livelock"
 
-# ---- gfp: v4.2 bit values (kernel-facts §1.1) ------------------------------------------
+# ---- gfp: v4.2 bit values (docs/kernel.md §1.1) ------------------------------------------
 cdef enum:
     __GFP_DMA = 0x01
     __GFP_HIGHMEM = 0x02
@@ -251,7 +251,7 @@ cdef enum:                   # what done_restock does about memory.high
     HIGH_SYNC = 1            # reclaim now, in the charging context, with the caller's gfp
     HIGH_PUNT = 2            # record the overage; reclaim at return-to-user (4.4)
 
-# ---- designs: every difference between the kmem charging designs (kernel-facts §8.3) ---
+# ---- designs: every difference between the kmem charging designs (docs/kernel.md §8.3) ---
 cdef struct policy_t:
     uint8_t slab_charge_caller_gfp   # slab pages are charged with the caller's gfp; the
                                      # optimistic masks apply to the buddy allocation only
@@ -262,7 +262,7 @@ cdef struct policy_t:
     uint8_t kmem_dying_uncharged     # __memcg_kmem_bypass: fatal signal -> uncharged
     uint8_t bypass_forces            # 4.4 force: label instead of -EINTR bypass
     uint8_t force_gfp_high           # __GFP_HIGH charges forced past max at nomem
-    # the modern kernel's mechanisms (kernel-facts §6.2-§6.4, docs/model.md "v6.18")
+    # the modern kernel's mechanisms (docs/kernel.md §6.2-§6.4, docs/model.md "v6.18")
     uint8_t charge_batch             # MEMCG_CHARGE_BATCH: 32, 64 from 6.1
     uint8_t reclaim_retries          # MEM_CGROUP_RECLAIM_RETRIES 5; MAX_RECLAIM_RETRIES 16 (5.9)
     uint8_t force_dying              # try_charge forces (4.4) / bypasses (4.2) a dying task's

@@ -1,4 +1,4 @@
-# slab: the SLAB allocator of 4.2/4.3 (mm/slab.c, kernel-facts §4): per-CPU array caches,
+# slab: the SLAB allocator of 4.2/4.3 (mm/slab.c, docs/kernel.md §4): per-CPU array caches,
 # per-node partial/free lists, and the NUMA probing sequence of §4.2 -
 # ____cache_alloc (local refill, then cache_grow with gfp_exact_node), ____cache_alloc_node,
 # then fallback_alloc probing every node with __GFP_THISNODE and finally allocating a page

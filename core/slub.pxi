@@ -1,4 +1,4 @@
-# slub: the SLUB allocation and free paths of 4.3 (mm/slub.c, kernel-facts §3.1-§3.2, §3.7).
+# slub: the SLUB allocation and free paths of 4.3 (mm/slub.c, docs/kernel.md §3.1-§3.2, §3.7).
 # Per-CPU active slab, per-node partial lists, empty slabs kept up to min_partial.
 # Simplified (docs/model.md): no per-CPU partial lists (frees go to the node partial list),
 # get_any_partial() is always allowed (remote_node_defrag_ratio gate not modelled).

@@ -1,4 +1,4 @@
-# vmscan: page reclaim (mm/vmscan.c 4.2/4.3, kernel-facts §2.6) for memcg limit reclaim,
+# vmscan: page reclaim (mm/vmscan.c 4.2/4.3, docs/kernel.md §2.6) for memcg limit reclaim,
 # direct reclaim and kswapd. Per (memcg, node) one file and one anon LRU list; reclaim takes
 # pages from the tail (oldest). Simplified (docs/model.md): no active/inactive split, file
 # pages are clean (always reclaimable), anon is evictable only with swap (swapped pages are

@@ -1,4 +1,4 @@
-"""The vocabulary the core tests share with the kernel's cgroup selftests (kernel-facts §7.1).
+"""The vocabulary the core tests share with the kernel's cgroup selftests (docs/kernel.md §7.1).
 
 `values_close` and `MB` are those of tools/testing/selftests/cgroup/cgroup_util.h, so a test
 that mirrors a selftest keeps the selftest's own tolerance.  The constants are the v4.2

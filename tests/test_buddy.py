@@ -1,4 +1,4 @@
-"""The buddy allocator: split/merge (kernel-facts §5.1), watermarks (§5.2, §5.3), alloc flags
+"""The buddy allocator: split/merge (docs/kernel.md §5.1), watermarks (§5.2, §5.3), alloc flags
 (§5.4) and the zonelist / slowpath rules of §5.5 that decide which node a page comes from.
 
 Expected numbers are worked out by hand in the comments from the rules of those sections.

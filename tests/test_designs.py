@@ -1,4 +1,4 @@
-"""Issue 3's design tests: what v4.3, way1 and way2 (kernel-facts §8.3) do differently.
+"""Issue 3's design tests: what v4.3, way1 and way2 (docs/kernel.md §8.3) do differently.
 
 * the memory.high bug (§3.2 b, §2.3 step 19) and its two fixes (§2.7 punt, §3.3 sync);
 * SLUB order fallbacks near memory.max (§3.2 a, §3.3);

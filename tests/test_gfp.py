@@ -1,4 +1,4 @@
-"""gfp masks: the v4.2 bit values and composites of kernel-facts §1.1, and how bad masks are
+"""gfp masks: the v4.2 bit values and composites of docs/kernel.md §1.1, and how bad masks are
 rejected (issue 2: unknown names raise ValueError listing the valid ones)."""
 import pytest
 

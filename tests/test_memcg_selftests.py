@@ -1,4 +1,4 @@
-"""memcg scenarios that mirror the cgroup v2 selftests (kernel-facts §7.2), with their own
+"""memcg scenarios that mirror the cgroup v2 selftests (docs/kernel.md §7.2), with their own
 tolerances, plus the try_charge rules of §2.3 that decide ENOMEM versus OOM kill.
 
 Each selftest's `cg_run(cgroup, fn)` is a task spawned in the cgroup that runs `fn` and
@@ -211,7 +211,7 @@ def test_kernel_charge_reclaims_through_all_retries_then_records_oom(full):
     handle, events, metrics = charge_once(m, task, cg, "GFP_KERNEL")
     assert handle is None
     # steps 7-8 run once, again after the drain (10), then once per retry (14); then 16
-    # (5 retries in 4.x; MAX_RECLAIM_RETRIES = 16 from 5.9, kernel-facts §6.3)
+    # (5 retries in 4.x; MAX_RECLAIM_RETRIES = 16 from 5.9, docs/kernel.md §6.3)
     rounds = 2 + core.POLICIES[m.design]["reclaim_retries"]
     assert events["max"] == rounds
     assert metrics["reclaim_rounds"] == rounds

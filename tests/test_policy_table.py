@@ -1,4 +1,4 @@
-"""The designs are one policy table (issue 3, kernel-facts §8.3): every difference is a
+"""The designs are one policy table (issue 3, docs/kernel.md §8.3): every difference is a
 field, the layers never test a design name, and a design is added as a row."""
 import pathlib
 

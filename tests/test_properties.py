@@ -1,4 +1,4 @@
-"""Core invariants (DESIGN §2) over random operation sequences on small machines.
+"""Core invariants (docs/model.md) over random operation sequences on small machines.
 
 Hypothesis draws a machine (32-128 MiB, 1-2 nodes, either allocator, any design) and a
 sequence of task operations -- syscalls full of kmalloc/kfree/alloc_pages/free_pages/
@@ -34,7 +34,7 @@ GFPS = (
     "GFP_KERNEL|__GFP_NORETRY", "GFP_KERNEL|__GFP_THISNODE",
     "GFP_NOWAIT|__GFP_THISNODE", "GFP_ATOMIC|__GFP_NOWARN",
 )
-# metrics that are not cumulative (DESIGN §4): percentiles, ratios and the end-state
+# metrics that are not cumulative (docs/workload-spec.md): percentiles, ratios and the end-state
 # uncharged kmem
 NOT_CUMULATIVE = ("latency_", "syscall_latency_", "kmem_uncharged_pages", "enomem_per_kentry",
                   "nowait_failure_rate", "atomic_failure_rate")

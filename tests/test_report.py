@@ -241,7 +241,7 @@ def test_an_empty_store_is_a_clear_error(tmp_path):
 
 def test_report_of_real_simulator_results(tmp_path):
     """The simulator's own numbers.  way1 punts memory.high reclaim to the return to user
-    (DESIGN §1), so it never reclaims under a lock; v4.3 reclaims synchronously, under the
+    (docs/model.md), so it never reclaims under a lock; v4.3 reclaims synchronously, under the
     caller's lock when it holds one.  Wherever v4.3 did so in every paired seed, the report
     must call way1 better on reclaim_rounds_locked; where neither did, indistinguishable."""
     df = real(reps=12, cells=grid_cells(limits=(16 << 20, 32 << 20)))

@@ -1,4 +1,4 @@
-"""The slab layer: SLUB geometry (kernel-facts §3.5), kmalloc size classes (§3.6), large
+"""The slab layer: SLUB geometry (docs/kernel.md §3.5), kmalloc size classes (§3.6), large
 kmalloc as kmem pages (§2.4, §3.6), SLAB geometry (§4.5) and reclaimable dentries (§2.6).
 
 Geometry is observed the way a user would: by allocating objects on a fresh machine and
