@@ -164,8 +164,9 @@ def test_smoke_sweep_logs_one_parent_and_a_child_per_cell_and_design(smoke, serv
 def test_report_artifacts_go_through_the_server_onto_its_volume(smoke, server, tmp_path):
     out, client, parent, _ = smoke
     in_report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
-    assert {"report/report.md", "report/report.html", "report/results.parquet",
-            "report/failure_rate_vs_limit.png"} <= in_report
+    assert {"report/report.md", "report/report.html", "report/results.parquet", "report/summary.png"} <= in_report
+    # the self-contained report and the summary figure also sit at the root (the artifact viewer)
+    assert {"report.html", "summary.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     local = client.download_artifacts(parent.info.run_id, "report/results.parquet", str(tmp_path))
     pd.testing.assert_frame_equal(pd.read_parquet(local), pd.read_parquet(out / "report" / "results.parquet"))
     # --serve-artifacts: the client sent HTTP only; the files are on the artifact volume
@@ -195,46 +196,6 @@ def artifact_files(server) -> list[Path]:
     return sorted(p.relative_to(server.artifacts) for p in server.artifacts.rglob("*") if p.is_file())
 
 
-# --- the sharded Indexed Job and its merge Job ---------------------------------------------------
-
-
-def test_merge_job_logs_the_shards_as_the_one_sweep_they_are(smoke, server, tmp_path, monkeypatch):
-    """The smoke sweep again, as 2 shards with the Indexed Job's overrides, then the merge Job's
-    two containers: the merged sweep is the same sweep, so its log lands on the same runs."""
-    _, client, parent, children = smoke
-    shards_cmd = manifest_command("Job/kmemcg-sweep-shards container sweep")
-    results = tmp_path / "results"                     # the sweep-results volume
-    overrides = localized_overrides(shards_cmd, server.url, results)
-    for index in range(2):
-        rc, stderr = quietly([str(SMOKE), "--shard", f"{index}/2", *overrides])
-        assert rc == 0 and "MLflow" not in stderr, stderr   # shards do not log one by one
-    report, log = (merge_step(step, server.url, results) for step in ("report", "log"))
-    for name, value in report.env.items():             # the init container: in this process
-        monkeypatch.setenv(name, value)
-    rc, stderr = quietly(report.argv[3:])
-    assert rc == 0 and "merged 144 rows from 2 shards" in stderr, stderr
-    done = subprocess.run(log.argv, cwd=REPO, env=cli_env(**log.env), capture_output=True, text=True,
-                          timeout=300)                  # the container: a process of its own, as in its pod
-    assert done.returncode == 0, done.stderr[-3000:]
-    runs = runs_of(client, "kmemcg-smoke")
-    assert {r.info.run_id for r in runs} == {parent.info.run_id} | {c.info.run_id for c in children}
-    merged = client.get_run(parent.info.run_id).data
-    assert merged.metrics["cells"] == CELLS and merged.metrics["workloads"] == 144
-    # the parent now describes the merged folder: both shards' Ray CPUs, the volume's path
-    assert merged.tags["kmemcg.ray_cpus"] == "4"
-    assert merged.tags["config.output.dir"] == str(results / "grid-shards")
-
-
-def merge_step(container: str, url: str, results: Path):
-    """A merge Job container's command line and env as written, with the results volume and
-    the Service URL localized."""
-    cmd = manifest_command(f"Job/kmemcg-sweep-merge container {container}")
-    mount = results_mount(cmd, cmd.argv[-1])               # python -m sweep STEP /results/...
-    cmd.argv = [sys.executable] + [a.replace(mount, str(results), 1) for a in cmd.argv[1:]]
-    cmd.env = {k: (url if v == SERVICE_URL else v) for k, v in cmd.env.items()}
-    return cmd
-
-
 # --- the MLflow UI of that server -------------------------------------------------------------
 
 
@@ -247,6 +208,58 @@ def test_ui_runs_page_shows_the_sweep(smoke, server, tmp_path):
     assert ">smoke<" in dom                                     # the parent row
     shown = re.search(r"<strong>(\d+)</strong>\s*matching runs", dom)
     assert shown and int(shown.group(1)) == RUNS
+
+
+# --- the sharded Indexed Job and its merge Job ---------------------------------------------------
+
+
+def test_merge_job_logs_the_shards_as_the_one_sweep_they_are(smoke, server, tmp_path, monkeypatch):
+    """The smoke sweep again, as 2 shards with the Indexed Job's overrides, then the merge Job's
+    two containers: the shards log nothing; the merge logs the merged folder as one sweep (a
+    parent of its own - one parent per sweep folder) whose children hold exactly the metrics
+    of the unsharded smoke sweep (same seeds), and logging it again duplicates nothing."""
+    _, client, parent, children = smoke
+    shards_cmd = manifest_command("Job/kmemcg-sweep-shards container sweep")
+    results = tmp_path / "results"                     # the sweep-results volume
+    overrides = localized_overrides(shards_cmd, server.url, results)
+    before = {r.info.run_id for r in runs_of(client, "kmemcg-smoke")}
+    for index in range(2):
+        rc, stderr = quietly([str(SMOKE), "--shard", f"{index}/2", *overrides])
+        assert rc == 0 and "MLflow" not in stderr, stderr   # shards do not log one by one
+    assert {r.info.run_id for r in runs_of(client, "kmemcg-smoke")} == before
+    report, log = (merge_step(step, server.url, results) for step in ("report", "log"))
+    for name, value in report.env.items():             # the init container: in this process
+        monkeypatch.setenv(name, value)
+    rc, stderr = quietly(report.argv[3:])
+    assert rc == 0 and "merged 144 rows from 2 shards" in stderr, stderr
+    for attempt in range(2):                           # the Job's pod run twice: nothing doubles
+        done = subprocess.run(log.argv, cwd=REPO, env=cli_env(**log.env), capture_output=True, text=True,
+                              timeout=300)              # the container: a process of its own, as in its pod
+        assert done.returncode == 0, done.stderr[-3000:]
+    new = [r for r in runs_of(client, "kmemcg-smoke") if r.info.run_id not in before]
+    merged_parent, merged_children = parent_and_children(new)
+    assert len(merged_children) == CELLS * DESIGNS
+    merged = merged_parent.data
+    assert merged.metrics["cells"] == CELLS and merged.metrics["workloads"] == 144
+    # the parent describes the merged folder: both shards' Ray CPUs, the volume's path
+    assert merged.tags["kmemcg.ray_cpus"] == "4"
+    assert merged.tags["config.output.dir"] == str(results / "grid-shards")
+    # sharding changes nothing the simulator computes: each child equals the unsharded one
+    expected = {c.data.tags["kmemcg.child_key"]: c.data.metrics for c in children}
+    got = {c.data.tags["kmemcg.child_key"]: c.data.metrics for c in merged_children}
+    assert got.keys() == expected.keys()
+    for key, metrics in got.items():
+        assert metrics == pytest.approx(expected[key]), key
+
+
+def merge_step(container: str, url: str, results: Path):
+    """A merge Job container's command line and env as written, with the results volume and
+    the Service URL localized."""
+    cmd = manifest_command(f"Job/kmemcg-sweep-merge container {container}")
+    mount = results_mount(cmd, cmd.argv[-1])               # python -m sweep STEP /results/...
+    cmd.argv = [sys.executable] + [a.replace(mount, str(results), 1) for a in cmd.argv[1:]]
+    cmd.env = {k: (url if v == SERVICE_URL else v) for k, v in cmd.env.items()}
+    return cmd
 
 
 # --- the server's pod replaced mid-log -------------------------------------------------------
@@ -280,7 +293,8 @@ def test_server_restarted_mid_log_loses_and_duplicates_nothing(smoke, server, tm
     for key, data in got.items():
         assert data.metrics == pytest.approx(expected[key].metrics), key
         assert data.params == expected[key].params, key
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"config.yaml", "sweep.json", "report"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == \
+        {"config.yaml", "sweep.json", "report", "report.html", "summary.png"}
 
 
 # --- the driver the tests use is the image's ----------------------------------------------------
