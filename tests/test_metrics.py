@@ -10,6 +10,7 @@ import functools
 import pytest
 
 import core
+from test_designs import slab_node_probes_near_max
 from kernel_selftest import (
     MB, PAGE_SIZE, cg_read_long, fill_with_kmem, metrics_delta, warm_kmalloc,
 )
@@ -242,27 +243,9 @@ def test_way1_and_way2_pay_comparable_high_reclaim_in_syscall_latency():
 
 # ---- slab_wrong_node_objects --------------------------------------------------------------
 
-@functools.cache
-def slab_kmalloc_node_near_max(design):
-    """SLAB on 2 nodes, /a at memory.max = 32M full of page cache, then 2048 GFP_KERNEL
-    kmalloc_node(1024) on the node the task does not run on (test_designs.py's scenario)."""
-    m = core.Machine(nodes=2, mem_mib=512, cpus=2, allocator="slab", design=design,
-                     slub_max_order=1, seed=3)
-    m.mkdir("/a")
-    task = m.spawn("/a", cpu=0)
-    with task.syscall():
-        probe = task.alloc_pages(0, "GFP_KERNEL")
-        remote = 1 - m.node_of(probe)
-        task.free_pages(probe)
-    warm_kmalloc(m, task, 1024, node=remote)
-    m.write("/a", "memory.max", "32M")
-    task.read_file(MB(40))
-    before = m.metrics()
-    with task.syscall():
-        handles = [task.kmalloc(1024, "GFP_KERNEL", node=remote) for _ in range(2048)]
-    assert None not in handles
-    placed_wrong = sum(m.node_of(h) != remote for h in handles)
-    return placed_wrong, metrics_delta(before, m.metrics())
+# test_designs.py's scenario: SLAB on 2 nodes, /a at memory.max = 32M full of page cache,
+# then 2048 GFP_KERNEL kmalloc_node(1024) on the node the task does not run on
+slab_kmalloc_node_near_max = slab_node_probes_near_max
 
 
 @pytest.mark.parametrize("design", ["v4.3", "way1"])
