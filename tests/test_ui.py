@@ -63,7 +63,9 @@ def expand_parent(b: Browser) -> None:
 def test_experiment_page_opens_on_the_runs_table(ui, browser, tmp_path):
     url, experiment_id, parent_id, children, _ = ui
     open_runs_table(browser, url, experiment_id)
-    text = browser.text()
+    # the "N matching runs" count renders before the rows and the description: wait for them
+    text = browser.wait_for("(t => t.includes('ui-sweep') && t.includes('Which memcg kmem-charging design') && t)"
+                            "(document.body.innerText)", timeout=60)
     assert browser.js(COUNT) == 1 + len(children) == 25
     assert "Runs" in text and "Traces" in text and "ui-sweep" in text
     assert "Which memcg kmem-charging design" in text                  # the experiment's description
