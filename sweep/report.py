@@ -392,6 +392,11 @@ def caveats(facts: Facts) -> list[str]:
     missing = [d for d in core.DESIGNS if d not in facts.designs]
     if missing:
         lines.append(f"**Designs not run**: {', '.join(missing)} (add them to `designs` to compare them).")
+    cells_of = facts.df.groupby("design")["cell_id"].nunique()
+    for design in facts.designs:
+        if 0 < cells_of.get(design, 0) < facts.n_cells:   # e.g. v6.18 skips SLAB cells (SLAB left in 6.8)
+            lines.append(f"**{design} ran in {cells_of[design]} of {facts.n_cells} cells**: its pooled means "
+                         f"cover those cells only; each pair of designs is compared in the cells both ran.")
     ran = allocators_run(facts.df, facts.cfg)
     if ran:
         from core.spec import ALLOCATORS

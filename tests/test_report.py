@@ -317,3 +317,18 @@ def test_a_single_design_sweep_reports_without_comparisons(tmp_path):
     plain = report.build_report(write_sweep_dir(tmp_path / "two", synthetic(reps=3)))
     assert "No claims were evaluated: the sweep folder has no claims registry" in (plain / "report.md").read_text()
     assert not list(out.glob("effect_*.png")) and (out / "summary.png").exists()
+
+
+def test_a_design_missing_from_some_cells_is_called_out():
+    # v6.18 has no SLAB (removed in Linux 6.8, docs/kernel.md §4.7): the sweep runs SLAB
+    # cells without it, so its pooled means cover fewer cells than the other designs'
+    df = synthetic(reps=3)
+    dropped = df["cell_id"].unique()[0]
+    df = df[~((df["design"] == "way2") & (df["cell_id"] == dropped))]
+    table = stats.compare_cells(df, resamples=0)
+    facts = report.Facts(df, table, stats.aggregate(df), pd.DataFrame(columns=["cell_id", "design", "regime"]),
+                         [], report.pooled_means(df, 0.05), stats.summarize_verdicts(table), {}, {}, 0.05, "holm")
+    text = " ".join(report.caveats(facts))
+    n = df["cell_id"].nunique()
+    assert f"**way2 ran in {n - 1} of {n} cells**" in text
+    assert "v4.3 ran in" not in text and "way1 ran in" not in text
