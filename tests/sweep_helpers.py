@@ -70,29 +70,11 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 300, **extra_env) -> su
 # --- processes ------------------------------------------------------------------------
 
 
-def _parents() -> dict[int, int]:
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    return parents
-
-
 def descendants(pid: int) -> set[int]:
     """Every living process below ``pid`` (Ray's GCS, raylet and workers for a driver)."""
-    children: dict[int, list[int]] = {}
-    for child, parent in _parents().items():
-        children.setdefault(parent, []).append(child)
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
+    from sweep import rayhead
+
+    return set(rayhead.descendants(pid))
 
 
 def command_line(pid: int) -> str:
