@@ -6,7 +6,8 @@ against one process doing the same workloads, and (with --grid) the default grid
 
 Efficiency = (sequential single-process time / CPUs) / sweep time, measured side by side in
 this run on the same workloads (a sample of the default grid's cells); the sweep time is the
-whole ``runner.run_sweep`` (calibration, chunking, Ray tasks, storing) with Ray already up.
+whole ``campaign.run_sweep`` on the Ray executor (calibration, chunking, Ray tasks, storing)
+with Ray already up.
 Results are printed as Markdown for benchmarks/RESULTS.md.
 """
 from __future__ import annotations
@@ -26,6 +27,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from sweep.rayhead import descendants  # noqa: E402  (stdlib only: imports no Ray)
 
 GRID = REPO / "configs" / "grid.yaml"
 
@@ -62,30 +65,13 @@ class Meter:
 
     def _ours(self) -> float:
         total = 0
-        for pid in [os.getpid(), *_descendants(os.getpid())]:
+        for pid in [os.getpid(), *descendants(os.getpid())]:
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
             total += int(stat[11]) + int(stat[12])
         return total / self.HZ
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def sequential(workloads) -> Meter:
@@ -112,11 +98,13 @@ def pool(workloads, cpus: int) -> Meter:
 
 
 def sweep(cfg, cells, folder: Path) -> Meter:
-    from sweep import runner
+    from sweep import campaign
     from sweep.outdir import SweepDir
+    from sweep.runner import RayExecutor
 
     with Meter() as meter:
-        summary = runner.run_sweep(cfg, cells, SweepDir(folder), fresh=True)
+        sweep_dir = SweepDir(folder)
+        summary = campaign.run_sweep(cfg, cells, sweep_dir, RayExecutor(cfg.ray, sweep_dir), fresh=True)
     assert summary.ok == summary.ran, "benchmark workloads must not fail"
     return meter
 

@@ -1,6 +1,6 @@
 """python -m sweep: run a sweep, or log / report / export a finished one.
 
-    python -m sweep CONFIG.yaml [key=value ...] [--dry-run [-v]] [--fresh] [--shard i/N]
+    python -m sweep CONFIG.yaml [key=value ...] [--dry-run [-v]] [--fresh] [--shard i/N] [--local]
     python -m sweep log    SWEEP_DIR [key=value ...]   # (re)log to MLflow, e.g. tracking.uri=...
     python -m sweep report SWEEP_DIR [key=value ...]   # (re)build the report
     python -m sweep export SWEEP_DIR [--parquet FILE] [--all]
@@ -9,7 +9,8 @@ Exit status: 0 done; 1 some workloads failed (stored as error rows); 2 bad confi
 output folder or a damaged store (nothing started); 3 results stored but report or tracking
 failed; 4 another driver is using the sweep folder; 5 the run stopped early (e.g. the local
 Ray died): finished work kept, rerun resumes; 130 interrupted (finished work kept; rerun
-resumes).  Ray is imported only when there is work for it, so config errors never start Ray.
+resumes).  Ray is imported only when there is work for it, so config errors never start Ray;
+with --local the workloads run in this process and Ray is never imported.
 """
 from __future__ import annotations
 
@@ -62,11 +63,12 @@ def _main(args, argv: list[str]) -> int:
     if not args.fresh:
         Store.check(sweep_dir.results)
     if args.dry_run:
-        return _dry_run(cfg, cells, sweep_dir, shard, args.fresh, claims, verbose=args.verbose)
+        return _dry_run(cfg, cells, sweep_dir, shard, args.fresh, claims, verbose=args.verbose, local=args.local)
     if claims_path:   # the report reads the registry from the sweep folder (shards: their parent)
         Path(cfg.output.dir).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(claims_path, Path(cfg.output.dir) / CLAIMS_FILE)
-    return _run(cfg, cells, sweep_dir, args.fresh, shard, claims, command=_command(argv, args.overrides))
+    return _run(cfg, cells, sweep_dir, args.fresh, shard, claims, command=_command(argv, args.overrides),
+                local=args.local)
 
 
 # --- run ----------------------------------------------------------------------------
@@ -82,6 +84,9 @@ def _run_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="with --dry-run: also one line per cell")
     parser.add_argument("--fresh", action="store_true", help="discard stored results and start over")
     parser.add_argument("--shard", metavar="i/N", help="run only shard i of N (whole cells, by key hash)")
+    parser.add_argument("--local", action="store_true",
+                        help="run the workloads in this process, one chunk at a time, without Ray (same "
+                             "results, one CPU; ray.* settings other than chunk_seconds are ignored)")
     return parser
 
 
@@ -102,13 +107,15 @@ def _command(argv: list[str], overrides: list[str]) -> dict:
     return {"command": shlex.join(["python", "-m", "sweep", *argv]), "overrides": list(overrides)}
 
 
-def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command: dict | None = None) -> int:
-    from sweep import runner   # Ray's module: loaded only once a run is certain
+def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command: dict | None = None,
+         local: bool = False) -> int:
+    from sweep import campaign
 
     summary = None
     try:
-        with interrupt.polling():       # a first Ctrl-C in here is the runner's to answer
-            summary = runner.run_sweep(cfg, cells, sweep_dir, fresh=fresh, shard=shard)
+        with interrupt.polling():       # a first Ctrl-C in here is the campaign's to answer
+            summary = campaign.run_sweep(cfg, cells, sweep_dir, _executor(cfg, sweep_dir, local), fresh=fresh,
+                                         shard=shard)
             if command:
                 sweep_dir.update_meta(**command)
             _print_summary(cfg, summary, sweep_dir)
@@ -140,6 +147,16 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command
         return INTERRUPTED
 
 
+def _executor(cfg, sweep_dir: SweepDir, local: bool):
+    if local:
+        from sweep.local import LocalExecutor
+
+        return LocalExecutor()
+    from sweep.runner import RayExecutor   # Ray's module: loaded only once a run is certain
+
+    return RayExecutor(cfg.ray, sweep_dir)
+
+
 def _print_regimes(sweep_dir: SweepDir, claims) -> None:
     """Regime counts of the stored results, and the warnings of sweep.regime."""
     from sweep import regime
@@ -164,7 +181,8 @@ def _stopped_early(summary, sweep_dir: SweepDir) -> int:
 
 
 def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
-    cpus = f" on {plural(summary.ray_cpus, 'CPU')}" if summary.ray_cpus else ""
+    cpus = " in the driver process (--local)" if summary.executor == "local" else \
+        f" on {plural(summary.cpus, 'CPU')}" if summary.cpus else ""
     retried = f", {summary.retried:,} re-run after a lost worker" if summary.retried else ""
     print(f"sweep {cfg.name!r}: {plural(summary.cells, 'cell')}, {plural(summary.planned, 'workload')}; "
           f"{summary.skipped:,} already stored, {summary.ran:,} ran ({summary.ok:,} ok, "
@@ -178,7 +196,8 @@ def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
 # --- dry run ------------------------------------------------------------------------
 
 
-def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False, claims=(), verbose: bool = False) -> int:
+def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False, claims=(), verbose: bool = False,
+             local: bool = False) -> int:
     """The summary first (cells, workloads, estimate, regimes); per-cell lines with -v."""
     import core
 
@@ -199,8 +218,9 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False, claims
     print(f"workloads: {len(workloads):,} ({len(workloads) - len(missing):,} stored in {sweep_dir.results}, "
           f"{len(missing):,} to run)")
     if missing:
-        calibration = _print_estimate(cfg, missing, cpus, f"the cluster at {address}" if address
-                                      else f"a local Ray, {plural(cpus, 'CPU')}")
+        where = ("this process (--local)" if local else f"the cluster at {address}" if address
+                 else f"a local Ray, {plural(cpus, 'CPU')}")
+        calibration = _print_estimate(cfg, missing, 1 if local else cpus, where, local)
         _print_regime_estimate(workloads, calibration, claims, len(cells))
     if verbose:
         per_cell = Counter(w.cell.cell_id for w in missing)
@@ -213,7 +233,7 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False, claims
     return OK
 
 
-def _print_estimate(cfg, missing, cpus: int, where: str) -> None:
+def _print_estimate(cfg, missing, cpus: int, where: str, local: bool = False) -> None:
     calibration = plan.calibrate(missing)
     spw = calibration.seconds_per_workload
     chunks = plan.chunks(missing, spw, cfg.ray.chunk_seconds)
@@ -222,12 +242,15 @@ def _print_estimate(cfg, missing, cpus: int, where: str) -> None:
               f"below is a lower bound")
     else:
         print(f"calibration: {plural(len(calibration.workloads), 'workload')} ran, {spw:.3f}s each on average")
-    print(f"Ray tasks: {len(chunks):,} (up to {plural(len(chunks[0]), 'workload')}, ~{len(chunks[0]) * spw:.2f}s "
-          f"of work each), at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
-    est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=True)
+    size = f"up to {plural(len(chunks[0]), 'workload')}, ~{len(chunks[0]) * spw:.2f}s of work each"
+    if local:
+        print(f"chunks: {len(chunks):,} ({size}), one at a time")
+    else:
+        print(f"Ray tasks: {len(chunks):,} ({size}), at most {cfg.ray.max_in_flight or 2 * cpus} in flight")
+    est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=not local)
     at_least = "at least " if calibration.lower_bound else ""
-    print(f"estimated time: {at_least}{plan.format_seconds(est)} on {where} "
-          f"(incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)")
+    start = "" if local else f" (incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)"
+    print(f"estimated time: {at_least}{plan.format_seconds(est)} on {where}{start}")
     return calibration
 
 

@@ -103,7 +103,7 @@ def sample_regimes(workloads: list[Workload], budget_s: float = 15.0, done: list
     import pandas as pd
 
     from sweep import regime
-    from sweep.runner import result_row
+    from sweep.campaign import result_row
 
     ran = {w.key: (w, r) for w, r in (done or [])}
     by_cell: dict[str, list[Workload]] = defaultdict(list)

@@ -1,0 +1,283 @@
+"""A sweep campaign, Ray-free: what to run, when to stop, and what was stored.
+
+Per round: plan the workloads, skip those already stored, time a few (in a child process,
+within a budget) to size the chunks, hand the rest in chunks of about ``ray.chunk_seconds``
+to an :class:`Executor` with at most its ``max_in_flight`` pending, and store each chunk as
+it returns.  A chunk whose worker was lost is submitted again, at most ``ray.max_retries``
+times (workloads are deterministic: a re-run gives the same rows); the summary counts the
+re-runs.  When ``stats.max_replications > replications`` another round adds replications
+to the cells ``sweep.stats.cells_needing_more`` names.
+
+Who runs the chunks is the executor's business: ``sweep.runner.RayExecutor`` (Ray tasks, the
+default) or ``sweep.local.LocalExecutor`` (in this process, ``--local`` and the tests).
+Both call ``sweep.worker.run_chunk``, so they store the same rows.
+
+Stopping (sweep.interrupt): Ctrl-C / SIGTERM only raise a flag, read here between chunks.
+The campaign stops submitting, stores the chunks that finish within a short grace, abandons
+the rest and raises :class:`Interrupted`.  An executor that can run nothing more (a dead
+local Ray) raises :class:`ExecutorLost`: the run stops at once with the results kept.
+``sweep.json`` always ends as completed, interrupted or failed with the real counts.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Hashable, Iterator, Protocol
+
+import core
+from sweep import grid, interrupt, plan
+from sweep.config import is_adaptive
+from sweep.grid import Cell, Workload
+from sweep.outdir import SweepDir, now, run_record
+from sweep.progress import Progress
+from sweep.rayhead import stop_leftovers
+from sweep.store import Store
+
+LOST = "worker lost"   # error-message prefix of workloads whose chunk could not finish
+POLL_S = 0.2           # how often the loop looks at the stop flag (and the executor at its health)
+
+
+class Interrupted(Exception):
+    """The user asked to stop (Ctrl-C, SIGTERM); raised at a safe point."""
+
+
+class ExecutorLost(RuntimeError):
+    """The executor can run nothing more (e.g. the local Ray died); the message says why."""
+
+
+class Executor(Protocol):
+    """What runs a campaign's chunks.  A chunk goes in as plain dicts (``plan.as_item``) and
+    comes back as ``sweep.worker.run_chunk``'s results, in the same order."""
+
+    name: str               # "ray", "local": recorded in sweep.json
+    cpus: int | None        # CPUs the chunks run on (None until started)
+    max_in_flight: int      # chunks pending at once (set by start)
+
+    def start(self, out) -> None:
+        """Be ready to run chunks (idempotent; messages go to ``out``).  May raise
+        :class:`Interrupted` or :class:`ExecutorLost`."""
+
+    def submit(self, items: list[dict]) -> Hashable:
+        """Start one chunk; the handle names it in :meth:`finished`."""
+
+    def finished(self, timeout: float) -> Iterator[tuple[Hashable, list[dict] | None, str | None]]:
+        """The chunks that finished within ``timeout``: ``(handle, results, None)``, or
+        ``(handle, None, reason)`` for a chunk whose worker was lost.  Raises
+        :class:`ExecutorLost` when nothing more can run (results yielded before are kept)."""
+
+    def record(self) -> dict:
+        """Its fields of sweep.json."""
+
+    def kill(self) -> None:
+        """Stop at once (a second Ctrl-C's last words: no time for a clean close)."""
+
+    def close(self) -> None:
+        """Release what :meth:`start` took."""
+
+
+@dataclass
+class Summary:
+    cells: int = 0
+    planned: int = 0          # workloads of the sweep (all rounds)
+    skipped: int = 0          # already stored before this run
+    ran: int = 0
+    errors: int = 0           # workloads that raised
+    lost: int = 0             # workloads whose chunk was lost beyond max_retries
+    retried: int = 0          # workloads run again because their worker was lost
+    rounds: int = 0
+    interrupted: bool = False
+    failure: str | None = None   # why the run stopped early (e.g. the local Ray died)
+    executor: str = ""
+    cpus: int | None = None      # CPUs the executor ran chunks on (None: it never started)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> int:
+        return self.ran - self.errors - self.lost
+
+    @property
+    def status(self) -> str:
+        return "interrupted" if self.interrupted else "failed" if self.failure else "completed"
+
+    def counts(self) -> dict:
+        return {"cells": self.cells, "workloads": self.planned, "skipped": self.skipped, "ran": self.ran,
+                "ok": self.ok, "errors": self.errors, "lost": self.lost, "retried": self.retried,
+                "rounds": self.rounds}
+
+
+def run_sweep(cfg, cells: list[Cell], sweep_dir: SweepDir, executor: Executor, fresh: bool = False,
+              shard=None, out=None) -> Summary:
+    """Run every missing workload of ``cells`` on ``executor``; results land in ``sweep_dir``'s store."""
+    out = out or sys.stderr
+    summary = Summary(cells=len(cells), executor=executor.name)
+    started = time.monotonic()
+    with interrupt.polling(), sweep_dir.lock():
+        if fresh:
+            Store.remove(sweep_dir.results)
+        _stop_leftovers(sweep_dir, out)
+        sweep_dir.write_config(cfg)
+        sweep_dir.update_meta(name=cfg.name, model_version=core.MODEL_VERSION, started=now(), finished=None,
+                              status="running", reason=None, ray_head=None, counts=None, seconds=None,
+                              shard=shard.label if shard else None, **executor.record(), **run_record())
+
+        def record(status: str) -> None:
+            summary.seconds = time.monotonic() - started
+            sweep_dir.update_meta(finished=now(), status=status, reason=summary.failure, counts=summary.counts(),
+                                  seconds=round(summary.seconds, 1), **executor.record())
+
+        def last_words() -> None:       # a second Ctrl-C: no time for a clean close
+            executor.kill()
+            record("interrupted")
+
+        with interrupt.last_words(last_words):
+            try:
+                with Store(sweep_dir.results) as store:
+                    _rounds(cfg, cells, store, executor, summary, out)
+            except Interrupted:
+                summary.interrupted = True
+            except ExecutorLost as err:
+                summary.failure = str(err)
+            except BaseException as err:
+                summary.failure = f"{type(err).__name__}: {err}"
+                raise
+            finally:
+                executor.close()
+                summary.cpus = executor.cpus
+                record(summary.status)
+    return summary
+
+
+def _stop_leftovers(sweep_dir: SweepDir, out) -> None:
+    """A previous driver of this folder is gone (we hold the lock); the local Ray its record
+    names must be too, whichever executor this run uses."""
+    head = sweep_dir.read_meta().get("ray_head") or {}
+    stopped = stop_leftovers(head.get("pids") or [])
+    if stopped:
+        print(f"stopped {stopped} processes of a local Ray left by the previous run in {sweep_dir.path}",
+              file=out)
+
+
+def check_stop() -> None:
+    """A safe point: raise :class:`Interrupted` if a stop was asked for."""
+    if interrupt.stop_requested():
+        raise Interrupted
+
+
+def _rounds(cfg, cells, store, executor, summary, out) -> None:
+    targets = {cell.cell_id: cfg.replications for cell in cells}
+    stored_at_start = store.keys("ok")
+    seconds_per_workload = None
+    while True:
+        check_stop()
+        summary.rounds += 1
+        planned = grid.workloads(cells, cfg.designs, targets, cfg.seed, core.MODEL_VERSION)
+        store.set_plan((w.key for w in planned), replace=summary.rounds == 1)
+        done = store.keys("ok")
+        missing = plan.ordered([w for w in planned if w.key not in done])
+        summary.planned = len(planned)
+        summary.skipped = sum(w.key in stored_at_start for w in planned)
+        if missing:
+            label = "workloads" if summary.rounds == 1 else f"round {summary.rounds}"
+            seconds_per_workload = _run_missing(cfg, missing, store, executor, summary, seconds_per_workload,
+                                                label)
+        check_stop()
+        grow = _cells_needing_more(cfg, store, targets)
+        if not grow:
+            return
+        print(f"round {summary.rounds + 1}: {len(grow)} cells need more replications "
+              f"(stats.ci_halfwidth={cfg.stats.ci_halfwidth})", file=out)
+        for cell_id in grow:
+            targets[cell_id] = min(cfg.stats.max_replications, targets[cell_id] + cfg.replications)
+
+
+def _cells_needing_more(cfg, store, targets) -> list[str]:
+    if not is_adaptive(cfg):
+        return []
+    from sweep import stats  # lazily: the CLI checked it imports before anything started
+
+    asked = stats.cells_needing_more(store.dataframe(), cfg.stats)
+    return [c for c in asked if c in targets and targets[c] < cfg.stats.max_replications]
+
+
+def _run_missing(cfg, missing, store, executor, summary, seconds_per_workload, label) -> float:
+    """Calibrate on the first few (first round only), then the rest on the executor; returns
+    the per-workload time used for chunking."""
+    progress = Progress(len(missing), label=label)
+    store_chunk = lambda ws, rs: _store_results(store, ws, rs, summary, progress)   # noqa: E731
+    try:
+        if seconds_per_workload is None:
+            calibration = plan.calibrate(missing, stop=interrupt.stop_requested)
+            store_chunk(calibration.workloads, calibration.results)
+            seconds_per_workload = calibration.seconds_per_workload
+            ran = {w.key for w in calibration.workloads}
+            missing = [w for w in missing if w.key not in ran]
+        check_stop()
+        if missing:
+            chunks = plan.chunks(missing, seconds_per_workload, cfg.ray.chunk_seconds)
+            executor.start(progress.writer)     # its messages must not land in the bar
+            progress.restart_clock()
+            grace = max(2.0, 4 * cfg.ray.chunk_seconds)
+            _execute(executor, chunks, cfg.ray.max_retries, store_chunk, summary, grace)
+    finally:
+        progress.close()
+    return seconds_per_workload
+
+
+def _execute(executor: Executor, chunks: list[list[Workload]], max_retries: int, on_chunk, summary,
+             grace_s: float) -> None:
+    """Submit chunks with at most ``executor.max_in_flight`` pending; hand each result to
+    ``on_chunk``.  On a stop request: no more submissions, ``grace_s`` for the pending chunks
+    to come back (they are stored), the rest abandoned, then :class:`Interrupted`."""
+    queue = iter(chunks)
+    pending: dict = {}      # handle -> (chunk, attempts so far)
+    stop_by = None
+    while True:
+        if stop_by is None and interrupt.stop_requested():
+            stop_by = time.monotonic() + grace_s
+            interrupt.checkpoint("stopping")
+        while stop_by is None and len(pending) < executor.max_in_flight and (chunk := next(queue, None)) is not None:
+            pending[executor.submit([plan.as_item(w) for w in chunk])] = (chunk, 0)
+        if not pending or (stop_by is not None and time.monotonic() > stop_by):
+            break
+        for handle, results, lost in executor.finished(POLL_S):
+            chunk, attempts = pending.pop(handle)
+            if lost is not None:
+                if stop_by is not None:
+                    continue                 # stopping: a rerun runs it
+                if attempts != max_retries:
+                    summary.retried += len(chunk)
+                    pending[executor.submit([plan.as_item(w) for w in chunk])] = (chunk, attempts + 1)
+                    continue
+                results = lost_rows(chunk, lost)
+            on_chunk(chunk, results)
+            interrupt.checkpoint("stored", summary.ran)
+    if stop_by is not None:
+        raise Interrupted
+
+
+def lost_rows(chunk: list[Workload], reason: str) -> list[dict]:
+    """Error results for a chunk lost beyond its retries: a rerun runs them again."""
+    return [{"key": w.key, "status": "error", "error": f"{LOST}: {reason}", "metrics": {}, "elapsed_s": None,
+             "worker": None} for w in chunk]
+
+
+def _store_results(store, workloads, results, summary, progress) -> None:
+    rows = [result_row(w, r) for w, r in zip(workloads, results, strict=True)]
+    store.put(rows)
+    errors = sum(r["status"] == "error" and not r["error"].startswith(LOST) for r in results)
+    lost = sum(r["status"] == "error" and r["error"].startswith(LOST) for r in results)
+    summary.ran += len(rows)
+    summary.errors += errors
+    summary.lost += lost
+    progress.update(len(rows), errors, lost)
+
+
+def result_row(w: Workload, result: dict) -> dict:
+    """The store row of one workload's result."""
+    if result["key"] != w.key:
+        raise RuntimeError(f"result for {result['key']} where {w.key} was expected: chunk order broken")
+    return {"key": w.key, "cell_id": w.cell.cell_id, "design": w.design, "replication": w.replication,
+            "seed": w.seed, "status": result["status"], "error": result["error"], **w.cell.axes,
+            **result["metrics"], "elapsed_s": result["elapsed_s"], "worker": result["worker"],
+            "model_version": core.MODEL_VERSION, "finished_at": time.time()}
