@@ -1,6 +1,7 @@
 """The cluster path: a real Ray head (``ray start --head``) and a second worker node, all on
 127.0.0.1; the sweep goes in through ``ray job submit`` (what a KubeRay RayJob does) and its
-results equal a local run.  Everything started here is stopped here, by pid."""
+results equal, bit for bit, a run on the local executor (in this process, no Ray).
+Everything started here is stopped here, by pid."""
 from __future__ import annotations
 
 import json
@@ -15,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sweep import config, grid, runner
+from sweep import campaign, config, grid
+from sweep.local import LocalExecutor
 from sweep.outdir import SweepDir
 from sweep.store import Store
 from sweep_helpers import REPO, alive, cli_env, descendants, kill_all, metric_table, wait_until, write_config
@@ -109,7 +111,7 @@ def test_cluster_is_two_nodes_on_loopback(cluster):
     assert sum(n["resources_total"]["CPU"] for n in cluster["nodes"]) == 2
 
 
-def test_sweep_submitted_as_a_ray_job_equals_the_local_run(cluster, ray_session, tmp_path):
+def test_sweep_submitted_as_a_ray_job_equals_the_local_run(cluster, tmp_path):
     path = write_config(tmp_path, CLUSTER_SWEEP)
     out_cluster = tmp_path / "cluster-out"
     job = subprocess.run(
@@ -123,11 +125,11 @@ def test_sweep_submitted_as_a_ray_job_equals_the_local_run(cluster, ray_session,
 
     cfg = config.load(path, [f"output.dir={tmp_path / 'local-out'}"])
     cells = grid.build_cells(cfg, config.load_mixes(cfg, path))
-    runner.run_sweep(cfg, cells, SweepDir(tmp_path / "local-out"))
+    campaign.run_sweep(cfg, cells, SweepDir(tmp_path / "local-out"), LocalExecutor())   # in this process
     with Store(out_cluster / "results.sqlite") as a, Store(tmp_path / "local-out" / "results.sqlite") as b:
         on_cluster, local = a.dataframe(), b.dataframe()
     assert len(on_cluster) == 144 and (on_cluster["status"] == "ok").all()
-    pd.testing.assert_frame_equal(metric_table(on_cluster), metric_table(local))
+    pd.testing.assert_frame_equal(metric_table(on_cluster), metric_table(local), check_exact=True)
     # Ray's own task records: the chunks ran on both nodes
     tasks = subprocess.run([RAY, "list", "tasks", "--address", cluster["dashboard"], "--format", "json",
                             "--filter", "name=run_chunk", "--limit", "10000"],

@@ -1,7 +1,8 @@
 """Faults: Ctrl-C at every stage of a run (before Ray is up, while workloads run, during the
-report, during the MLflow logging, twice in a row), a SIGKILLed driver, a killed Ray worker
-and a killed Ray agent.  Every exit is the documented code with one line and no traceback;
-a rerun runs only what is missing and its results equal direct ``core.run_workload`` calls.
+report, during the MLflow logging, twice in a row; on Ray and on the local executor), a
+SIGKILLed driver, a killed Ray worker and a killed Ray agent.  Every exit is the documented
+code with one line and no traceback; a rerun runs only what is missing and its results equal
+direct ``core.run_workload`` calls.
 
 No test depends on wall-clock timing: the driver pauses at a named point (``SWEEP_TEST_PAUSE``,
 sweep/interrupt.py) and says so in a file before the test acts, and a Ray worker to be killed
@@ -194,6 +195,37 @@ def test_ctrl_c_twice_stops_at_once_and_sweep_json_tells_the_truth(fault_config,
     assert meta(out)["status"] == "interrupted"
     assert meta(out)["counts"]["ran"] == stored_rows(out) >= PAUSE_AT_ROWS
     assert_gone_within(ray, 10)
+
+
+def test_ctrl_c_on_the_local_executor_stops_between_chunks_and_twice_at_once(fault_config, reference, tmp_path):
+    """--local runs the chunks in the driver: the same interrupt path, no Ray anywhere."""
+    out = tmp_path / "out"
+    args = [fault_config, f"output.dir={out}", "--local"]
+    driver = Driver(args, tmp_path, pause=f"stored:{PAUSE_AT_ROWS}")
+    driver.wait_paused("stored")
+    driver.ctrl_c()
+    code, stderr = driver.finish()
+    assert code == 130, stderr
+    first = stored_rows(out)
+    assert PAUSE_AT_ROWS <= first < len(reference)
+    assert stderr.strip().splitlines()[-1] == (f"interrupted: {first} workloads of this run (+0 from before) are "
+                                               f"stored in {out / 'results.sqlite'}; rerun the same command to resume")
+    assert (meta(out)["status"], meta(out)["executor"], meta(out)["counts"]["ran"]) == ("interrupted", "local", first)
+    assert "Ray" not in stderr and not (out / "ray-head.log").exists()
+
+    driver = Driver(args, tmp_path, pause=f"stored:{PAUSE_AT_ROWS},stopping")
+    driver.wait_paused("stored")
+    driver.ctrl_c()
+    driver.wait_paused("stopping")        # the first Ctrl-C is being handled
+    driver.ctrl_c()
+    code, stderr = driver.finish()
+    assert code == 130 and stderr.strip().splitlines()[-1] == "interrupted again: stopped at once", stderr
+    assert meta(out)["status"] == "interrupted"
+    assert meta(out)["counts"]["ran"] == stored_rows(out) - first >= PAUSE_AT_ROWS
+
+    df = frame(out)                       # (the rerun that completes it: tests/test_campaign.py)
+    assert (df["status"] == "ok").all() and df["key"].is_unique
+    pd.testing.assert_frame_equal(metric_table(df), reference.loc[sorted(df["key"])])
 
 
 def test_sigkilled_driver_leaves_no_ray_and_the_rerun_survives_a_killed_worker(fault_config, reference,

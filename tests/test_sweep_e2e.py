@@ -1,8 +1,11 @@
-"""The sweep end to end on a real local Ray: results equal direct ``core.run_workload`` calls,
-resume runs only what is missing, shards merge, errors are stored and counted, the
-precision loop adds replications where sweep.stats asks, and tracking failures lose nothing.
+"""The sweep end to end: results equal direct ``core.run_workload`` calls, the Ray executor
+stores the same metrics as the local one bit for bit, resume runs only what is missing,
+shards merge, errors are stored and counted, the precision loop adds replications where
+sweep.stats asks, and tracking failures lose nothing.
 
-The in-process runs reuse the session's Ray (``ray_session``), so only one ray.init is paid.
+Ray is not what these tests are about, so they run on the local executor (``--local``,
+sweep/local.py) and need no Ray; the one comparison with Ray reuses the session's Ray
+(``ray_session``).  Ray's own faults are tests/test_faults.py's.
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ import socket
 import pandas as pd
 import pytest
 
-from sweep import cli, config, grid
+from sweep import campaign, cli, config, grid
+from sweep.local import LocalExecutor
 from sweep.outdir import SweepDir
 from sweep.store import Store
 from sweep_helpers import (REPO, metric_table, planned_workloads, reference_table, run_cli, write_config)
@@ -31,14 +35,14 @@ def frame(sweep_dir) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def smoke_run(ray_session, tmp_path_factory):
-    """configs/smoke.yaml through the real CLI (report included, MLflow off)."""
+def smoke_run(tmp_path_factory):
+    """configs/smoke.yaml through the real CLI on the local executor (report included, MLflow off)."""
     out = tmp_path_factory.mktemp("smoke") / "smoke"
     capture = tmp_path_factory.mktemp("smoke-log") / "stderr.txt"
     import contextlib
 
     with open(capture, "w") as err, contextlib.redirect_stderr(err):
-        rc = cli.main([str(SMOKE), f"output.dir={out}", "tracking.enabled=false"])
+        rc = cli.main([str(SMOKE), f"output.dir={out}", "tracking.enabled=false", "--local"])
     return rc, out, capture.read_text()
 
 
@@ -83,13 +87,27 @@ def test_sweep_folder_records_config_and_run(smoke_run):
     meta = json.loads((out / "sweep.json").read_text())
     assert meta["name"] == "smoke" and meta["status"] == "completed"
     assert meta["model_version"] == core.MODEL_VERSION
-    assert meta["ray_cpus"] == 2 and meta["started"] <= meta["finished"]
+    assert meta["executor"] == "local" and meta["ray_cpus"] is None and meta["started"] <= meta["finished"]
     assert meta["git_commit"] is None or len(meta["git_commit"]) >= 40
     saved = SweepDir(out).read_config()
     assert saved == config.load(SMOKE, [f"output.dir={out}", "tracking.enabled=false"])
 
 
-def test_rerun_runs_only_what_is_missing(smoke_run, tmp_path, ray_session):
+def test_the_ray_executor_stores_the_same_metrics_as_the_local_one(smoke_run, ray_session, tmp_path):
+    """Both executors run sweep.worker.run_chunk on the same chunks: bit-identical metrics."""
+    from sweep.runner import RayExecutor
+
+    summary = _sweep(SMOKE, tmp_path / "on-ray", executor=RayExecutor)
+    assert (summary.executor, summary.cpus, summary.ran, summary.ok) == ("ray", 2, 144, 144)
+    on_ray, local = frame(tmp_path / "on-ray"), frame(smoke_run[1])
+    pd.testing.assert_frame_equal(metric_table(on_ray), metric_table(local), check_exact=True)
+    assert on_ray[["key", "status", "cell_id", "design", "seed"]].equals(local[["key", "status", "cell_id", "design",
+                                                                              "seed"]])
+    meta = json.loads((tmp_path / "on-ray" / "sweep.json").read_text())
+    assert (meta["executor"], meta["ray_cpus"], meta["status"]) == ("ray", 2, "completed")
+
+
+def test_rerun_runs_only_what_is_missing(smoke_run, tmp_path):
     out = tmp_path / "smoke"
     shutil.copytree(smoke_run[1], out)
     before = frame(out)
@@ -112,20 +130,21 @@ def test_rerun_runs_only_what_is_missing(smoke_run, tmp_path, ray_session):
     assert (summary.skipped, summary.ran) == (0, 144)
 
 
-def _sweep(config_path, out, *overrides, fresh=False):
-    """What ``python -m sweep CONFIG output.dir=OUT OVERRIDES`` runs, minus the report."""
-    from sweep import runner
-
+def _sweep(config_path, out, *overrides, fresh=False, executor=None):
+    """What ``python -m sweep CONFIG output.dir=OUT OVERRIDES --local`` runs, minus the report;
+    ``executor``: its class instead (``RayExecutor``)."""
     cfg = config.load(config_path, [f"output.dir={out}", *overrides])
     cells = grid.build_cells(cfg, config.load_mixes(cfg, config_path))
-    return runner.run_sweep(cfg, cells, SweepDir(out), fresh=fresh)
+    sweep_dir = SweepDir(out)
+    chosen = executor(cfg.ray, sweep_dir) if executor else LocalExecutor()
+    return campaign.run_sweep(cfg, cells, sweep_dir, chosen, fresh=fresh)
 
 
 def _run(config_path, out, *args) -> int:
-    return cli.main([str(config_path), f"output.dir={out}", "tracking.enabled=false", *args])
+    return cli.main([str(config_path), f"output.dir={out}", "tracking.enabled=false", "--local", *args])
 
 
-def test_shards_partition_the_sweep_and_merge_into_the_unsharded_result(smoke_run, tmp_path, ray_session, capsys):
+def test_shards_partition_the_sweep_and_merge_into_the_unsharded_result(smoke_run, tmp_path, capsys):
     out = tmp_path / "sharded"
     for index in range(3):
         assert _run(SMOKE, out, "--shard", f"{index}/3") == 0
@@ -138,17 +157,14 @@ def test_shards_partition_the_sweep_and_merge_into_the_unsharded_result(smoke_ru
     merged = pd.read_parquet(tmp_path / "all.parquet")
     pd.testing.assert_frame_equal(metric_table(merged), metric_table(frame(smoke_run[1])))
     meta = json.loads((out / "sweep.json").read_text())
-    # a shard whose few cells all ran in the driver's calibration never starts Ray
-    shard_cpus = [json.loads((out / f"shard-{i}-of-3" / "sweep.json").read_text())["ray_cpus"] or 0
-                  for i in range(3)]
+    shard_metas = [json.loads((out / f"shard-{i}-of-3" / "sweep.json").read_text()) for i in range(3)]
     assert meta["counts"] == {"workloads": 144, "ok": 144, "errors": 0}
-    assert meta["ray_cpus"] == sum(shard_cpus) >= 2 and set(shard_cpus) <= {0, 2}
+    assert {m["executor"] for m in shard_metas} == {"local"} and meta["ray_cpus"] is None   # no Ray ran
     assert cli.main(["report", str(out)]) == 0            # one report over every shard
     assert (out / "report").is_dir()
 
 
-def test_a_workload_that_raises_is_stored_as_an_error_and_the_sweep_goes_on(tmp_path, ray_session, monkeypatch,
-                                                                            capsys):
+def test_a_workload_that_raises_is_stored_as_an_error_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
     path = write_config(tmp_path, {"grid": {"limit": ["64M"], "order": [3], "nodes": [1, 2], "mix": ["kernel"]}})
     real_build = grid.build_cells
 
@@ -158,7 +174,7 @@ def test_a_workload_that_raises_is_stored_as_an_error_and_the_sweep_goes_on(tmp_
         return cells
 
     monkeypatch.setattr(grid, "build_cells", one_cell_broken)
-    rc = cli.main([str(path)])
+    rc = cli.main([str(path), "--local"])
     err = capsys.readouterr().err
     assert rc == 1, err
     df = frame(tmp_path / "out")
@@ -171,12 +187,12 @@ def test_a_workload_that_raises_is_stored_as_an_error_and_the_sweep_goes_on(tmp_
     assert "2 errors" in err and "machine.nodes" in err
 
 
-def test_precision_rounds_add_replications_where_stats_asks(tmp_path, ray_session):
+def test_precision_rounds_add_replications_where_stats_asks(tmp_path):
     from sweep import stats
 
     path = write_config(tmp_path, {"grid": {"limit": ["32M"], "mix": ["nowait-burst", "kernel"]},
                                    "stats": {"max_replications": 4, "ci_halfwidth": 1e-9}})
-    assert cli.main([str(path)]) == 0
+    assert cli.main([str(path), "--local"]) == 0
     df = frame(tmp_path / "out")
     reps = df.groupby("cell_id")["replication"].nunique()
     assert set(reps) <= {2, 4}
@@ -188,13 +204,13 @@ def test_precision_rounds_add_replications_where_stats_asks(tmp_path, ray_sessio
     assert counts(tmp_path / "out")["rounds"] == 2
 
 
-def test_a_tracking_failure_keeps_the_results_and_says_how_to_retry(tmp_path, ray_session, capsys):
+def test_a_tracking_failure_keeps_the_results_and_says_how_to_retry(tmp_path, capsys):
     dead = socket.socket()
     dead.bind(("127.0.0.1", 0))                     # a port nobody listens on
     port = dead.getsockname()[1]
     path = write_config(tmp_path, {"grid": {"limit": ["64M"], "order": [3], "nodes": [1], "mix": ["kernel"]},
                                    "tracking": {"enabled": True, "uri": f"http://127.0.0.1:{port}"}})
-    rc = cli.main([str(path)])
+    rc = cli.main([str(path), "--local"])
     dead.close()
     err = capsys.readouterr().err
     assert rc == 3, err

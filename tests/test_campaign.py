@@ -1,0 +1,125 @@
+"""The campaign (sweep/campaign.py) without Ray: retries and their count, chunks lost beyond
+their retries, an executor that dies, a stop request between chunks, and what sweep.json
+says after each.  The executor is the local one with scripted faults; the calibration is
+replaced by a fixed per-workload time so that chunking is the same on every run (5 chunks of
+30, 30, 30, 30 and 24 workloads).  The same faults on a real Ray are tests/test_faults.py's.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sweep import campaign, config, grid, interrupt, plan, worker
+from sweep.local import LocalExecutor
+from sweep.outdir import SweepDir
+from sweep.store import Store
+from sweep_helpers import cli_env, write_config
+
+CHUNK = 30      # SMALL's ray.chunk_seconds=0.3 / the 0.01 s per workload below
+
+
+class Scripted(LocalExecutor):
+    """The local executor, with the ``i``-th chunk (in order of first submission) lost
+    ``lose[i]`` times, an ``ExecutorLost`` instead of chunk ``dead_at``, and a Ctrl-C's flag
+    raised once ``stop_after`` chunks are stored."""
+
+    def __init__(self, lose=None, dead_at=None, stop_after=None, monkeypatch=None):
+        super().__init__()
+        self.lose, self.dead_at, self.stop_after, self.monkeypatch = lose or {}, dead_at, stop_after, monkeypatch
+        self.order: list[str] = []      # first key of each chunk, in order of first submission
+        self.ran = 0
+        self.closed = False
+
+    def finished(self, timeout):
+        if not self._queue:
+            return
+        handle, items = self._queue.popleft()
+        first = items[0]["key"]
+        if first not in self.order:
+            self.order.append(first)
+        index = self.order.index(first)
+        if self.lose.get(index, 0) > 0:
+            self.lose[index] -= 1
+            yield handle, None, "WorkerCrashedError: the worker died (scripted)"
+            return
+        if index == self.dead_at:
+            raise campaign.ExecutorLost("the local Ray stopped: scripted")
+        self.ran += 1
+        yield handle, worker.run_chunk(items), None
+        if self.ran == self.stop_after:
+            self.monkeypatch.setattr(interrupt, "_signals", 1)     # what a first Ctrl-C sets
+
+    def close(self) -> None:
+        self.closed = True
+        super().close()
+
+
+@pytest.fixture
+def small(tmp_path, monkeypatch):
+    """SMALL's config; its sweep folder."""
+    monkeypatch.setattr(plan, "calibrate", lambda missing, stop: plan.Calibration(0.01, [], []))
+    return write_config(tmp_path), SweepDir(tmp_path / "out")
+
+
+def run(small, executor, *overrides):
+    """What ``python -m sweep CONFIG OVERRIDES`` runs on ``executor``, minus the report."""
+    path, sweep_dir = small
+    cfg = config.load(path, list(overrides))
+    cells = grid.build_cells(cfg, config.load_mixes(cfg, path))
+    return campaign.run_sweep(cfg, cells, sweep_dir, executor)
+
+
+def meta(small) -> dict:
+    return json.loads(small[1].meta.read_text())
+
+
+def stored(small, status=None) -> int:
+    with Store(small[1].results) as store:
+        return store.count(status)
+
+
+def test_a_lost_chunk_is_submitted_again_and_the_rerun_counted(small):
+    summary = run(small, Scripted(lose={0: 2, 3: 1}))
+    assert (summary.ran, summary.ok, summary.lost, summary.retried) == (144, 144, 0, 3 * CHUNK)
+    assert meta(small)["status"] == "completed" and meta(small)["counts"]["retried"] == 3 * CHUNK
+    assert stored(small, "ok") == 144
+
+
+def test_a_chunk_lost_beyond_its_retries_is_stored_as_error_rows_and_a_rerun_runs_only_them(small):
+    summary = run(small, Scripted(lose={1: 1}), "ray.max_retries=0")
+    assert (summary.ran, summary.ok, summary.lost, summary.errors, summary.retried) == (144, 144 - CHUNK, CHUNK, 0, 0)
+    with Store(small[1].results) as store:
+        errors = store.errors(limit=1000)
+    assert len(errors) == CHUNK and all(e.startswith("worker lost: WorkerCrashedError") for *_, e in errors)
+    assert meta(small)["counts"]["lost"] == CHUNK
+    rerun = run(small, LocalExecutor())
+    assert (rerun.skipped, rerun.ran, rerun.ok) == (144 - CHUNK, CHUNK, CHUNK)
+    assert stored(small, "ok") == 144
+
+
+def test_a_dead_executor_stops_the_run_with_the_results_kept_and_a_true_record(small):
+    executor = Scripted(dead_at=2)
+    summary = run(small, executor)
+    assert summary.status == "failed" and summary.failure == "the local Ray stopped: scripted"
+    assert summary.ran == 2 * CHUNK == stored(small) and executor.closed
+    record = meta(small)
+    assert (record["status"], record["reason"], record["counts"]["ran"]) == ("failed", summary.failure, 2 * CHUNK)
+
+
+def test_a_stop_request_ends_the_run_between_chunks_and_the_rerun_runs_the_rest(small, monkeypatch):
+    summary = run(small, Scripted(stop_after=2, monkeypatch=monkeypatch))
+    assert summary.status == "interrupted" and summary.ran == 2 * CHUNK == stored(small)
+    assert meta(small)["status"] == "interrupted" and meta(small)["counts"]["ran"] == 2 * CHUNK
+    monkeypatch.setattr(interrupt, "_signals", 0)
+    rerun = run(small, LocalExecutor())
+    assert (rerun.status, rerun.skipped, rerun.ran) == ("completed", 2 * CHUNK, 144 - 2 * CHUNK)
+
+
+def test_the_campaign_and_the_local_executor_import_no_ray():
+    code = ("import sys, sweep.campaign, sweep.local, sweep.cli; "
+            "print(sorted(m for m in ('ray', 'sweep.runner') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
