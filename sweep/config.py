@@ -207,7 +207,7 @@ def from_yaml_file(path: str | Path) -> DictConfig:
 
 
 def is_adaptive(cfg: DictConfig) -> bool:
-    """True when the runner adds replications to imprecise cells (stats.max_replications)."""
+    """True when the campaign adds replications to imprecise cells (stats.max_replications)."""
     return cfg.stats.max_replications > cfg.replications
 
 

@@ -1,7 +1,7 @@
 """One interrupt path for the whole driver: the sweep, the report and the MLflow logging.
 
-First Ctrl-C (SIGINT) or SIGTERM: stop.  While the runner holds :func:`polling`, the signal
-only sets a flag that the runner reads at safe points (between chunks, never inside a store
+First Ctrl-C (SIGINT) or SIGTERM: stop.  While the campaign holds :func:`polling`, the signal
+only sets a flag that the campaign reads at safe points (between chunks, never inside a store
 write or a Ray call), so every finished chunk is stored and no Ray task is cancelled
 (``ray.cancel`` can crash Ray 2.60's core worker).  Anywhere else (imports, config, the
 report, the logging) it raises ``KeyboardInterrupt``, which the CLI turns into one line and
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 INTERRUPTED = 130
 
 _signals = 0          # signals received so far
-_polling = 0          # > 0: the runner polls stop_requested() instead of taking an exception
+_polling = 0          # > 0: the campaign polls stop_requested() instead of taking an exception
 _last_words: list = []
 _fired: set[str] = set()
 _wakeup = None        # (read, write) ends of the signal wakeup pipe

@@ -11,8 +11,8 @@ the group as well when one of Ray's own processes dies (e.g. the runtime-env age
 killed), printing ``{"lost": reason}`` first, so the driver stops instead of marking
 thousands of workloads "lost" against a dead Ray.
 
-The driver side (``LocalHead``) never imports Ray; the runner connects with
-``ray.init(address=head.address)``.
+The driver side (``LocalHead``) never imports Ray; the Ray executor (sweep.runner) connects
+with ``ray.init(address=head.address)``.
 """
 from __future__ import annotations
 

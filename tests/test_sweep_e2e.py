@@ -239,3 +239,7 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path):
     assert any(line.startswith("Ray tasks: ") for line in lines)
     assert any(line.startswith("estimated time: ") for line in lines)
     assert list(ray_tmp.iterdir()) == [] and not (tmp_path / "out").exists()
+    local = run_cli([path, "--dry-run", "--local"], cwd=tmp_path, timeout=120, RAY_TMPDIR=str(ray_tmp))
+    assert local.returncode == 0, local.stderr
+    assert "\nchunks: " in local.stdout and "one at a time" in local.stdout and "Ray" not in local.stdout
+    assert "on this process (--local)" in local.stdout
