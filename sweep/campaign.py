@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from typing import Hashable, Iterator, Protocol
+from typing import Protocol
 
 import core
 from sweep import grid, interrupt, plan
