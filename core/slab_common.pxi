@@ -173,13 +173,15 @@ cdef int kmalloc_index(mm_t *mm, int64_t size) noexcept nogil:
 # ---- caches and per-memcg clones --------------------------------------------------------
 
 cdef int32_t kmem_cache_create(mm_t *mm, int64_t size, bint reclaimable, int root, int memcg_id) noexcept nogil:
+    """A new cache's id; -1 (and FATAL_NOMEM) when the cache table is full."""
     cdef int32_t cid = mm.nr_caches, i
     cdef int order, num
-    cdef kmem_cache_t *s = &mm.caches[cid]
+    cdef kmem_cache_t *s
     cdef int ncpus_node = (mm.nr_cpus + mm.nr_nodes - 1) // mm.nr_nodes
     if cid >= mm.cap_caches:
         mm.fatal = FATAL_NOMEM
-        return 0
+        return -1
+    s = &mm.caches[cid]
     mm.nr_caches += 1
     s.size = <int32_t>size
     s.root = cid if root < 0 else root
@@ -242,6 +244,8 @@ cdef int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gf
     clone = mm.memcg_cache[idx]
     if clone < 0:
         clone = kmem_cache_create(mm, mm.caches[root].size, mm.caches[root].reclaimable, root, t.memcg)
+        if clone < 0:                    # table full (FATAL_NOMEM): the root cache serves
+            return root
         mm.caches[clone].state = CACHE_PENDING
         mm.caches[clone].ready_ns = mm.now_ns + CACHE_CREATE_DELAY_NS
         mm.memcg_cache[idx] = clone
