@@ -61,7 +61,7 @@ def parse_size(value, what="size"):
 def size_bytes(value) -> float:
     """A grid axis value as a number: "64M" -> bytes, "max" -> inf, ratios (0.75) unchanged."""
     if isinstance(value, float):
-        return value
+        return float(value)
     try:
         nbytes = parse_size(value)
     except ValueError:

@@ -18,6 +18,7 @@ from typing import Iterable, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from core.constants import size_bytes
 from sweep import config
 from sweep.config import OPTIONAL_AXES, ConfigError, block_configs, unknown_key_message
 
@@ -216,19 +217,6 @@ def _compose(pins: dict, axes: dict, mix: dict, design: str) -> dict:
     spec["mix"] = copy.deepcopy(mix)
     spec["design"] = design
     return spec
-
-
-_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def size_bytes(value) -> float:
-    """A cgroupfs-style value as a number: "64M" -> bytes, "max" -> inf, ratios unchanged."""
-    text = str(value).strip()
-    if text == "max":
-        return float("inf")
-    if text[-1:].upper() in _UNITS:
-        return float(text[:-1]) * _UNITS[text[-1].upper()]
-    return float(text)
 
 
 def _size_value(value):

@@ -32,6 +32,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
+from core.constants import format_size
 from core.metrics import GFP_CLASSES, METRICS
 
 BASELINE = "v4.3"                      # the kernel as shipped: compared against every design
@@ -153,17 +154,6 @@ def cell_label(row, with_high: bool = False) -> str:
     """Short human name of a cell: '64M o3 n2 kernel' (+ ' h0.75' when high varies)."""
     label = f"{format_size(row['limit'])} o{int(row['order'])} n{int(row['nodes'])} {row['mix']}"
     return f"{label} h{format_high(row['high'])}" if with_high else label
-
-
-def format_size(nbytes) -> str:
-    """Bytes as cgroupfs would accept them: 67108864 -> '64M', inf -> 'max'."""
-    if not np.isfinite(nbytes):
-        return "max"
-    nbytes = int(nbytes)
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if nbytes >= 1 << shift and nbytes % (1 << shift) == 0:
-            return f"{nbytes >> shift}{unit}"
-    return str(nbytes)
 
 
 def format_high(value) -> str:
