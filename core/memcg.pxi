@@ -414,7 +414,7 @@ cdef void refill_obj_stock(mm_t *mm, int cpu, int memcg_id, int64_t nr_bytes,
         obj_cgroup_uncharge_pages(mm, cpu, memcg_id, nr_pages)
 
 
-cdef int obj_cgroup_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
+cdef inline int obj_cgroup_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
                            int64_t size) noexcept nogil:
     """Charge `size` bytes: from the byte stock, else whole pages with the caller's gfp,
     the unused rest of the last page into the stock (without uncharging). 0 or -1."""

@@ -148,7 +148,7 @@ cdef int32_t fallback_alloc(mm_t *mm, task_t *t, int32_t cid, uint32_t flags) no
     return ____cache_alloc_node(mm, t, cid, flags | __GFP_THISNODE, nid)
 
 
-cdef int32_t slab_alloc_node(mm_t *mm, task_t *t, int32_t cid, uint32_t flags, int nodeid) noexcept nogil:
+cdef inline int32_t slab_alloc_node(mm_t *mm, task_t *t, int32_t cid, uint32_t flags, int nodeid) noexcept nogil:
     """4.2 slab_alloc_node()/__do_cache_alloc(): the local path first when the request is
     for the local node, then ____cache_alloc_node() on the requested node."""
     cdef int32_t sid

@@ -228,7 +228,7 @@ cdef int32_t kmem_cache_create(mm_t *mm, int64_t size, bint reclaimable, int roo
     return cid
 
 
-cdef int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gfp_mask,
+cdef inline int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gfp_mask,
                                   bint *lazy) noexcept nogil:
     """The cache a task's kmem_cache_alloc really uses: the root cache when the allocation
     is bypassed (§2.4), else the memcg's clone, created asynchronously on first use -
@@ -486,7 +486,7 @@ cdef void free_kmem_pages(mm_t *mm, int32_t oid) noexcept nogil:
     __free_pages(mm, pfn, order)
 
 
-cdef int32_t do_kmalloc(mm_t *mm, task_t *t, int64_t size, uint32_t gfp_mask, int node,
+cdef inline int32_t do_kmalloc(mm_t *mm, task_t *t, int64_t size, uint32_t gfp_mask, int node,
                         int owner) noexcept nogil:
     """kmalloc_node(): a size class, or kmalloc_large() above 8 KiB under SLUB (§3.6)."""
     cdef int idx

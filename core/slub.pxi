@@ -81,7 +81,7 @@ cdef int32_t allocate_slab(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, 
     return register_slab(mm, cid, pfn, order)
 
 
-cdef int32_t slub_alloc(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, int node) noexcept nogil:
+cdef inline int32_t slub_alloc(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, int node) noexcept nogil:
     """slab_alloc_node(): the CPU slab's freelist (fast path), else ___slab_alloc():
     a partial slab, else new_slab(). Returns the slab the object came from, or -1."""
     cdef kmem_cache_t *s = &mm.caches[cid]

@@ -68,7 +68,7 @@ cdef void gen_free(wl_gen_t *g) noexcept nogil:
     g.faults = NULL
 
 
-cdef bint gen_next(wl_gen_t *g, wl_event_t *ev) noexcept nogil:
+cdef inline bint gen_next(wl_gen_t *g, wl_event_t *ev) noexcept nogil:
     """The next event; False at the end (or with g.nomem set, out of memory). An entry is: ENTER, (due FREEs, REQ)*, EXIT, then
     the entry's user page faults (REQ fault_anon), which happen in user mode, then - with
     churn, after a geometric number of entries - RESPAWN: the task exits and a new one

@@ -2,7 +2,7 @@
 # expiry, ties by request sequence number).
 
 
-cdef int32_t slot_get(wl_gen_t *g) noexcept nogil:
+cdef inline int32_t slot_get(wl_gen_t *g) noexcept nogil:
     cdef int32_t i, old = g.nr_slots
     if g.slot_free < 0:
         g.nr_slots = max(1024, 2 * old)
@@ -16,7 +16,7 @@ cdef int32_t slot_get(wl_gen_t *g) noexcept nogil:
     return i
 
 
-cdef void heap_push(wl_gen_t *g, int64_t expiry, int64_t seq, int32_t slot, int32_t task,
+cdef inline void heap_push(wl_gen_t *g, int64_t expiry, int64_t seq, int32_t slot, int32_t task,
                     int32_t life) noexcept nogil:
     cdef int64_t i, parent
     cdef heap_item_t item
@@ -38,7 +38,7 @@ cdef void heap_push(wl_gen_t *g, int64_t expiry, int64_t seq, int32_t slot, int3
     g.heap[i] = item
 
 
-cdef heap_item_t heap_pop(wl_gen_t *g) noexcept nogil:
+cdef inline heap_item_t heap_pop(wl_gen_t *g) noexcept nogil:
     cdef heap_item_t top = g.heap[0], last
     cdef int64_t i = 0, child, n
     g.heap_len -= 1
