@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from core._mm import DESIGNS, design_allocator_error, gfp
 from core.constants import MAX_ORDER, REQUEST_KINDS, check_int, check_machine, parse_size
+from core.constants import ALLOCATORS  # noqa: F401  (re-exported: sweep.claims, sweep.report)
 
 DEFAULTS = {
     "machine": {"nodes": 1, "mem_mib": 1024, "cpus": 2, "allocator": "slub",
