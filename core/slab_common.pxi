@@ -262,11 +262,10 @@ cdef int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gf
 
 cdef int32_t memcg_kmem_alloc_pages(mm_t *mm, task_t *t, int memcg_id, uint32_t page_gfp,
                                     uint32_t charge_gfp, int order, int node) noexcept nogil:
-    """alloc_pages() with the kmem charge of memcg_id on either side, as the design says:
-    4.2/4.3 (v4.3, way2) charge first so a memcg over its limit never takes a page from
-    the buddy allocator, and uncharge when the allocation fails (memcg_kmem_newpage_charge,
-    memcg_charge_slab; §2.4, §3.1); 4.4 (way1) allocates first so the charge can use the
-    page allocator's gfp, and frees the page when the charge fails (§2.7). The charge sees
+    """alloc_pages() with the kmem charge of memcg_id on the side the design says (the one
+    place both orders are written): 4.2/4.3 (v4.3, way2) charge first and uncharge when the
+    allocation fails (memcg_kmem_newpage_charge, memcg_charge_slab; §2.4, §3.1); 4.4 (way1,
+    v6.18) allocate first and free the page when the charge fails (§2.7). The charge sees
     `charge_gfp`, the buddy allocator `page_gfp`. A page, or -1."""
     cdef int64_t nr_pages = 1 << order
     cdef int32_t pfn
