@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sweep.config import ConfigError, _did_you_mean, mix_dirs
+from sweep.config import GRID_AXES, ConfigError, _did_you_mean, mix_dirs
 from sweep.regime import REGIMES, matches
 
 FIELDS = ("id", "who", "claim", "metric", "compare", "expect", "where", "regimes", "untestable", "note")
 REQUIRED = ("id", "who", "claim", "metric", "compare", "expect")
 EXPECT = ("a<b", "a>b")
-FILTER_AXES = ("block", "limit", "high", "order", "nodes", "mix", "allocator", "cpus", "fragment")
+FILTER_AXES = ("block", *GRID_AXES)
 VERDICTS = ("holds", "refuted", "inconclusive", "untestable")
 CLAIMS_FILE = "claims.yaml"     # the copy of the registry a run leaves in its sweep folder
 
