@@ -14,7 +14,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from results_data import grid_cells, real, synthetic
-from sweep import stats
+from sweep import fmt, stats
 
 OVERSHOOT = stats.METRICS_BY_NAME["overshoot_high_peak_pages"]
 CONTINUOUS = [m.name for m in stats.KEY_METRICS if not m.binary]
@@ -154,7 +154,10 @@ def test_verdict_summary_counts_and_locates_cells(planted_table):
     summary = stats.summarize_verdicts(planted_table).set_index(["baseline", "candidate", "metric"])
     row = summary.loc[("v4.3", "way2", "overshoot_high_peak_pages")]
     assert (row["better"], row["worse"], row["indistinguishable"]) == (2, 0, 6)
-    assert row["where_better"] == "limit 32M x2; nodes 1 x1, 2 x1; mix nowait-burst x2; order 3 x2"
+    better = planted_table[(planted_table["candidate"] == "way2") & (planted_table["baseline"] == "v4.3")
+                           & (planted_table["metric"] == "overshoot_high_peak_pages")
+                           & (planted_table["verdict"] == "better")]
+    assert fmt.where(better) == "limit 32M x2; nodes 1 x1, 2 x1; mix nowait-burst x2; order 3 x2"
     assert summary.loc[("v4.3", "way2", "enomem"), "worse"] == 2
     assert summary.loc[("v4.3", "way1", "enomem"), "indistinguishable"] == 8
 
