@@ -340,5 +340,5 @@ def _subcommand(argv: list[str]) -> int:
             path = store.to_parquet(args.parquet or sweep_dir.path / "results.parquet", all_rows=args.all)
             print(f"exported {store.count(planned_only=not args.all)} rows to {path}", file=sys.stderr)
         return OK
-    cfg = config.load(sweep_dir.config, args.overrides) if args.overrides else None
+    cfg = sweep_dir.read_config(args.overrides) if args.overrides else None
     return _report_and_log(sweep_dir, cfg, log=argv[0] == "log", report=argv[0] == "report")

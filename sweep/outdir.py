@@ -84,7 +84,11 @@ class SweepDir:
     def write_config(self, cfg: DictConfig) -> None:
         self.config.write_text(sweep_config.to_yaml(cfg))
 
-    def read_config(self) -> DictConfig:
+    def read_config(self, overrides: list[str] = ()) -> DictConfig:
+        """config.yaml as the run wrote it; with ``key=value`` overrides, checked like a new
+        config (``python -m sweep report DIR stats.alpha=0.01``)."""
+        if overrides:
+            return sweep_config.load(self.config, overrides)
         return sweep_config.from_yaml_file(self.config)
 
     def config_dict(self, cfg=None) -> dict:

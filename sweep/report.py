@@ -46,10 +46,6 @@ SUMMARY = "summary.json"             # the answer, pooled means, net cells, clai
 REGIMES = "regimes.parquet"
 APPENDIX = "cells.md"
 FIRST_SCREEN_END = "<!-- end of the first screen -->"
-RATE_COLUMNS = {"enomem_workloads": "ENOMEM workloads", "oom_kill_workloads": "OOM-killed workloads",
-                "slub_order_fallback": "ORDER_FALLBACK / new slab",
-                "nowait_fallback": "NOWAIT fallbacks / NOWAIT requests",
-                "alloc_kernel_failure": "GFP_KERNEL failures / requests"}
 
 
 # ---------------------------------------------------------------- entry point
@@ -534,7 +530,7 @@ def rates_blocks(facts: Facts) -> list:
         "cell": [facts.labels[c] for c in aggregates["cell_id"]],
         "design": aggregates["design"], "ok / runs": [
             f"{int(ok)} / {int(n)}" for ok, n in zip(aggregates["n_ok"], aggregates["n_workloads"])]})
-    for name, label in RATE_COLUMNS.items():
+    for name, label in ((name, rate.label) for name, rate in stats.RATES.items() if rate.label):
         frame[label] = [fmt.rate(r, name) for _, r in aggregates.iterrows()]
     return [Heading(2, "Rates per design (Wilson intervals)", "cells-rates"), Table(frame)]
 

@@ -23,6 +23,7 @@ import math
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -85,15 +86,25 @@ RATE_DENOMINATORS = {"enomem_per_kentry": "kernel_entries",
                      "nowait_failure_rate": "alloc_nowait_attempts",
                      "atomic_failure_rate": "alloc_atomic_attempts"}
 
-# Rates with Wilson intervals: name -> (numerator, denominator).  Workload-level rates count
-# workloads (indicator columns added by ``workload_values``); request-level rates pool the
-# counters of all workloads of a (cell, design).
+
+
+class Rate(NamedTuple):
+    numerator: str
+    denominator: str
+    label: str = ""        # the report's per-cell rates table shows the rates with a label
+
+
+# Rates with Wilson intervals.  Workload-level rates count workloads (indicator columns
+# added by ``workload_values``); request-level rates pool the counters of all workloads of
+# a (cell, design).
 RATES = {
-    "enomem_workloads": ("enomem", "one"),
-    "oom_kill_workloads": ("oom_killed", "one"),
-    "slub_order_fallback": ("slub_order_fallbacks", "slub_new_slab_attempts"),
-    "nowait_fallback": ("nowait_fallbacks", "alloc_nowait_attempts"),
-    **{f"alloc_{c}_failure": (f"alloc_{c}_failures", f"alloc_{c}_attempts") for c in GFP_CLASSES},
+    "enomem_workloads": Rate("enomem", "one", "ENOMEM workloads"),
+    "oom_kill_workloads": Rate("oom_killed", "one", "OOM-killed workloads"),
+    "slub_order_fallback": Rate("slub_order_fallbacks", "slub_new_slab_attempts", "ORDER_FALLBACK / new slab"),
+    "nowait_fallback": Rate("nowait_fallbacks", "alloc_nowait_attempts", "NOWAIT fallbacks / NOWAIT requests"),
+    **{f"alloc_{c}_failure": Rate(f"alloc_{c}_failures", f"alloc_{c}_attempts",
+                                  "GFP_KERNEL failures / requests" if c == "kernel" else "")
+       for c in GFP_CLASSES},
 }
 
 
@@ -402,10 +413,10 @@ def aggregate(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
 
 
 def _rates(groups, alpha: float) -> pd.DataFrame:
-    columns = sorted({c for pair in RATES.values() for c in pair})
+    columns = sorted({c for rate in RATES.values() for c in (rate.numerator, rate.denominator)})
     sums = groups[columns].sum()
     out = pd.DataFrame(index=sums.index)
-    for name, (num, den) in RATES.items():
+    for name, (num, den, _) in RATES.items():
         k, n = sums[num].to_numpy(), sums[den].to_numpy()
         out[f"rate/{name}"] = np.where(n > 0, k / np.where(n > 0, n, 1), np.nan)
         bounds = [wilson(ki, ni, alpha) for ki, ni in zip(k, n)]

@@ -363,3 +363,18 @@ def test_vectorised_halfwidths_equal_scipy_ttest_rel_per_cell():
         for cell_id, cell in wide.groupby(level="cell_id"):
             one = stats.relative_halfwidth(cell["v4.3"].to_numpy(), cell["way2"].to_numpy(), metric)
             assert together[cell_id] == pytest.approx(one, rel=1e-9)
+
+
+def test_each_list_is_declared_once_and_the_others_follow_it():
+    """Metric names come from core.metrics (or what workload_values derives), axes and
+    corrections from sweep.config: a name added there reaches every reader."""
+    from sweep import claims, config, store
+
+    known = set(claims.metric_names())
+    assert {m.name for m in stats.KEY_METRICS} <= known
+    assert set(stats.HEADLINE) <= {m.name for m in stats.KEY_METRICS} and "enomem" in stats.HEADLINE
+    assert {c for r in stats.RATES.values() for c in r[:2]} <= known | {"one", "oom_killed"}
+    assert store.AXIS_COLUMNS == stats.AXES == config.CELL_AXES
+    assert set(config.CELL_AXES) == set(config.GRID_AXES) | {"block"} == set(claims.FILTER_AXES)
+    assert sorted(fmt.WHERE_ORDER) == sorted(config.REQUIRED_AXES)
+    assert stats.correction_method("bh") == "fdr_bh" and set(config.CORRECTIONS) == {"holm", "bh", "fdr_bh"}
