@@ -8,9 +8,10 @@ pooled means - and, from them, the answer in sentences.  Neither reader builds t
 
 The tables are cached in ``<sweep_dir>/analysis/<key>/``, where the key hashes what they
 are computed from: the stored rows, the ``stats`` settings (alpha, correction), the claims
-registry and the code that computes them (the sources of the statistics modules and the
-versions of the libraries they call).  So ``python -m sweep report`` and ``log``, in any
-order, compute the statistics once; a changed store, setting or module recomputes them.
+registry and the code that computes them (the statistics modules, sweep.config's lists,
+core.metrics and the versions of the libraries they call).  So ``python -m sweep report``
+and ``log``, in any order, compute the statistics once; a changed store, setting or module
+recomputes them.
 The cache is written to a temporary folder and renamed into place: a reader never sees
 half of it.
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweep import claims as claims_mod
-from sweep import fmt, regime, stats
+from sweep import config, fmt, regime, stats
 from sweep.config import significance_settings
 from sweep.outdir import SweepDir
 from sweep.store import Store
@@ -101,17 +102,32 @@ class Analysis:
 def load(sweep_dir: SweepDir | str | Path, cfg=None) -> Analysis:
     """The analysis of the folder's stored results under ``cfg``'s stats settings (None:
     config.yaml's) - from the cache when it matches, else computed and cached."""
-    sweep_dir = sweep_dir if isinstance(sweep_dir, SweepDir) else SweepDir(sweep_dir)
-    with Store(sweep_dir.results) as store:
-        df = store.dataframe()
+    sweep_dir = _as_sweep_dir(sweep_dir)
+    df, (alpha, correction), folder = _locate(sweep_dir, cfg)
     if df.empty:
         raise ValueError(f"{sweep_dir.path}: no results to report")
-    alpha, correction = significance_settings(sweep_dir.config_dict(cfg).get("stats"))
-    registry = sweep_dir.claims.read_bytes() if sweep_dir.claims.exists() else b""
-    folder = sweep_dir.analysis_dir / cache_key(df, alpha, correction, registry)
-    if not (folder / VERDICTS_FILE).exists():
+    if not folder.exists():
         _write(folder, compute(df, alpha, correction, sweep_dir.claims))
     return _read(folder, df)
+
+
+def cached(sweep_dir: SweepDir | str | Path, cfg=None) -> Path | None:
+    """The cache folder of the analysis ``load`` would return, None while it is not cached."""
+    _, _, folder = _locate(_as_sweep_dir(sweep_dir), cfg)
+    return folder if folder.exists() else None
+
+
+def _as_sweep_dir(sweep_dir) -> SweepDir:
+    return sweep_dir if isinstance(sweep_dir, SweepDir) else SweepDir(sweep_dir)
+
+
+def _locate(sweep_dir: SweepDir, cfg) -> tuple[pd.DataFrame, tuple[float, str], Path]:
+    """The stored rows, the (alpha, correction) in force and the cache folder they key."""
+    with Store(sweep_dir.results) as store:
+        df = store.dataframe()
+    settings = significance_settings(sweep_dir.config_dict(cfg).get("stats"))
+    registry = sweep_dir.claims.read_bytes() if sweep_dir.claims.exists() else b""
+    return df, settings, sweep_dir.analysis_dir / cache_key(df, *settings, registry)
 
 
 def compute(df: pd.DataFrame, alpha: float, correction: str, claims_path: Path | None = None) -> Analysis:
@@ -137,7 +153,7 @@ def cache_key(df: pd.DataFrame, alpha: float, correction: str, registry: bytes) 
     """What the cached statistics depend on: the rows, the settings, the registry, the code."""
     digest = hashlib.sha256()
     digest.update(json.dumps([list(map(str, df.columns)), alpha, correction, _code_version()]).encode())
-    digest.update(pd.util.hash_pandas_object(df.astype(object), index=False).to_numpy().tobytes())
+    digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     digest.update(registry)
     return digest.hexdigest()[:16]
 
@@ -147,8 +163,8 @@ def _code_version() -> list[str]:
 
     from core import metrics
 
-    modules = (stats, regime, claims_mod, metrics, importlib.import_module(__name__))
-    sources = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in modules)).hexdigest()
+    files = [m.__file__ for m in (stats, regime, claims_mod, config, metrics)] + [__file__]
+    sources = hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()
     return [sources, *(importlib.import_module(lib).__version__ for lib in LIBRARIES)]
 
 

@@ -297,7 +297,7 @@ def _log(sweep_dir: SweepDir, cfg) -> None:
     from sweep import report
     from sweep.tracking import log_sweep
 
-    if not report.is_current(sweep_dir):
+    if not report.is_current(sweep_dir, cfg):
         report.build_report(sweep_dir, cfg=cfg)
     _print_where_to_look(sweep_dir, cfg, log_sweep(sweep_dir, cfg))
 

@@ -76,15 +76,16 @@ def sweep_name(cfg: dict, meta: dict) -> str:
     return str(cfg.get("name") or meta.get("name") or "unnamed sweep")
 
 
-def is_current(sweep_dir: SweepDir | Path) -> bool:
-    """True when the report's tables are newer than every file of the results store."""
+def is_current(sweep_dir: SweepDir | Path, cfg=None) -> bool:
+    """True when the report was built from the analysis ``cfg`` would give now: that
+    analysis is cached (same stored rows, settings, registry and code) and the report's
+    tables are newer than it."""
     sweep_dir = sweep_dir if isinstance(sweep_dir, SweepDir) else SweepDir(sweep_dir)
     tables = [sweep_dir.report_dir / name for name in (COMPARISONS, AGGREGATES, RESULTS, SUMMARY)]
     if not all(t.exists() for t in tables):
         return False
-    store = [p for p in sweep_dir.path.glob(sweep_dir.results.name + "*")]
-    newest_result = max((p.stat().st_mtime for p in store), default=0.0)
-    return min(t.stat().st_mtime for t in tables) >= newest_result
+    folder = analysis.cached(sweep_dir, cfg)
+    return folder is not None and min(t.stat().st_mtime for t in tables) >= folder.stat().st_mtime
 
 
 @dataclass

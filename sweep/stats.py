@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -80,6 +80,7 @@ KEY_METRICS = (
     Metric("slab_wrong_node_pages", "slab pages placed on the wrong node"),
 )
 METRICS_BY_NAME = {m.name: m for m in KEY_METRICS}
+INDICATORS = ("enomem", "oom_killed")  # 0/1 per workload, derived by workload_values
 HEADLINE = tuple(m.name for m in KEY_METRICS if m.headline)
 # per-workload rates of the core (0 without a denominator) -> their denominator
 RATE_DENOMINATORS = {"enomem_per_kentry": "kernel_entries",

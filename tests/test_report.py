@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from results_data import grid_cells, real, synthetic, write_sweep_dir
-from sweep import claims, fmt, plots, report, stats
+from sweep import analysis, claims, fmt, plots, report, stats
+from sweep.store import Store
 
 REGISTRY = Path(__file__).resolve().parent.parent / "configs" / "claims.yaml"
 
@@ -221,15 +222,18 @@ def test_failed_workloads_are_counted_not_compared(built):
     assert "**Failed workloads**: 3 of 384" in caveats
 
 
-def test_is_current_tracks_the_store(tmp_path):
-    sweep_dir = write_sweep_dir(tmp_path, synthetic(reps=2))
+def test_is_current_tracks_the_analysis(tmp_path):
+    sweep_dir = write_sweep_dir(tmp_path, synthetic(reps=2, cells=grid_cells(limits=(32 << 20,))))
     assert not report.is_current(sweep_dir)
+    analysis.load(sweep_dir)
     (sweep_dir / "report").mkdir()
     for name in (report.COMPARISONS, report.AGGREGATES, report.RESULTS, report.SUMMARY):
         (sweep_dir / "report" / name).write_bytes(b"")
     assert report.is_current(sweep_dir)
-    later = (sweep_dir / "results.sqlite").stat().st_mtime + 5
-    os.utime(sweep_dir / "results.sqlite", (later, later))
+    assert not report.is_current(sweep_dir, {"stats": {"alpha": 0.01}})    # another analysis
+    with Store(sweep_dir / "results.sqlite") as store:                      # a result changes
+        row = store.dataframe().iloc[0].to_dict()
+        store.put([{**row, "reclaim_scanned_pages": row["reclaim_scanned_pages"] + 1.0}])
     assert not report.is_current(sweep_dir)
 
 
