@@ -102,7 +102,7 @@ class Analysis:
 def load(sweep_dir: SweepDir | str | Path, cfg=None) -> Analysis:
     """The analysis of the folder's stored results under ``cfg``'s stats settings (None:
     config.yaml's) - from the cache when it matches, else computed and cached."""
-    sweep_dir = _as_sweep_dir(sweep_dir)
+    sweep_dir = SweepDir.of(sweep_dir)
     df, (alpha, correction), folder = _locate(sweep_dir, cfg)
     if df.empty:
         raise ValueError(f"{sweep_dir.path}: no results to report")
@@ -113,12 +113,8 @@ def load(sweep_dir: SweepDir | str | Path, cfg=None) -> Analysis:
 
 def cached(sweep_dir: SweepDir | str | Path, cfg=None) -> Path | None:
     """The cache folder of the analysis ``load`` would return, None while it is not cached."""
-    _, _, folder = _locate(_as_sweep_dir(sweep_dir), cfg)
+    _, _, folder = _locate(SweepDir.of(sweep_dir), cfg)
     return folder if folder.exists() else None
-
-
-def _as_sweep_dir(sweep_dir) -> SweepDir:
-    return sweep_dir if isinstance(sweep_dir, SweepDir) else SweepDir(sweep_dir)
 
 
 def _locate(sweep_dir: SweepDir, cfg) -> tuple[pd.DataFrame, tuple[float, str], Path]:

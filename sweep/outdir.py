@@ -44,6 +44,11 @@ class SweepDir:
     report_dir = property(lambda self: self.path / "report")
 
     @classmethod
+    def of(cls, folder: "SweepDir | str | Path") -> "SweepDir":
+        """A SweepDir as it is, or the one of a path."""
+        return folder if isinstance(folder, SweepDir) else cls(folder)
+
+    @classmethod
     def for_config(cls, cfg: DictConfig, shard=None) -> "SweepDir":
         path = Path(cfg.output.dir)
         return cls(path / shard.label if shard else path)

@@ -53,7 +53,7 @@ FIRST_SCREEN_END = "<!-- end of the first screen -->"
 def build_report(sweep_dir: SweepDir | Path, cfg=None) -> Path:
     """Write ``<sweep_dir>/report/`` from the folder's analysis; returns the folder.
     ``cfg``: the config to report with (``report DIR key=value``); None reads config.yaml."""
-    sweep_dir = sweep_dir if isinstance(sweep_dir, SweepDir) else SweepDir(sweep_dir)
+    sweep_dir = SweepDir.of(sweep_dir)
     cfg = sweep_dir.config_dict(cfg)
     found = analysis.load(sweep_dir, cfg)
     out = sweep_dir.report_dir
@@ -80,7 +80,7 @@ def is_current(sweep_dir: SweepDir | Path, cfg=None) -> bool:
     """True when the report was built from the analysis ``cfg`` would give now: that
     analysis is cached (same stored rows, settings, registry and code) and the report's
     tables are newer than it."""
-    sweep_dir = sweep_dir if isinstance(sweep_dir, SweepDir) else SweepDir(sweep_dir)
+    sweep_dir = SweepDir.of(sweep_dir)
     tables = [sweep_dir.report_dir / name for name in (COMPARISONS, AGGREGATES, RESULTS, SUMMARY)]
     if not all(t.exists() for t in tables):
         return False

@@ -86,7 +86,7 @@ def log_sweep(sweep_dir: SweepDir | Path, cfg=None) -> str:
 
     ``cfg`` is the resolved config (DictConfig or mapping); None reads config.yaml.  The
     report folder is logged as it is (none yet: the runs without it)."""
-    sweep_dir = SweepDir(Path(getattr(sweep_dir, "path", sweep_dir)).resolve())
+    sweep_dir = SweepDir(SweepDir.of(sweep_dir).path.resolve())
     cfg = sweep_dir.config_dict(cfg)
     found = analysis.load(sweep_dir, cfg)
     uri = tracking_uri(cfg)
