@@ -233,13 +233,17 @@ cdef int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gf
     until its work item has run, objects go uncharged to the root cache (4.2)."""
     cdef int32_t idx, clone
     lazy[0] = False
-    if mm.policy.obj_charge:             # 5.9+: one set of caches; objects charged instead
+    # 5.9+: one set of caches, objects charged instead: per-memcg copies kept partly filled
+    # slab pages in every memcg (§3.4)
+    if mm.policy.obj_charge:
         return root
     if memcg_kmem_bypass(mm, t, gfp_mask):
         lazy[0] = t != NULL and t.memcg != ROOT_MEMCG and not (gfp_mask & __GFP_NOACCOUNT)
         return root
     idx = root * MAX_MEMCGS + t.memcg
     clone = mm.memcg_cache[idx]
+    # creating a cache takes mutexes and may sleep, which a kmalloc caller (possibly
+    # atomic) cannot: a work item creates it, and the root cache serves meanwhile
     if clone < 0:
         clone = kmem_cache_create(mm, mm.caches[root].size, mm.caches[root].reclaimable, root, t.memcg)
         mm.caches[clone].state = CACHE_PENDING
@@ -256,32 +260,40 @@ cdef int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gf
 
 # ---- slab pages: charged per page, in the order and with the gfp the design says --------
 
-cdef int32_t alloc_slab_page(mm_t *mm, task_t *t, int32_t cid, uint32_t page_gfp,
-                             uint32_t charge_gfp, int node, int order) noexcept nogil:
-    """memcg_charge_slab() + alloc_pages: v4.3/way2 charge first and uncharge if the page
-    allocation fails (§3.1); way1 (4.4) allocates first and frees the page if the charge
-    fails (§2.7). The charge sees `charge_gfp`, the buddy allocator `page_gfp`."""
-    cdef int memcg_id = mm.caches[cid].memcg
+cdef int32_t memcg_kmem_alloc_pages(mm_t *mm, task_t *t, int memcg_id, uint32_t page_gfp,
+                                    uint32_t charge_gfp, int order, int node) noexcept nogil:
+    """alloc_pages() with the kmem charge of memcg_id on the side the design says (the one
+    place both orders are written): 4.2/4.3 (v4.3, way2) charge first and uncharge when the
+    allocation fails (memcg_kmem_newpage_charge, memcg_charge_slab; §2.4, §3.1); 4.4 (way1,
+    v6.18) allocate first and free the page when the charge fails (§2.7). The charge sees
+    `charge_gfp`, the buddy allocator `page_gfp`. A page, or -1."""
     cdef int64_t nr_pages = 1 << order
     cdef int32_t pfn
-    page_gfp |= __GFP_NOTRACK
     if memcg_id == ROOT_MEMCG:
         return __alloc_pages_nodemask(mm, t, page_gfp, order, node)
     if mm.policy.kmem_charge_after_alloc:
         pfn = __alloc_pages_nodemask(mm, t, page_gfp, order, node)
-        if pfn < 0:
-            return -1
-        if memcg_charge_kmem(mm, t, memcg_id, charge_gfp, nr_pages) < 0:
+        if pfn >= 0 and memcg_charge_kmem(mm, t, memcg_id, charge_gfp, nr_pages) < 0:
             __free_pages(mm, pfn, order)
             return -1
-    else:
-        if memcg_charge_kmem(mm, t, memcg_id, charge_gfp, nr_pages) < 0:
-            return -1
-        pfn = __alloc_pages_nodemask(mm, t, page_gfp, order, node)
-        if pfn < 0:
-            page_counter_uncharge(mm, memcg_id, nr_pages)
-            return -1
-    mm.pg_memcg[pfn] = memcg_id
+        return pfn
+    if memcg_charge_kmem(mm, t, memcg_id, charge_gfp, nr_pages) < 0:
+        return -1
+    pfn = __alloc_pages_nodemask(mm, t, page_gfp, order, node)
+    if pfn < 0:
+        page_counter_uncharge(mm, memcg_id, nr_pages)
+    return pfn
+
+
+cdef int32_t alloc_slab_page(mm_t *mm, task_t *t, int32_t cid, uint32_t page_gfp,
+                             uint32_t charge_gfp, int node, int order) noexcept nogil:
+    """memcg_charge_slab() + alloc_pages for a slab of cache cid, charged to the cache's
+    memcg (a root cache's slabs are not charged); the page records that memcg."""
+    cdef int memcg_id = mm.caches[cid].memcg
+    cdef int32_t pfn = memcg_kmem_alloc_pages(mm, t, memcg_id, page_gfp | __GFP_NOTRACK,
+                                              charge_gfp, order, node)
+    if pfn >= 0:
+        mm.pg_memcg[pfn] = memcg_id
     return pfn
 
 
@@ -434,20 +446,7 @@ cdef int32_t alloc_kmem_pages(mm_t *mm, task_t *t, uint32_t gfp_mask, int order,
     cdef bint bypass = memcg_kmem_bypass(mm, t, gfp_mask)
     cdef int memcg_id = ROOT_MEMCG if bypass else t.memcg
     cdef int64_t nr_pages = 1 << order
-    cdef int32_t pfn, oid
-    if memcg_id == ROOT_MEMCG:
-        pfn = __alloc_pages_nodemask(mm, t, gfp_mask, order, node)
-    elif mm.policy.kmem_charge_after_alloc:
-        pfn = __alloc_pages_nodemask(mm, t, gfp_mask, order, node)
-        if pfn >= 0 and memcg_charge_kmem(mm, t, memcg_id, gfp_mask, nr_pages) < 0:
-            __free_pages(mm, pfn, order)
-            pfn = -1
-    else:
-        if memcg_charge_kmem(mm, t, memcg_id, gfp_mask, nr_pages) < 0:
-            return -1
-        pfn = __alloc_pages_nodemask(mm, t, gfp_mask, order, node)
-        if pfn < 0:
-            page_counter_uncharge(mm, memcg_id, nr_pages)
+    cdef int32_t pfn = memcg_kmem_alloc_pages(mm, t, memcg_id, gfp_mask, gfp_mask, order, node), oid
     if pfn < 0:
         return -1
     oid = obj_new(mm, OBJ_PAGES, owner)
