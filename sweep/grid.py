@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from core.constants import size_bytes
 from sweep import config
-from sweep.config import OPTIONAL_AXES, ConfigError, block_configs, unknown_key_message
+from sweep.config import GRID_AXES, ConfigError, block_configs, unknown_key_message
 
 # workload-spec fields that a grid axis (or the design list) sets: never pinned
 AXIS_FIELDS = {
@@ -121,8 +121,7 @@ def _refuse_designs_without_cells(cfg: DictConfig, cells: list[Cell]) -> None:
 
 def _block_cells(cfg: DictConfig, mixes: Mapping[str, dict], block: str | None, where: str) -> list[Cell]:
     pins = _checked_pins(cfg, mixes, where)
-    axes_values = {axis: _values(cfg.grid[axis]) for axis in ("limit", "high", "order", "nodes", "mix",
-                                                             *OPTIONAL_AXES)}
+    axes_values = {axis: _values(cfg.grid[axis]) for axis in GRID_AXES}
     cells = []
     for combo in itertools.product(*axes_values.values()):
         axes = dict(zip(axes_values, combo))
