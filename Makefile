@@ -38,8 +38,13 @@ system-deps:
 	  else echo "the tests need Debian's$$missing: sudo apt-get install$$missing"; exit 1; fi; \
 	fi
 
+# the benchmarks behind benchmarks/RESULTS.md, in quick forms (the full runs and their
+# options: each script's docstring); a shared machine slows them, see RESULTS.md
 bench: $(STAMP)
-	$(VPY) benchmarks/run.py
+	PYTHONPATH=. $(VPY) benchmarks/core_bench.py
+	PYTHONPATH=. $(VPY) benchmarks/modern_cost.py --every 8 --replications 1
+	PYTHONPATH=. $(VPY) benchmarks/sweep_bench.py --every 12 --replications 2 --rounds 1
+	PYTHONPATH=. $(VPY) benchmarks/tracking_bench.py --reps 2 --targets sqlite
 
 clean:
 	rm -rf build core/_mm.c core/*.so $(VENV)

@@ -3,7 +3,7 @@ PYTHONPATH=. .venv/bin/python benchmarks/find_experiment.py"""
 import core
 
 for design in core.DESIGNS:
-    m = core.Machine(nodes=1, mem_mib=1024, cpus=16, design=design, seed=5)
+    m = core.Machine(nodes=1, mem_mib=1024, cpus=16, design=design)
     m.mkdir("/a")
     m.write("/a", "memory.high", "32M")
     t = m.spawn("/a")

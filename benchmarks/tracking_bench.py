@@ -32,6 +32,7 @@ from mlflow_server import mlflow_server  # noqa: E402
 from postgres_server import manifest_mlflow_on_postgres  # noqa: E402
 from results_data import grid_cells, synthetic, write_sweep_dir  # noqa: E402
 from sweep import report, tracking  # noqa: E402
+from sweep.outdir import SweepDir  # noqa: E402
 
 GRID = dict(limits=(16 << 20, 32 << 20, 64 << 20, 256 << 20), nodes=(1, 2), orders=(0, 1, 3),
             mixes=("kernel", "nofs", "nowait-burst", "atomic", "nofail", "dentry-find", "numa-remote"))
@@ -79,13 +80,13 @@ def main() -> None:
 def bench(target: str, sweep_dir: Path, workdir: Path) -> None:
     workdir.mkdir()
     if target == "sqlite":
-        cfg = {**report.read_config(sweep_dir), "tracking": {"uri": "sqlite:///mlflow.db", "experiment": "bench"}}
+        cfg = {**SweepDir(sweep_dir).config_dict(), "tracking": {"uri": "sqlite:///mlflow.db", "experiment": "bench"}}
         log_twice("sqlite:///mlflow.db", sweep_dir, cfg)
         return
     servers = {"server": lambda: mlflow_server(workdir), "postgres": lambda: manifest_mlflow_on_postgres(workdir)}
     with servers[target]() as running:
         url = running if isinstance(running, str) else running.url
-        cfg = {**report.read_config(sweep_dir), "tracking": {"uri": url, "experiment": "bench"}}
+        cfg = {**SweepDir(sweep_dir).config_dict(), "tracking": {"uri": url, "experiment": "bench"}}
         # what the server side spent: mlflow server (+ its worker) and, on PostgreSQL, the database
         tops = [_server_pid(url)] + ([running.postgres.pid()] if target == "postgres" else [])
         before = sum(map(tree_cpu, tops))

@@ -88,8 +88,8 @@ cdef inline bint __zone_watermark_ok(int64_t free_pages, const list_t *free_area
     """4.2/4.3 __zone_watermark_ok (§5.3); lowmem_reserve is 0 with one zone per node."""
     cdef int64_t min_ = mark
     cdef int o
-    free_pages -= (1 << order) - 1
-    if alloc_flags & ALLOC_HIGH:
+    free_pages -= (1 << order) - 1              # what is left after taking this block
+    if alloc_flags & ALLOC_HIGH:                # the reserve is for these callers (§5.4)
         min_ -= min_ // 2
     if alloc_flags & ALLOC_HARDER:
         min_ -= min_ // 4
@@ -140,12 +140,15 @@ cdef int gfp_to_alloc_flags(uint32_t gfp_mask, task_t *t) noexcept nogil:
     """4.2/4.3 gfp_to_alloc_flags (§5.4): a plain GFP_NOWAIT gets ALLOC_HARDER."""
     cdef int alloc_flags = ALLOC_WMARK_MIN | ALLOC_CPUSET
     cdef bint atomic = not (gfp_mask & (__GFP_WAIT | __GFP_NO_KSWAPD))
-    if gfp_mask & __GFP_HIGH:
+    if gfp_mask & __GFP_HIGH:                    # the caller says it is important
         alloc_flags |= ALLOC_HIGH
     if atomic:
+        # a caller that cannot reclaim gets a deeper reserve, and any node: it may be in
+        # an interrupt, where the current task's cpuset means nothing
         if not (gfp_mask & __GFP_NOMEMALLOC):
             alloc_flags |= ALLOC_HARDER
         alloc_flags &= ~ALLOC_CPUSET
+    # tasks that free memory as they run (reclaimers, OOM victims) may use all of it
     if not (gfp_mask & __GFP_NOMEMALLOC):
         if gfp_mask & __GFP_MEMALLOC:
             alloc_flags |= ALLOC_NO_WATERMARKS
@@ -177,11 +180,15 @@ cdef int32_t __alloc_pages_may_oom(mm_t *mm, task_t *t, uint32_t gfp_mask, int o
     if pfn >= 0:
         return pfn
     if not (gfp_mask & __GFP_NOFAIL):
+        # a large order failing says fragmentation, not a lack of memory: a kill won't help
         if order > PAGE_ALLOC_COSTLY_ORDER:
             return -1
+        # the OOM killer does not make up for reclaim that could not do IO; progress is
+        # reported anyway and the caller keeps looping ("per tradition")
         if not (gfp_mask & __GFP_FS):
-            did_some_progress[0] = True         # "per tradition": keep looping
+            did_some_progress[0] = True
             return -1
+        # killing a task may not free memory on the one node this request accepts
         if gfp_mask & __GFP_THISNODE:
             return -1
     if out_of_memory(mm, t) or (gfp_mask & __GFP_NOFAIL):
@@ -196,49 +203,70 @@ cdef int32_t __alloc_pages_slowpath(mm_t *mm, task_t *t, uint32_t gfp_mask, int 
     cdef int32_t pfn
     cdef int64_t progress, pages_reclaimed = 0
     cdef bint oom_progress
-    if order >= MAX_ORDER:                                        # a
+    # a: no free list holds a block that large; asking is a caller bug
+    if order >= MAX_ORDER:
         return -1
-    if (gfp_mask & __GFP_THISNODE) and not (gfp_mask & __GFP_WAIT):   # b (CONFIG_NUMA)
+    # b (CONFIG_NUMA): a node-specific request that cannot block is speculative (SLAB's
+    #   probe, §4.2) and has a fallback of its own: no kswapd, no retry for it
+    if (gfp_mask & __GFP_THISNODE) and not (gfp_mask & __GFP_WAIT):
         return -1
-    while True:                                                   # c: retry
+    while True:
         loops += 1
+        # c: retry. Background reclaim first, so later requests find the fast path again
         if not (gfp_mask & __GFP_NO_KSWAPD):
             wake_all_kswapds(mm, order, preferred, gfp_mask)
-        alloc_flags = gfp_to_alloc_flags(gfp_mask, t)             # d
+        # d: the fast path's LOW watermark failed; callers that cannot wait (and __GFP_HIGH)
+        #    may dip below MIN into the reserve kept for exactly them (§5.4)
+        alloc_flags = gfp_to_alloc_flags(gfp_mask, t)
         pfn = get_page_from_freelist(mm, gfp_mask, order, alloc_flags & ~ALLOC_NO_WATERMARKS, preferred)
         if pfn >= 0:
             return pfn
-        if alloc_flags & ALLOC_NO_WATERMARKS:                     # e
+        # e: a task that frees memory once it runs (OOM victim, __GFP_MEMALLOC) may take all
+        if alloc_flags & ALLOC_NO_WATERMARKS:
             pfn = get_page_from_freelist(mm, gfp_mask, order, alloc_flags, preferred)
             if pfn >= 0:
                 return pfn
-        if not (gfp_mask & __GFP_WAIT):                           # f
+        # f: everything below sleeps; this caller cannot
+        if not (gfp_mask & __GFP_WAIT):
             return -1
-        if t != NULL and t.memdie and not (gfp_mask & __GFP_NOFAIL):   # g
+        # g: an OOM victim already tried the whole reserve (e): looping would never end,
+        #    unless it cannot cope with a failure
+        if t != NULL and t.memdie and not (gfp_mask & __GFP_NOFAIL):
             return -1
-        if order > 0:                                             # h: async compaction
+        # h: for order > 0 the memory may be free but scattered: moving pages is cheaper
+        #    than reclaiming them (async first: it gives up instead of blocking)
+        if order > 0:
             pfn = try_to_compact_pages(mm, gfp_mask, order, preferred, False)
             if pfn >= 0:
                 return pfn
-        progress = direct_reclaim(mm, t, gfp_mask, order, preferred)   # j
+        # j: direct reclaim: the allocating task frees pages itself, then tries again
+        progress = direct_reclaim(mm, t, gfp_mask, order, preferred)
         pfn = get_page_from_freelist(mm, gfp_mask, order, alloc_flags & ~ALLOC_NO_WATERMARKS, preferred)
         if pfn >= 0:
             return pfn
-        if gfp_mask & __GFP_NORETRY:                              # k
+        # k: the caller has a fallback and asked for no second round
+        if gfp_mask & __GFP_NORETRY:
             break
-        pages_reclaimed += progress                               # l
+        # l: reclaim progressed: small orders are expected to succeed soon, so loop (after
+        #    a congestion wait that lets writeback catch up); REPEAT loops for large ones
+        #    until one block's worth was reclaimed
+        pages_reclaimed += progress
         if loops < SLOWPATH_MAX_LOOPS and (
                 (progress > 0 and order <= PAGE_ALLOC_COSTLY_ORDER)
                 or ((gfp_mask & __GFP_REPEAT) and pages_reclaimed < (1 << order))):
             mm.now_ns += COST_CONGESTION_WAIT                     # wait_iff_congested()
             continue
-        pfn = __alloc_pages_may_oom(mm, t, gfp_mask, order, preferred, &oom_progress)   # m
+        # m: reclaim is stuck: a last try at HIGH only catches a parallel OOM kill; still
+        #    failing means heavy pressure, so the OOM killer frees a whole task's memory
+        pfn = __alloc_pages_may_oom(mm, t, gfp_mask, order, preferred, &oom_progress)
         if pfn >= 0:
             return pfn
-        if oom_progress and loops < SLOWPATH_MAX_LOOPS:           # n
+        # n: a kill (or the !__GFP_FS "tradition") counts as progress: try again
+        if oom_progress and loops < SLOWPATH_MAX_LOOPS:
             continue
         break
-    if order > 0:                                                 # o: last sync compaction
+    # o: noretry: one last compaction, synchronous now because nothing else is left
+    if order > 0:
         pfn = try_to_compact_pages(mm, gfp_mask, order, preferred, True)
         if pfn >= 0:
             return pfn
@@ -260,6 +288,7 @@ cdef int32_t __alloc_pages_nodemask(mm_t *mm, task_t *t, uint32_t gfp_mask, int 
     if preferred < 0:
         preferred = t.node if t != NULL else 0
     mm.now_ns += COST_BUDDY_ALLOC
+    # LOW, not MIN: the gap between them is where kswapd works before anyone must wait
     pfn = get_page_from_freelist(mm, gfp_mask, order, ALLOC_WMARK_LOW | ALLOC_CPUSET | ALLOC_FAIR,
                                  preferred)
     if pfn < 0:

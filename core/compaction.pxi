@@ -98,13 +98,15 @@ cdef int32_t try_to_compact_pages(mm_t *mm, uint32_t gfp_mask, int order, int pr
     cdef int n = zonelist(mm, preferred, gfp_mask, nodes), i
     cdef zone_t *z
     cdef int32_t pfn
-    # 4.2 try_to_compact_pages(): skipped for order 0 and without both __GFP_FS and __GFP_IO
+    # 4.2 try_to_compact_pages(): skipped for order 0 (a single page cannot be fragmented)
+    # and without both __GFP_FS and __GFP_IO (migrating a page may need to write it back)
     if order == 0 or (gfp_mask & (__GFP_FS | __GFP_IO)) != (__GFP_FS | __GFP_IO):
         return -1
     mm.stats[M_COMPACT_ATTEMPTS] += 1
     for i in range(n):
         z = &mm.zones[nodes[i]]
-        # compaction_suitable(): enough free memory to migrate into
+        # compaction_suitable(): migration needs free pages to move into; with too few,
+        # compaction can only fail and reclaim must come first
         if not zone_watermark_ok(z, 0, z.wmark[ALLOC_WMARK_LOW] + (2 << order), 0):
             continue
         pfn = compact_zone_order(mm, z, order, COMPACT_SYNC_BLOCKS if sync else COMPACT_ASYNC_BLOCKS)

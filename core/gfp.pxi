@@ -19,7 +19,9 @@ GFP_FLAGS = {
                      | __GFP_NOWARN | __GFP_NO_KSWAPD,
 }
 
-# slab filters the caller's flags with these (GFP_RECLAIM_MASK | GFP_CONSTRAINT_MASK)
+# slab filters the caller's flags with these (GFP_RECLAIM_MASK | GFP_CONSTRAINT_MASK): how
+# the caller may reclaim and where it may allocate pass on to the slab's page; zone and
+# page-content bits (COMP, ZERO, ...) belong to the caller's object, not to that page
 cdef uint32_t GFP_RECLAIM_MASK = (__GFP_WAIT | __GFP_HIGH | __GFP_IO | __GFP_FS | __GFP_NOWARN
                                   | __GFP_REPEAT | __GFP_NOFAIL | __GFP_NORETRY
                                   | __GFP_MEMALLOC | __GFP_NOMEMALLOC)

@@ -134,6 +134,7 @@ cdef void mem_cgroup_high(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
     while level != ROOT_MEMCG:
         if mm.memcgs[level].memory.count > mm.memcgs[level].high:
             if how == HIGH_PUNT:
+                # one level over is enough: the return-to-user work walks them all again
                 t.nr_pages_over_high += batch
                 t.notify_resume = True
                 return
@@ -143,54 +144,90 @@ cdef void mem_cgroup_high(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
 
 
 cdef int try_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask, int64_t nr_pages) noexcept nogil:
+    """4.2/4.3 try_charge() (§2.3). Each numbered step says why the kernel takes it; the
+    numbers are those of docs/kernel.md §2.3, and the designs differ only through policy
+    fields (bypass_or_force, nomem_or_force, mem_cgroup_high)."""
     cdef int64_t batch = max(<int64_t>mm.policy.charge_batch, nr_pages), nr_reclaimed
     cdef int retries = mm.policy.reclaim_retries, mem_over_limit
     cdef bint drained = False, raised_max = False
-    if memcg_id == ROOT_MEMCG:                                      # 0
+    # 0: the root has no limit to enforce, so charging it would only cost atomic operations
+    if memcg_id == ROOT_MEMCG:
         return CHARGE_OK
     mm.now_ns += COST_CHARGE
     while True:
-        if consume_stock(mm, t.cpu, memcg_id, nr_pages):           # 1 (no high check)
+        # 1: pages pre-charged to this CPU serve small charges without touching the shared,
+        #    hierarchical counters; they were checked against max when stocked, never high
+        if consume_stock(mm, t.cpu, memcg_id, nr_pages):
             return CHARGE_OK
-        mem_over_limit = page_counter_try_charge(mm, memcg_id, batch)   # 2
+        # 2: charge a whole batch so the next charges on this CPU hit the stock; a failure
+        #    names the level that is over (maybe an ancestor): that is where to reclaim
+        mem_over_limit = page_counter_try_charge(mm, memcg_id, batch)
         if mem_over_limit < 0:
             break                                                   # -> done_restock
-        if batch > nr_pages:                                        # 3
+        # 3: the surplus was only a cache; the exact size may still fit before any reclaim
+        if batch > nr_pages:
             batch = nr_pages
             continue
-        if (t.memdie or t.dying) and mm.policy.force_dying:         # 4
+        # 4: memcg is not short of physical memory: let a dying task past its last charges
+        #    so it exits quickly and frees its memory (4.2 bypass, 4.4 force)
+        if (t.memdie or t.dying) and mm.policy.force_dying:
             return bypass_or_force(mm, memcg_id, nr_pages)
-        if t.memcg_oom >= 0:                                        # 5
+        # 5: the task already owes a memcg OOM kill at the end of its fault; fail at once so
+        #    it unwinds to the kill instead of reclaiming again
+        if t.memcg_oom >= 0:
             return nomem_or_force(mm, memcg_id, mem_over_limit, gfp_mask, nr_pages, raised_max)
-        if not (gfp_mask & __GFP_WAIT):                             # 6
+        # 6: reclaim sleeps and this caller cannot; nothing was tried, so no max event either
+        if not (gfp_mask & __GFP_WAIT):
             return nomem_or_force(mm, memcg_id, mem_over_limit, gfp_mask, nr_pages, raised_max)
-        mm.memcgs[mem_over_limit].events[MEMCG_MAX] += 1            # 7
+        # 7: memory.events max counts the charges that hit the limit and must reclaim (§2.5)
+        mm.memcgs[mem_over_limit].events[MEMCG_MAX] += 1
         raised_max = True
+        # 8: reclaim from the level over its limit, with the caller's gfp (what it may do:
+        #    a NOFS caller cannot shrink dentries, §2.6)
         nr_reclaimed = try_to_free_mem_cgroup_pages(mm, t, mem_over_limit, nr_pages,
-                                                    gfp_mask, True, RP_CHARGE)  # 8
-        if mem_cgroup_margin(mm, mem_over_limit) >= nr_pages:       # 9
+                                                    gfp_mask, True, RP_CHARGE)
+        # 9: room was made (by this reclaim or by frees meanwhile): retry, no retry used up
+        if mem_cgroup_margin(mm, mem_over_limit) >= nr_pages:
             continue
-        if not drained:                                             # 10
+        # 10: other CPUs' stocks hold charged pages nobody uses; give them back once (it is
+        #     costly: work on every CPU) before calling the memcg out of memory
+        if not drained:
             drain_all_stock(mm, mem_over_limit)
             drained = True
             continue
-        if gfp_mask & __GFP_NORETRY:                                # 11
+        # 11: the caller has a fallback and asked for one attempt only (SLUB's first try)
+        if gfp_mask & __GFP_NORETRY:
             return nomem_or_force(mm, memcg_id, mem_over_limit, gfp_mask, nr_pages, raised_max)
-        if nr_reclaimed > 0 and nr_pages <= (1 << PAGE_ALLOC_COSTLY_ORDER):   # 12
+        # 12: reclaim freed something though the limit is still exceeded: retry before
+        #     giving up, but only for small charges - a large one is unlikely to fit so close
+        #     to the limit, and its callers fall back to small ones anyway
+        if nr_reclaimed > 0 and nr_pages <= (1 << PAGE_ALLOC_COSTLY_ORDER):
             continue
-        if retries > 0:                                             # 14
+        # 13 (wait for a task moving between memcgs, whose charges may count twice) is not
+        #    modelled: tasks never change memcg here
+        # 14: bounded: MEM_CGROUP_RECLAIM_RETRIES fruitless rounds mean out of memory
+        if retries > 0:
             retries -= 1
             continue
-        if (gfp_mask & __GFP_NOFAIL) or (t.dying and mm.policy.force_dying):   # 15
+        # 15: a NOFAIL caller cannot handle failure, and a task killed meanwhile should exit
+        #     and free its memory, not OOM: let both past the limit
+        if (gfp_mask & __GFP_NOFAIL) or (t.dying and mm.policy.force_dying):
             return bypass_or_force(mm, memcg_id, nr_pages)
-        mm.memcgs[mem_over_limit].events[MEMCG_OOM] += 1            # 16
+        # 16: out of memory. The kill is deferred to the end of a user page fault
+        #     (mem_cgroup_oom only records it): killing here, deep in the kernel with locks
+        #     held, could deadlock; any other charge just fails with -ENOMEM
+        mm.memcgs[mem_over_limit].events[MEMCG_OOM] += 1
         if t.may_oom:
             t.memcg_oom = mem_over_limit                            # mem_cgroup_oom()
         return nomem_or_force(mm, memcg_id, mem_over_limit, gfp_mask, nr_pages, raised_max)
-    # 19: done_restock
+    # 19: done_restock. The surplus of the batch stays on this CPU for its next charges
     if batch > nr_pages:
         refill_stock(mm, t.cpu, memcg_id, batch - nr_pages)
+    # ... and a hierarchy above its normal range (memory.high) makes the charging task trim
+    # its excess: synchronously in 4.2 (not without __GFP_WAIT: reclaim sleeps), punted to
+    # the return to user mode in 4.4 so reclaim always runs with GFP_KERNEL and no locks
     mem_cgroup_high(mm, t, memcg_id, gfp_mask, nr_pages, batch)
+    # 5.18: a long kernel entry must not run far over high before it returns to user mode
     if mm.policy.high_sync_over_batch:
         mem_cgroup_high_sync(mm, t, gfp_mask)
     return CHARGE_OK
@@ -208,7 +245,9 @@ cdef int nomem_or_force(mm_t *mm, int memcg_id, int mem_over_limit, uint32_t gfp
 
 
 cdef int charge_nomem(mm_t *mm, int memcg_id, uint32_t gfp_mask, int64_t nr_pages) noexcept nogil:
-    """17 nomem: -ENOMEM, except NOFAIL (and __GFP_HIGH where the policy forces it)."""
+    """17 nomem: -ENOMEM, and the caller decides what failing means - except a NOFAIL
+    caller, which cannot, and __GFP_HIGH where the policy forces it: such charges are few
+    and memcg has no reserve for them (Davydov, §6.1; 5.4 and later, §6.2-§6.3)."""
     if gfp_mask & __GFP_NOFAIL:
         return bypass_or_force(mm, memcg_id, nr_pages)
     if (gfp_mask & __GFP_HIGH) and mm.policy.force_gfp_high:
@@ -218,7 +257,9 @@ cdef int charge_nomem(mm_t *mm, int memcg_id, uint32_t gfp_mask, int64_t nr_page
 
 
 cdef int bypass_or_force(mm_t *mm, int memcg_id, int64_t nr_pages) noexcept nogil:
-    """18 bypass: 4.2 returns -EINTR (callers decide); 4.4 force-charges past the limit."""
+    """18 bypass: 4.2 returns -EINTR, nothing charged, and each caller decides (user pages
+    go to the root, kmem is force-charged, §2.4); 4.4 force-charges past the limit here,
+    so callers need no special case (§2.7: the overage is brief and bounded)."""
     if mm.policy.bypass_forces:
         force_charge(mm, memcg_id, nr_pages)
         return CHARGE_OK
@@ -300,15 +341,17 @@ cdef void __mem_cgroup_handle_over_high(mm_t *mm, task_t *t, uint32_t gfp_mask, 
         penalty = min(calculate_high_delay(mm.policy.charge_batch, nr_pages,
                                            mem_find_max_overage(mm, t.memcg)),
                       <int64_t>MEMCG_MAX_HIGH_DELAY_JIFFIES)
-        if penalty <= HZ // 100:
+        if penalty <= HZ // 100:                                    # not worth a sleep
             return
         loops += 1
+        # reclaim again while it helps: sleeping would only stall a task that can make room
         if (nr_reclaimed > 0 or retries > 0) and loops < SLOWPATH_MAX_LOOPS:
             if nr_reclaimed == 0:
                 retries -= 1
             in_retry = True
             continue
-        t.sleep_ns += penalty * NSEC_PER_JIFFY                      # schedule_timeout_killable
+        # throttle the allocator to the pace reclaim can keep up with (schedule_timeout_killable)
+        t.sleep_ns += penalty * NSEC_PER_JIFFY
         t.syscall_sleep_ns += penalty * NSEC_PER_JIFFY
         mm.stats[M_HIGH_THROTTLES] += 1
         mm.stats[M_HIGH_THROTTLE_NS] += penalty * NSEC_PER_JIFFY
@@ -342,10 +385,14 @@ cdef int mem_cgroup_try_charge_user(mm_t *mm, task_t *t, uint32_t gfp_mask) noex
 cdef bint memcg_kmem_bypass(mm_t *mm, task_t *t, uint32_t gfp_mask) noexcept nogil:
     """The inline checks of memcg_kmem_newpage_charge()/memcg_kmem_get_cache() (§2.4):
     True means "leave this allocation uncharged"."""
+    # interrupts and kernel threads have no memcg of their own; NOACCOUNT callers opted out
     if t == NULL or t.memcg == ROOT_MEMCG or (gfp_mask & __GFP_NOACCOUNT):
         return True
+    # 4.2: a NOFAIL allocation must not fail, so it skips a charge that could (4.4 forces)
     if (gfp_mask & __GFP_NOFAIL) and mm.policy.kmem_nofail_uncharged:
         return True
+    # 4.2: a task with a fatal signal is about to free everything; charging it would only
+    # make it reclaim on its way out
     if t.dying and mm.policy.kmem_dying_uncharged:
         return True
     return False
@@ -414,7 +461,7 @@ cdef void refill_obj_stock(mm_t *mm, int cpu, int memcg_id, int64_t nr_bytes,
         obj_cgroup_uncharge_pages(mm, cpu, memcg_id, nr_pages)
 
 
-cdef int obj_cgroup_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
+cdef inline int obj_cgroup_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
                            int64_t size) noexcept nogil:
     """Charge `size` bytes: from the byte stock, else whole pages with the caller's gfp,
     the unused rest of the last page into the stock (without uncharging). 0 or -1."""

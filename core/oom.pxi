@@ -13,7 +13,7 @@ cdef int select_bad_process(mm_t *mm, int memcg_root) noexcept nogil:
             continue
         if memcg_root != ROOT_MEMCG and not mem_cgroup_is_descendant(mm, mm.tasks[i].memcg, memcg_root):
             continue
-        if mm.tasks[i].rss > best_points:
+        if mm.tasks[i].rss > best_points:        # the death that frees the most memory
             best_points = mm.tasks[i].rss
             best = i
     return best
@@ -39,6 +39,7 @@ cdef void oom_kill_process(mm_t *mm, int victim, int memcg_id) noexcept nogil:
 cdef bint out_of_memory(mm_t *mm, task_t *t) noexcept nogil:
     """Global OOM: a dying current task just gets TIF_MEMDIE; else kill the worst task."""
     cdef int victim
+    # an exiting task will free its memory anyway: let it allocate and exit, kill no other
     if t != NULL and (t.dying or t.memdie):
         t.memdie = True
         return True

@@ -5,10 +5,10 @@ same events through `core.Machine`/`core.Task` from Python. Both call the same C
 function, so their metrics must be equal: one model, two drivers (tests/test_workload.py).
 Slow (Python per request); meant for small workloads and for debugging one of them.
 """
-from core._mm import build_workload_machine, workload_events
+from core._mm import build_workload_machine
+from core.constants import REQUEST_KINDS
 from core.spec import validate_spec
-
-_KINDS = ("kmalloc", "kmalloc_node", "alloc_pages", "dentries", "read_file", "fault_anon")
+from core.workload import workload_events
 
 
 def replay(spec, seed, probe=None, every=1000):
@@ -39,7 +39,7 @@ def replay(spec, seed, probe=None, every=1000):
                 t.kfree(arg)
         elif t.alive:
             with t.lock() if locked else _nothing():
-                result = t.request(_KINDS[req_kind], arg, gfp, None if node < 0 else node,
+                result = t.request(REQUEST_KINDS[req_kind], arg, gfp, None if node < 0 else node,
                                    fallback=True)
             events.set_result(slot, result)
     out = machine.metrics()

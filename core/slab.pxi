@@ -49,6 +49,7 @@ cdef int32_t kmem_getpages(mm_t *mm, task_t *t, int32_t cid, uint32_t flags, int
     cdef uint32_t page_gfp
     if s.reclaimable:
         local |= __GFP_RECLAIMABLE
+    # a probe is speculative (§4.1): the page must come from this node and at no cost
     page_gfp = gfp_exact_node(local) if exact else local
     return alloc_slab_page(mm, t, cid, page_gfp,
                            local if mm.policy.slab_charge_caller_gfp else page_gfp,
@@ -95,6 +96,8 @@ cdef int32_t cache_alloc_refill(mm_t *mm, task_t *t, int32_t cid, uint32_t flags
             batch -= 1
         if s.ac_avail[cpu] > 0:
             break
+        # §4.2 step 1.2: grow on the local node only, without waiting: objects of this
+        # node are what the per-CPU array is for, and the node-aware paths follow
         if not cache_grow(mm, t, cid, flags, node, -1, True):
             return -1
     s.ac_avail[cpu] -= 1
@@ -113,6 +116,7 @@ cdef int32_t ____cache_alloc(mm_t *mm, task_t *t, int32_t cid, uint32_t flags) n
 
 cdef int32_t ____cache_alloc_node(mm_t *mm, task_t *t, int32_t cid, uint32_t flags, int nodeid) noexcept nogil:
     cdef int32_t sid
+    # §4.2 step 2: the node's lists, else a speculative grow there, else the fallback
     while True:
         sid = take_obj_from_node(mm, &mm.caches[cid], nodeid)
         if sid >= 0:
@@ -131,29 +135,36 @@ cdef int32_t fallback_alloc(mm_t *mm, task_t *t, int32_t cid, uint32_t flags) no
     cdef int n, i, nid
     cdef int32_t sid, pfn
     cdef uint32_t local = flags & (GFP_RECLAIM_MASK | GFP_CONSTRAINT_MASK)
+    # 3.1: the node probes below carry THISNODE; refusing it here ends the recursion
     if flags & __GFP_THISNODE:
         return -1
+    # 3.2: objects already free on some node are cheaper than a new page anywhere
     n = zonelist(mm, t.node, flags, nodes)
     for i in range(n):
         if mm.caches[cid].free_objects[nodes[i]] > 0:
             sid = ____cache_alloc_node(mm, t, cid, flags | __GFP_THISNODE, nodes[i])
             if sid >= 0:
                 return sid
+    # 3.3: now the caller's own bits, WAIT included and no THISNODE: this request must
+    # not fail while any node could still give a page after reclaim
     pfn = kmem_getpages(mm, t, cid, local, t.node, False)
     if pfn < 0:
         return -1
+    # 3.4: the slab belongs to the node the page came from, whichever that was
     nid = page_to_nid(mm, pfn)
     if not cache_grow(mm, t, cid, flags, nid, pfn, False):
         return -1
     return ____cache_alloc_node(mm, t, cid, flags | __GFP_THISNODE, nid)
 
 
-cdef int32_t slab_alloc_node(mm_t *mm, task_t *t, int32_t cid, uint32_t flags, int nodeid) noexcept nogil:
+cdef inline int32_t slab_alloc_node(mm_t *mm, task_t *t, int32_t cid, uint32_t flags, int nodeid) noexcept nogil:
     """4.2 slab_alloc_node()/__do_cache_alloc(): the local path first when the request is
     for the local node, then ____cache_alloc_node() on the requested node."""
     cdef int32_t sid
     if nodeid < 0:
         nodeid = t.node
+    # §4.2 step 1: the per-CPU array holds local objects only, so only a local request
+    # may use it; it is the fast path (no list lock)
     if nodeid == t.node:
         sid = ____cache_alloc(mm, t, cid, flags)
         if sid >= 0:

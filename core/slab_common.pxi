@@ -173,13 +173,15 @@ cdef int kmalloc_index(mm_t *mm, int64_t size) noexcept nogil:
 # ---- caches and per-memcg clones --------------------------------------------------------
 
 cdef int32_t kmem_cache_create(mm_t *mm, int64_t size, bint reclaimable, int root, int memcg_id) noexcept nogil:
+    """A new cache's id; -1 (and FATAL_NOMEM) when the cache table is full."""
     cdef int32_t cid = mm.nr_caches, i
     cdef int order, num
-    cdef kmem_cache_t *s = &mm.caches[cid]
+    cdef kmem_cache_t *s
     cdef int ncpus_node = (mm.nr_cpus + mm.nr_nodes - 1) // mm.nr_nodes
     if cid >= mm.cap_caches:
         mm.fatal = FATAL_NOMEM
-        return 0
+        return -1
+    s = &mm.caches[cid]
     mm.nr_caches += 1
     s.size = <int32_t>size
     s.root = cid if root < 0 else root
@@ -226,22 +228,28 @@ cdef int32_t kmem_cache_create(mm_t *mm, int64_t size, bint reclaimable, int roo
     return cid
 
 
-cdef int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gfp_mask,
+cdef inline int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gfp_mask,
                                   bint *lazy) noexcept nogil:
     """The cache a task's kmem_cache_alloc really uses: the root cache when the allocation
     is bypassed (§2.4), else the memcg's clone, created asynchronously on first use -
     until its work item has run, objects go uncharged to the root cache (4.2)."""
     cdef int32_t idx, clone
     lazy[0] = False
-    if mm.policy.obj_charge:             # 5.9+: one set of caches; objects charged instead
+    # 5.9+: one set of caches, objects charged instead: per-memcg copies kept partly filled
+    # slab pages in every memcg (§3.4)
+    if mm.policy.obj_charge:
         return root
     if memcg_kmem_bypass(mm, t, gfp_mask):
         lazy[0] = t != NULL and t.memcg != ROOT_MEMCG and not (gfp_mask & __GFP_NOACCOUNT)
         return root
     idx = root * MAX_MEMCGS + t.memcg
     clone = mm.memcg_cache[idx]
+    # creating a cache takes mutexes and may sleep, which a kmalloc caller (possibly
+    # atomic) cannot: a work item creates it, and the root cache serves meanwhile
     if clone < 0:
         clone = kmem_cache_create(mm, mm.caches[root].size, mm.caches[root].reclaimable, root, t.memcg)
+        if clone < 0:                    # table full (FATAL_NOMEM): the root cache serves
+            return root
         mm.caches[clone].state = CACHE_PENDING
         mm.caches[clone].ready_ns = mm.now_ns + CACHE_CREATE_DELAY_NS
         mm.memcg_cache[idx] = clone
@@ -256,32 +264,40 @@ cdef int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gf
 
 # ---- slab pages: charged per page, in the order and with the gfp the design says --------
 
-cdef int32_t alloc_slab_page(mm_t *mm, task_t *t, int32_t cid, uint32_t page_gfp,
-                             uint32_t charge_gfp, int node, int order) noexcept nogil:
-    """memcg_charge_slab() + alloc_pages: v4.3/way2 charge first and uncharge if the page
-    allocation fails (§3.1); way1 (4.4) allocates first and frees the page if the charge
-    fails (§2.7). The charge sees `charge_gfp`, the buddy allocator `page_gfp`."""
-    cdef int memcg_id = mm.caches[cid].memcg
+cdef int32_t memcg_kmem_alloc_pages(mm_t *mm, task_t *t, int memcg_id, uint32_t page_gfp,
+                                    uint32_t charge_gfp, int order, int node) noexcept nogil:
+    """alloc_pages() with the kmem charge of memcg_id on the side the design says (the one
+    place both orders are written): 4.2/4.3 (v4.3, way2) charge first and uncharge when the
+    allocation fails (memcg_kmem_newpage_charge, memcg_charge_slab; §2.4, §3.1); 4.4 (way1,
+    v6.18) allocate first and free the page when the charge fails (§2.7). The charge sees
+    `charge_gfp`, the buddy allocator `page_gfp`. A page, or -1."""
     cdef int64_t nr_pages = 1 << order
     cdef int32_t pfn
-    page_gfp |= __GFP_NOTRACK
     if memcg_id == ROOT_MEMCG:
         return __alloc_pages_nodemask(mm, t, page_gfp, order, node)
     if mm.policy.kmem_charge_after_alloc:
         pfn = __alloc_pages_nodemask(mm, t, page_gfp, order, node)
-        if pfn < 0:
-            return -1
-        if memcg_charge_kmem(mm, t, memcg_id, charge_gfp, nr_pages) < 0:
+        if pfn >= 0 and memcg_charge_kmem(mm, t, memcg_id, charge_gfp, nr_pages) < 0:
             __free_pages(mm, pfn, order)
             return -1
-    else:
-        if memcg_charge_kmem(mm, t, memcg_id, charge_gfp, nr_pages) < 0:
-            return -1
-        pfn = __alloc_pages_nodemask(mm, t, page_gfp, order, node)
-        if pfn < 0:
-            page_counter_uncharge(mm, memcg_id, nr_pages)
-            return -1
-    mm.pg_memcg[pfn] = memcg_id
+        return pfn
+    if memcg_charge_kmem(mm, t, memcg_id, charge_gfp, nr_pages) < 0:
+        return -1
+    pfn = __alloc_pages_nodemask(mm, t, page_gfp, order, node)
+    if pfn < 0:
+        page_counter_uncharge(mm, memcg_id, nr_pages)
+    return pfn
+
+
+cdef int32_t alloc_slab_page(mm_t *mm, task_t *t, int32_t cid, uint32_t page_gfp,
+                             uint32_t charge_gfp, int node, int order) noexcept nogil:
+    """memcg_charge_slab() + alloc_pages for a slab of cache cid, charged to the cache's
+    memcg (a root cache's slabs are not charged); the page records that memcg."""
+    cdef int memcg_id = mm.caches[cid].memcg
+    cdef int32_t pfn = memcg_kmem_alloc_pages(mm, t, memcg_id, page_gfp | __GFP_NOTRACK,
+                                              charge_gfp, order, node)
+    if pfn >= 0:
+        mm.pg_memcg[pfn] = memcg_id
     return pfn
 
 
@@ -434,20 +450,7 @@ cdef int32_t alloc_kmem_pages(mm_t *mm, task_t *t, uint32_t gfp_mask, int order,
     cdef bint bypass = memcg_kmem_bypass(mm, t, gfp_mask)
     cdef int memcg_id = ROOT_MEMCG if bypass else t.memcg
     cdef int64_t nr_pages = 1 << order
-    cdef int32_t pfn, oid
-    if memcg_id == ROOT_MEMCG:
-        pfn = __alloc_pages_nodemask(mm, t, gfp_mask, order, node)
-    elif mm.policy.kmem_charge_after_alloc:
-        pfn = __alloc_pages_nodemask(mm, t, gfp_mask, order, node)
-        if pfn >= 0 and memcg_charge_kmem(mm, t, memcg_id, gfp_mask, nr_pages) < 0:
-            __free_pages(mm, pfn, order)
-            pfn = -1
-    else:
-        if memcg_charge_kmem(mm, t, memcg_id, gfp_mask, nr_pages) < 0:
-            return -1
-        pfn = __alloc_pages_nodemask(mm, t, gfp_mask, order, node)
-        if pfn < 0:
-            page_counter_uncharge(mm, memcg_id, nr_pages)
+    cdef int32_t pfn = memcg_kmem_alloc_pages(mm, t, memcg_id, gfp_mask, gfp_mask, order, node), oid
     if pfn < 0:
         return -1
     oid = obj_new(mm, OBJ_PAGES, owner)
@@ -482,7 +485,7 @@ cdef void free_kmem_pages(mm_t *mm, int32_t oid) noexcept nogil:
     __free_pages(mm, pfn, order)
 
 
-cdef int32_t do_kmalloc(mm_t *mm, task_t *t, int64_t size, uint32_t gfp_mask, int node,
+cdef inline int32_t do_kmalloc(mm_t *mm, task_t *t, int64_t size, uint32_t gfp_mask, int node,
                         int owner) noexcept nogil:
     """kmalloc_node(): a size class, or kmalloc_large() above 8 KiB under SLUB (§3.6)."""
     cdef int idx

@@ -53,9 +53,16 @@ cdef int32_t allocate_slab(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, 
     cdef bint high = s.oo_order > s.min_order
     cdef int32_t pfn
     cdef int order = s.oo_order
+    # §3.1 steps 1-2: only the caller's reclaim and placement bits reach the page allocator,
+    # plus the cache's own (reclaimable slabs are grouped apart from unmovable ones)
     if s.reclaimable:
         flags |= __GFP_RECLAIMABLE
+    # step 3: the first try is optimistic - the preferred order oo packs objects with less
+    # waste, but a fallback exists, so it must neither warn, retry nor be a NOFAIL
     alloc_gfp = (flags | __GFP_NOWARN | __GFP_NORETRY) & ~__GFP_NOFAIL
+    # §3.2 (4.3): nor wait - reclaim and compaction for an order the cache can do without
+    # cost more latency than the better packing saves; NOMEMALLOC keeps this non-blocking
+    # try out of the atomic reserve (§5.4)
     if high and (alloc_gfp & __GFP_WAIT):
         alloc_gfp = (alloc_gfp | __GFP_NOMEMALLOC) & ~__GFP_WAIT
         if mm.policy.slub_high_no_kswapd:        # 6.x: ~__GFP_RECLAIM, kswapd not woken (§3.4)
@@ -63,6 +70,7 @@ cdef int32_t allocate_slab(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, 
     mm.stats[M_SLUB_NEW_SLAB_ATTEMPTS] += 1
     if high:
         mm.stats[M_SLUB_HIGH_ATTEMPTS] += 1
+    # step 4; the charge's gfp is the one place the designs differ here (§3.3, §8.3)
     pfn = alloc_slab_page(mm, t, cid, alloc_gfp,
                           flags if mm.policy.slab_charge_caller_gfp else alloc_gfp,
                           node, order)
@@ -72,7 +80,9 @@ cdef int32_t allocate_slab(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, 
         # stat(s, ORDER_FALLBACK);" - counted whenever the second try succeeds, whether the
         # first failed in the buddy allocator or at the memcg charge (memcg_charge_slab is
         # inside alloc_slab_page in 4.3), and with no oo > min test: a cache whose oo is
-        # min counts it too (its first try had NORETRY and no NOFAIL, §3.1 step 3)
+        # min counts it too (its first try had NORETRY and no NOFAIL, §3.1 step 3).
+        # Step 5: the smallest order that holds one object, with everything the caller
+        # allows: the allocation must not fail for want of a better geometry
         order = s.min_order
         pfn = alloc_slab_page(mm, t, cid, flags, flags, node, order)
         if pfn < 0:
@@ -81,7 +91,7 @@ cdef int32_t allocate_slab(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, 
     return register_slab(mm, cid, pfn, order)
 
 
-cdef int32_t slub_alloc(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, int node) noexcept nogil:
+cdef inline int32_t slub_alloc(mm_t *mm, task_t *t, int32_t cid, uint32_t gfp_mask, int node) noexcept nogil:
     """slab_alloc_node(): the CPU slab's freelist (fast path), else ___slab_alloc():
     a partial slab, else new_slab(). Returns the slab the object came from, or -1."""
     cdef kmem_cache_t *s = &mm.caches[cid]

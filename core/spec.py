@@ -8,10 +8,9 @@ import copy
 import difflib
 from collections.abc import Mapping
 
-from core._mm import DESIGNS, MAX_NODES_, design_allocator_error, gfp, parse_size
-
-REQUEST_KINDS = ("kmalloc", "kmalloc_node", "alloc_pages", "dentries", "read_file", "fault_anon")
-ALLOCATORS = ("slub", "slab")
+from core._mm import DESIGNS, design_allocator_error, gfp
+from core.constants import MAX_ORDER, REQUEST_KINDS, check_int, check_machine, parse_size
+from core.constants import ALLOCATORS  # noqa: F401  (re-exported: sweep.claims, sweep.report)
 
 DEFAULTS = {
     "machine": {"nodes": 1, "mem_mib": 1024, "cpus": 2, "allocator": "slub",
@@ -52,9 +51,7 @@ def _keys(path, given, allowed):
 
 
 def _int(path, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        _fail(path, f"must be an integer in {lo}..{hi}, got {value!r}")
-    return value
+    return check_int(path, value, lo, hi, SpecError)
 
 
 def _num(path, value, lo, hi):
@@ -121,7 +118,7 @@ def _request(path, req, nodes):
             _int(f"{path}.node", node, 0, nodes - 1)
         out["node"] = node
     if kind == "alloc_pages":
-        out["order"] = _int(f"{path}.order", req["order"], 0, 10)
+        out["order"] = _int(f"{path}.order", req["order"], 0, MAX_ORDER - 1)
     if kind == "dentries":
         out["count"] = _int(f"{path}.count", req["count"], 1, 1 << 20)
     if kind in ("read_file", "fault_anon"):
@@ -158,13 +155,9 @@ def validate_spec(spec):
     for section in ("machine", "cgroup", "sibling", "background", "churn", "length"):
         _keys(section, out[section], tuple(DEFAULTS[section]))
     mach = out["machine"]
-    nodes = _int("machine.nodes", mach["nodes"], 1, MAX_NODES_)
-    _int("machine.mem_mib", mach["mem_mib"], 16, 65536)
-    cpus = _int("machine.cpus", mach["cpus"], nodes, 256)
-    _choice("machine.allocator", mach["allocator"], ALLOCATORS)
-    _int("machine.slub_max_order", mach["slub_max_order"], 0, 10)
-    if not isinstance(mach["swap"], bool):
-        _fail("machine.swap", f"must be true or false, got {mach['swap']!r}")
+    check_machine(mach["nodes"], mach["mem_mib"], mach["cpus"], mach["allocator"],
+                  mach["slub_max_order"], mach["swap"], "machine.", SpecError)
+    nodes = mach["nodes"]
     _choice("design", out["design"], DESIGNS)
     error = design_allocator_error(out["design"], mach["allocator"])
     if error:

@@ -33,8 +33,11 @@ cdef void shrink_lruvec(mm_t *mm, scan_control_t *sc, int memcg_id, int node) no
     for lru in range(nr_lrus):
         l = &mm.memcgs[memcg_id].lru[node][lru]
         size = l.nr
+        # a light scan first, doubling as the priority drops: take only the oldest pages
         scan = size >> sc.priority
-        if scan == 0 and not sc.global_reclaim:      # get_scan_count(): force_scan for memcg
+        # get_scan_count() force_scan: a small memcg's lists shift to 0, yet limit reclaim
+        # must make progress against its own limit
+        if scan == 0 and not sc.global_reclaim:
             scan = min(size, <int64_t>SWAP_CLUSTER_MAX)
         while scan > 0:
             batch = min(scan, <int64_t>SWAP_CLUSTER_MAX)
@@ -67,10 +70,12 @@ cdef void shrink_slab_memcg(mm_t *mm, scan_control_t *sc, int memcg_id, int64_t 
     """4.2 shrink_slab()/do_shrink_slab() for the memcg-aware superblock shrinker. It
     returns SHRINK_STOP without __GFP_FS, so GFP_NOFS reclaim cannot free dentries."""
     cdef int64_t freeable = mm.memcgs[memcg_id].dentries.nr, delta, total_scan, n
+    # the caller may hold filesystem locks that freeing inodes would take again (deadlock)
     if not (sc.gfp_mask & __GFP_FS) or freeable == 0:
         return
     if nr_scanned == 0:
         nr_scanned = SWAP_CLUSTER_MAX
+    # pressure on the caches in proportion to the LRU scan, so both age at the same pace
     delta = (4 * nr_scanned) // DEFAULT_SEEKS
     delta = delta * freeable // (nr_eligible + 1)
     total_scan = min(delta, freeable * 2)
@@ -132,6 +137,7 @@ cdef bint shrink_node_memcgs(mm_t *mm, scan_control_t *sc, int node, bint first_
                 shrink_slab_memcg(mm, sc, memcg_id, sc.nr_scanned - scanned, eligible)
             sc.nr_reclaimed += mm.reclaimed_slab
             mm.reclaimed_slab = 0
+            # limit reclaim runs in the charging task: stop as soon as it has enough
             if not sc.global_reclaim and sc.nr_reclaimed >= sc.nr_to_reclaim:
                 return True
         memcg_id = next_memcg(mm, sc.target_memcg, memcg_id)
@@ -164,6 +170,7 @@ cdef int64_t do_try_to_free_pages(mm_t *mm, task_t *t, int target_memcg, int64_t
                     done = True
                     break
             sc.priority -= 1
+        # memory.low is best-effort protection: reclaim protected memcgs rather than fail
         if sc.nr_reclaimed == 0 and skipped_low and not sc.may_thrash:
             sc.may_thrash = True
             continue
@@ -185,7 +192,9 @@ cdef int64_t try_to_free_mem_cgroup_pages(mm_t *mm, task_t *t, int memcg_id, int
     """Limit reclaim (§2.6): max(nr_pages, SWAP_CLUSTER_MAX), from a round-robin start node."""
     cdef memcg_t *m = &mm.memcgs[memcg_id]
     cdef int start = m.reclaim_node
+    # mem_cgroup_select_victim_node(): spread successive rounds over the nodes
     m.reclaim_node = (m.reclaim_node + 1) % mm.nr_nodes
+    # at least one batch: smaller targets would not pay for the scan
     return do_try_to_free_pages(mm, t, memcg_id, max(nr_pages, <int64_t>SWAP_CLUSTER_MAX),
                                 gfp_mask, may_swap, place, start, False)
 
@@ -202,6 +211,7 @@ cdef void kswapd_balance_node(mm_t *mm, int node) noexcept nogil:
     cdef zone_t *z = &mm.zones[node]
     cdef int64_t saved_ns = mm.now_ns, need, got
     cdef int64_t saved_slab = mm.reclaimed_slab
+    # up to HIGH, not LOW: the gap keeps allocations on the fast path for a while
     while not zone_watermark_ok(z, 0, z.wmark[ALLOC_WMARK_HIGH], 0):
         need = z.wmark[ALLOC_WMARK_HIGH] - z.nr_free + 1
         got = do_try_to_free_pages(mm, NULL, ROOT_MEMCG, max(need, <int64_t>SWAP_CLUSTER_MAX),

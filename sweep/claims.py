@@ -22,13 +22,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from sweep.config import ConfigError, _did_you_mean, mix_dirs
+from sweep.config import GRID_AXES, ConfigError, _did_you_mean, mix_dirs
 from sweep.regime import REGIMES, matches
 
 FIELDS = ("id", "who", "claim", "metric", "compare", "expect", "where", "regimes", "untestable", "note")
 REQUIRED = ("id", "who", "claim", "metric", "compare", "expect")
 EXPECT = ("a<b", "a>b")
-FILTER_AXES = ("block", "limit", "high", "order", "nodes", "mix", "allocator", "cpus", "fragment")
+FILTER_AXES = ("block", *GRID_AXES)
 VERDICTS = ("holds", "refuted", "inconclusive", "untestable")
 CLAIMS_FILE = "claims.yaml"     # the copy of the registry a run leaves in its sweep folder
 
@@ -225,7 +225,7 @@ def _verdict(claim: Claim, values: pd.DataFrame, regimes: pd.DataFrame, alpha: f
     sign = 1 if claim.expect == "a<b" else -1          # expected sign of b - a
     tested, p, direction = list(pairs), [], []
     metric = stats.METRICS_BY_NAME.get(claim.metric) or stats.Metric(claim.metric, claim.metric,
-                                                                    binary=claim.metric in ("enomem", "oom_killed"))
+                                                                    binary=claim.metric in stats.INDICATORS)
     for cell_id in tested:
         row = stats.compare_pair(*pairs[cell_id], metric, alpha, resamples=0)
         p.append(row["p_value"])
@@ -258,7 +258,9 @@ def _unit(metric: str) -> str:
                          ("_per_kentry", "per kernel entry"), ("_objects", "objects")):
         if metric.endswith(suffix):
             return unit
-    return "count" if metric not in ("enomem", "oom_killed") else "share of workloads"
+    from sweep.stats import INDICATORS
+
+    return "count" if metric not in INDICATORS else "share of workloads"
 
 
 def verdict_table(verdicts: list[Verdict]) -> pd.DataFrame:

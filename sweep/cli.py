@@ -311,21 +311,25 @@ def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = T
 def _build_report(sweep_dir: SweepDir, cfg) -> None:
     from sweep.report import build_report
 
-    print(f"report: {build_report(sweep_dir.path, cfg=cfg) / 'report.html'}", file=sys.stderr)
+    print(f"report: {build_report(sweep_dir, cfg=cfg) / 'report.html'}", file=sys.stderr)
 
 
 def _log(sweep_dir: SweepDir, cfg) -> None:
+    """MLflow carries the report, so a missing or stale one is built first (from the same
+    cached analysis the runs are made of)."""
+    from sweep import report
     from sweep.tracking import log_sweep
 
-    _print_where_to_look(sweep_dir, cfg, log_sweep(sweep_dir.path, cfg))
+    if not report.is_current(sweep_dir, cfg):
+        report.build_report(sweep_dir, cfg=cfg)
+    _print_where_to_look(sweep_dir, cfg, log_sweep(sweep_dir, cfg))
 
 
 def _print_where_to_look(sweep_dir: SweepDir, cfg, parent_id: str) -> None:
     """The parent run, the command that starts the MLflow UI, and the run's URL in it."""
     from sweep import tracking
 
-    cfg = tracking.report.read_config(sweep_dir.path) if cfg is None else tracking._plain(cfg)
-    url, command = tracking.run_url(cfg, parent_id)
+    url, command = tracking.run_url(sweep_dir.config_dict(cfg), parent_id)
     print(f"MLflow: parent run {parent_id}", file=sys.stderr)
     if command:
         print(f"  browse: {command}   (then open {url})", file=sys.stderr)
@@ -359,5 +363,5 @@ def _subcommand(argv: list[str]) -> int:
             path = store.to_parquet(args.parquet or sweep_dir.path / "results.parquet", all_rows=args.all)
             print(f"exported {store.count(planned_only=not args.all)} rows to {path}", file=sys.stderr)
         return OK
-    cfg = config.load(sweep_dir.config, args.overrides) if args.overrides else None
+    cfg = sweep_dir.read_config(args.overrides) if args.overrides else None
     return _report_and_log(sweep_dir, cfg, log=argv[0] == "log", report=argv[0] == "report")

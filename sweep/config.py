@@ -11,16 +11,24 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Dict, List, Optional
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-CORRECTIONS = ("holm", "bh", "fdr_bh")   # names sweep.stats accepts
-GRID_AXES = ("limit", "high", "order", "nodes", "mix", "allocator", "cpus", "fragment")
-# axes a config may leave unset (null): the value then comes from `workload` or the spec default
+# multiple-testing corrections: config name -> statsmodels ``multipletests`` method
+CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "fdr_bh": "fdr_bh"}
+# The grid axes, declared here only.  Every cell has a value of each required axis; an
+# optional one a config may leave unset (null): the value then comes from `workload` or
+# the spec default.  `high` alone may be a scalar (a ratio of the limit); the others are lists.
+REQUIRED_AXES = ("limit", "high", "order", "nodes", "mix")
 OPTIONAL_AXES = ("allocator", "cpus", "fragment")
+GRID_AXES = REQUIRED_AXES + OPTIONAL_AXES
+LIST_AXES = tuple(axis for axis in GRID_AXES if axis != "high")
+# a cell's axis columns in the results store: the grid axes and the name of its block
+CELL_AXES = (*REQUIRED_AXES, "block", *OPTIONAL_AXES)
 BLOCK_KEYS = ("name", "grid", "workload")
 # workload-spec field each optional axis sets
 OPTIONAL_AXIS_FIELDS = {("machine", "allocator"): "allocator", ("machine", "cpus"): "cpus",
@@ -206,6 +214,20 @@ def from_yaml_file(path: str | Path) -> DictConfig:
     return OmegaConf.merge(OmegaConf.structured(SweepSchema), OmegaConf.load(path))
 
 
+def setting(cfg, key: str, default):
+    """Read ``key`` from a dict, an OmegaConf node or a dataclass alike (None -> default)."""
+    if cfg is None:
+        return default
+    value = cfg.get(key, default) if isinstance(cfg, Mapping) else getattr(cfg, key, default)
+    return default if value is None else value
+
+
+def significance_settings(stats_cfg) -> tuple[float, str]:
+    """(alpha, correction) of a config's ``stats`` section (schema defaults where unset)."""
+    return (float(setting(stats_cfg, "alpha", StatsSchema.alpha)),
+            str(setting(stats_cfg, "correction", StatsSchema.correction)))
+
+
 def is_adaptive(cfg: DictConfig) -> bool:
     """True when the campaign adds replications to imprecise cells (stats.max_replications)."""
     return cfg.stats.max_replications > cfg.replications
@@ -288,7 +310,7 @@ def _listify_axes(layer: dict) -> None:
     """``grid.nodes=2`` means a one-value axis; lists stay lists."""
     grid = layer.get("grid")
     if isinstance(grid, dict):
-        for axis in ("limit", "order", "nodes", "mix", *OPTIONAL_AXES):
+        for axis in LIST_AXES:
             if axis in grid and grid[axis] is not None and not isinstance(grid[axis], (list, tuple)):
                 grid[axis] = [grid[axis]]
 
@@ -360,9 +382,7 @@ def _check_designs(designs: ListConfig) -> None:
 
 
 def _check_grid(grid: DictConfig, path: str) -> None:
-    for axis in ("limit", "order", "nodes", "mix"):
-        _check_axis(f"{path}.{axis}", grid[axis])
-    for axis in OPTIONAL_AXES:
+    for axis in LIST_AXES:           # a required axis is never null (the schema refuses it)
         if grid[axis] is not None:
             _check_axis(f"{path}.{axis}", grid[axis])
     _check_high(grid.high, f"{path}.high")

@@ -18,8 +18,9 @@ from typing import Iterable, Mapping
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from core.constants import size_bytes
 from sweep import config
-from sweep.config import OPTIONAL_AXES, ConfigError, block_configs, unknown_key_message
+from sweep.config import GRID_AXES, ConfigError, block_configs, unknown_key_message
 
 # workload-spec fields that a grid axis (or the design list) sets: never pinned
 AXIS_FIELDS = {
@@ -120,8 +121,7 @@ def _refuse_designs_without_cells(cfg: DictConfig, cells: list[Cell]) -> None:
 
 def _block_cells(cfg: DictConfig, mixes: Mapping[str, dict], block: str | None, where: str) -> list[Cell]:
     pins = _checked_pins(cfg, mixes, where)
-    axes_values = {axis: _values(cfg.grid[axis]) for axis in ("limit", "high", "order", "nodes", "mix",
-                                                             *OPTIONAL_AXES)}
+    axes_values = {axis: _values(cfg.grid[axis]) for axis in GRID_AXES}
     cells = []
     for combo in itertools.product(*axes_values.values()):
         axes = dict(zip(axes_values, combo))
@@ -216,19 +216,6 @@ def _compose(pins: dict, axes: dict, mix: dict, design: str) -> dict:
     spec["mix"] = copy.deepcopy(mix)
     spec["design"] = design
     return spec
-
-
-_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
-def size_bytes(value) -> float:
-    """A cgroupfs-style value as a number: "64M" -> bytes, "max" -> inf, ratios unchanged."""
-    text = str(value).strip()
-    if text == "max":
-        return float("inf")
-    if text[-1:].upper() in _UNITS:
-        return float(text[:-1]) * _UNITS[text[-1].upper()]
-    return float(text)
 
 
 def _size_value(value):

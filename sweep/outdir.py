@@ -3,6 +3,9 @@
     <output.dir>/results.sqlite   results store (sweep.store)
     <output.dir>/config.yaml      the resolved config
     <output.dir>/sweep.json       name, model version, git commit, host, Ray CPUs, times, counts
+    <output.dir>/claims.yaml      the claims registry the config named (sweep.claims)
+    <output.dir>/analysis/        the statistics of the stored results, computed once (sweep.analysis)
+    <output.dir>/report/          the report (sweep.report); MLflow (sweep.tracking) logs it
     <output.dir>/shard-i-of-N/    the same three files for one shard (--shard i/N);
                                   ``merge_shards`` folds them into the top folder
 """
@@ -18,9 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from sweep import config as sweep_config
+from sweep.claims import CLAIMS_FILE
 from sweep.store import Store
 
 
@@ -35,6 +39,14 @@ class SweepDir:
     results = property(lambda self: self.path / "results.sqlite")
     config = property(lambda self: self.path / "config.yaml")
     meta = property(lambda self: self.path / "sweep.json")
+    claims = property(lambda self: self.path / CLAIMS_FILE)
+    analysis_dir = property(lambda self: self.path / "analysis")
+    report_dir = property(lambda self: self.path / "report")
+
+    @classmethod
+    def of(cls, folder: "SweepDir | str | Path") -> "SweepDir":
+        """A SweepDir as it is, or the one of a path."""
+        return folder if isinstance(folder, SweepDir) else cls(folder)
 
     @classmethod
     def for_config(cls, cfg: DictConfig, shard=None) -> "SweepDir":
@@ -77,8 +89,21 @@ class SweepDir:
     def write_config(self, cfg: DictConfig) -> None:
         self.config.write_text(sweep_config.to_yaml(cfg))
 
-    def read_config(self) -> DictConfig:
+    def read_config(self, overrides: list[str] = ()) -> DictConfig:
+        """config.yaml as the run wrote it; with ``key=value`` overrides, checked like a new
+        config (``python -m sweep report DIR stats.alpha=0.01``)."""
+        if overrides:
+            return sweep_config.load(self.config, overrides)
         return sweep_config.from_yaml_file(self.config)
+
+    def config_dict(self, cfg=None) -> dict:
+        """The config as plain data: ``cfg`` (a DictConfig or mapping, e.g. config.yaml with
+        command-line overrides) resolved, else config.yaml as the run wrote it ({} if none)."""
+        if cfg is None:
+            if not self.config.exists():
+                return {}
+            cfg = OmegaConf.load(self.config)
+        return OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
 
     def read_meta(self) -> dict:
         return json.loads(self.meta.read_text()) if self.meta.exists() else {}

@@ -28,20 +28,15 @@ import matplotlib.pyplot as plt       # noqa: E402
 import numpy as np                    # noqa: E402
 import pandas as pd                   # noqa: E402
 
-from sweep import stats               # noqa: E402
+from sweep import fmt, stats          # noqa: E402
+from sweep.config import OPTIONAL_AXES  # noqa: E402
 
 DPI = 130
 FONT = 8
 DESIGN_COLOURS = ("#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
 CLAIM_ROWS_MAX = 48                   # a forest plot beyond that is unreadable: largest effects
-# axes of the store beyond stats.AXES (config blocks may vary them); shown only where they vary
-EXTRA_AXES = {"allocator": str, "cpus": lambda v: f"{int(v)}cpu", "fragment": lambda v: f"frag{v:g}"}
-
-
-def all_axes(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per cell_id: stats.AXES plus the extra axes (and block) the store has."""
-    columns = [c for c in dict.fromkeys((*stats.AXES, *EXTRA_AXES, "block")) if c in df.columns]
-    return df.groupby("cell_id", sort=True)[columns].first()
+# how a cell label shows the optional axes (config blocks may vary them), where they vary
+EXTRA_AXES = dict(zip(OPTIONAL_AXES, (str, lambda v: f"{int(v)}cpu", lambda v: f"frag{v:g}")))
 
 
 def varying_extra_axes(axes: pd.DataFrame) -> list[str]:
@@ -51,12 +46,12 @@ def varying_extra_axes(axes: pd.DataFrame) -> list[str]:
 def cell_labels(df: pd.DataFrame) -> dict[str, str]:
     """cell_id -> '64M o3 n2 kernel' (+ high, allocator, cpus, fragment where they vary;
     + the block when two cells of different blocks would still read the same)."""
-    axes = all_axes(df)
+    axes = stats.cell_axes(df)
     with_high = axes["high"].nunique() > 1
     usual = {a: axes[a].mode().iloc[0] for a in varying_extra_axes(axes)}   # shown only when not this
     labels = {}
     for cell_id, row in axes.iterrows():
-        parts = [stats.cell_label(row, with_high)]
+        parts = [fmt.cell_label(row, with_high)]
         parts += [EXTRA_AXES[a](row[a]) for a, value in usual.items() if pd.notna(row[a]) and row[a] != value]
         labels[cell_id] = " ".join(parts)
     seen = pd.Series(labels).value_counts()
@@ -137,7 +132,7 @@ def plot_summary(pooled: pd.DataFrame, path: Path, alpha: float) -> Figure | Non
         bars = ax.bar(range(len(designs)), means, yerr=err, capsize=3,
                       color=[colours[d] for d in designs], edgecolor=["black" if i == best else "none"
                                                                        for i in range(len(designs))])
-        ax.bar_label(bars, [_short(v) for v in means], fontsize=FONT - 1, padding=2)
+        ax.bar_label(bars, [fmt.short(v) for v in means], fontsize=FONT - 1, padding=2)
         ax.set_xticks(range(len(designs)), designs)
         ax.set_title("\n".join(textwrap.wrap(metric.label + (" (%)" if metric.binary else ""), 34)),
                      fontsize=FONT)
@@ -152,18 +147,6 @@ def plot_summary(pooled: pd.DataFrame, path: Path, alpha: float) -> Figure | Non
     plt.close(fig)
     return Figure(path.name, f"Every key metric per design: the mean over all workloads of the sweep with "
                              f"its {1 - alpha:.0%} CI; lower is better, the lowest is outlined")
-
-
-def _short(value: float) -> str:
-    if not math.isfinite(value):
-        return ""
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e6:
-        return f"{value / 1e6:.3g}M"
-    if abs(value) >= 1e4:
-        return f"{value / 1e3:.3g}k"
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 # ---------------------------------------------------------------- a claim's evidence
@@ -255,7 +238,7 @@ def plot_failure_rate(df: pd.DataFrame, path: Path, alpha: float) -> Figure | No
             ax.plot(x, counts["sum"] / counts["count"] * 100, marker="o", label=design, color=colours[design])
             ax.fill_between(x, bounds[:, 0] * 100, bounds[:, 1] * 100, alpha=0.2, color=colours[design])
         limits = sorted(part["limit"].unique())
-        ax.set_xticks(_limit_positions(limits), [stats.format_size(v) for v in limits])
+        ax.set_xticks(_limit_positions(limits), [fmt.format_size(v) for v in limits])
         ax.set_title(mix, fontsize=FONT + 1)
         ax.set_xlabel("memory.max")
         ax.set_ylim(-2, 102)
@@ -298,7 +281,7 @@ def effect_values(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def cell_order(df: pd.DataFrame) -> list[tuple[str, str]]:
     """(cell_id, label) in reading order: by block (config order of appearance), then by
     mix, high, limit, order, nodes and the extra axes."""
-    axes = all_axes(df)
+    axes = stats.cell_axes(df)
     labels = cell_labels(df)
     keys = [c for c in ("block", "mix", "high", "limit", "order", "nodes", *EXTRA_AXES) if c in axes]
     if "block" in axes:
@@ -363,7 +346,7 @@ def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, order: lis
     label = "candidate - baseline (pp)" if unit == "pp" else "candidate - baseline, % of baseline"
     fig.colorbar(image, cax=bar, label=label)
     fig.text(0.01, 0.3 / fig_h, textwrap.fill(
-        f"{stats.metric_label(rows['metric'].iloc[0])}: paired effect per cell. Green = the candidate is lower "
+        f"{fmt.metric_label(rows['metric'].iloc[0])}: paired effect per cell. Green = the candidate is lower "
         f"(better), red = higher; * significant; d = absolute difference where the baseline mean is 0.",
         int(fig_w * 14)), fontsize=FONT, va="bottom")
     fig.savefig(path, dpi=DPI)
@@ -388,5 +371,5 @@ def _effect_text(value: float, unit: str, absolute: bool = False) -> str:
     if value == 0:
         return "0"
     if absolute:
-        return "d" + _short(value) if value < 0 else "d+" + _short(value)
+        return "d" + fmt.short(value) if value < 0 else "d+" + fmt.short(value)
     return f"{round(value):+d}{unit}" if round(value) else f"0{unit}"

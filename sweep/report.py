@@ -14,12 +14,14 @@ Sign convention, everywhere (report, figures, MLflow): a difference is **candida
 baseline** ("way2 vs v4.3": way2 is the candidate) in the metric's unit; every compared
 metric is lower-is-better, so a **negative difference means the candidate is better**.
 
-The numbers come from ``sweep.stats``; this module lays them out.  ``python -m sweep
-report <dir>`` calls :func:`build_report`, which rebuilds everything from the store.
+The numbers come from ``sweep.analysis`` (computed once per state of the store, shared
+with MLflow tracking); this module lays them out, with ``sweep.fmt`` for the numbers and
+``sweep.plots`` for the figures.  ``python -m sweep report <dir>`` calls :func:`build_report`.
 """
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import math
@@ -27,268 +29,80 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
-from scipy import stats as sps
 
+from sweep import analysis, fmt, regime, stats
 from sweep import claims as claims_mod
-from sweep import regime, stats
+from sweep.analysis import SIGN_CONVENTION, Analysis
+from sweep.outdir import SweepDir
+from sweep.plan import format_seconds
 from sweep.plots import cell_labels, draw_plots
 from sweep.progress import plural
 
-REPORT_DIR = "report"
 COMPARISONS = "comparisons.parquet"
 AGGREGATES = "aggregates.parquet"
 RESULTS = "results.parquet"
-SUMMARY = "summary.json"             # what tracking needs: answer, pooled means, net cells, claims
+SUMMARY = "summary.json"             # the answer, pooled means, net cells, claims, caveats
 REGIMES = "regimes.parquet"
 APPENDIX = "cells.md"
-PACKAGE_MIXES = Path(__file__).resolve().parent.parent / "configs" / "mixes"
 FIRST_SCREEN_END = "<!-- end of the first screen -->"
-SIGN_CONVENTION = ("Differences are candidate - baseline (in 'way2 vs v4.3' way2 is the candidate), "
-                   "in the metric's unit; every compared metric is lower-is-better, so a negative "
-                   "difference means the candidate is better. Relative changes (%) have the same sign.")
-# the metrics the MLflow parent run carries per design (pooled) and per pair (net cells)
-HEADLINE = ("enomem", "syscall_latency_p99_ns", "overshoot_high_peak_pages")
-RATE_COLUMNS = {"enomem_workloads": "ENOMEM workloads", "oom_kill_workloads": "OOM-killed workloads",
-                "slub_order_fallback": "ORDER_FALLBACK / new slab",
-                "nowait_fallback": "NOWAIT fallbacks / NOWAIT requests",
-                "alloc_kernel_failure": "GFP_KERNEL failures / requests"}
 
 
 # ---------------------------------------------------------------- entry point
 
-def build_report(sweep_dir: Path, results: pd.DataFrame | None = None, cfg=None) -> Path:
-    """Write ``<sweep_dir>/report/`` from the results store (or ``results``); returns it.
+def build_report(sweep_dir: SweepDir | Path, cfg=None) -> Path:
+    """Write ``<sweep_dir>/report/`` from the folder's analysis; returns the folder.
     ``cfg``: the config to report with (``report DIR key=value``); None reads config.yaml."""
-    sweep_dir = Path(sweep_dir)
-    out = sweep_dir / REPORT_DIR
+    sweep_dir = SweepDir.of(sweep_dir)
+    cfg = sweep_dir.config_dict(cfg)
+    found = analysis.load(sweep_dir, cfg)
+    out = sweep_dir.report_dir
     out.mkdir(parents=True, exist_ok=True)
-    df = results if results is not None else load_results(sweep_dir)
-    if df.empty:
-        raise ValueError(f"{sweep_dir}: no results to report")
-    cfg = read_config(sweep_dir) if cfg is None else OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
-    meta = read_meta(sweep_dir)
-    alpha, correction = stats.significance_settings(cfg.get("stats"))
-    table = stats.compare_cells(df, alpha=alpha, correction=correction)
-    aggregates = stats.aggregate(df, alpha)
-    regimes = regime.classify(df)
-    verdicts = evaluate_claims(sweep_dir, df, regimes, alpha)
-    pooled = pooled_means(df, alpha)
-    counts = stats.summarize_verdicts(table)
-    df.to_parquet(out / RESULTS, index=False)
-    table.to_parquet(out / COMPARISONS, index=False)
-    aggregates.to_parquet(out / AGGREGATES, index=False)
-    regimes.to_parquet(out / REGIMES, index=False)
-    figures = draw_plots(df, table, pooled, verdicts, out, alpha)
-    facts = Facts(df, table, aggregates, regimes, verdicts, pooled, counts, cfg, meta, alpha, correction)
+    for name, frame in ((RESULTS, found.df), (COMPARISONS, found.table), (AGGREGATES, found.aggregates),
+                        (REGIMES, found.regimes)):
+        frame.to_parquet(out / name, index=False)     # the tables behind the report, for readers
+    figures = draw_plots(found.df, found.table, found.pooled, found.verdicts, out, found.alpha)
+    facts = Facts.of(found, cfg, sweep_dir.read_meta())
     doc = report_blocks(facts, figures)
     (out / "report.md").write_text(to_markdown(doc.main))
     (out / APPENDIX).write_text(to_markdown(doc.appendix))
-    title = f"kmemcg-sweep: {sweep_name(cfg, meta)}"
+    title = f"kmemcg-sweep: {sweep_name(cfg, facts.meta)}"
     (out / "report.html").write_text(to_html(doc.main + doc.appendix_html, title=title, images_from=out))
     (out / SUMMARY).write_text(json.dumps(summary_record(facts), indent=1, default=str) + "\n")
     return out
-
-
-def load_results(sweep_dir: Path) -> pd.DataFrame:
-    from sweep.store import Store
-
-    with Store(Path(sweep_dir) / "results.sqlite") as store:
-        return store.dataframe()
-
-
-def read_config(sweep_dir: Path) -> dict:
-    path = Path(sweep_dir) / "config.yaml"
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True) if path.exists() else {}
-
-
-def read_meta(sweep_dir: Path) -> dict:
-    path = Path(sweep_dir) / "sweep.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-def read_summary(sweep_dir: Path) -> dict:
-    path = Path(sweep_dir) / REPORT_DIR / SUMMARY
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 def sweep_name(cfg: dict, meta: dict) -> str:
     return str(cfg.get("name") or meta.get("name") or "unnamed sweep")
 
 
-def is_current(sweep_dir: Path) -> bool:
-    """True when the report's tables are newer than every file of the results store."""
-    sweep_dir = Path(sweep_dir)
-    tables = [sweep_dir / REPORT_DIR / name for name in (COMPARISONS, AGGREGATES, RESULTS, SUMMARY)]
+def is_current(sweep_dir: SweepDir | Path, cfg=None) -> bool:
+    """True when the report was built from the analysis ``cfg`` would give now: that
+    analysis is cached (same stored rows, settings, registry and code) and the report's
+    tables are newer than it."""
+    sweep_dir = SweepDir.of(sweep_dir)
+    tables = [sweep_dir.report_dir / name for name in (COMPARISONS, AGGREGATES, RESULTS, SUMMARY)]
     if not all(t.exists() for t in tables):
         return False
-    store = [p for p in sweep_dir.glob("results.sqlite*")]
-    newest_result = max((p.stat().st_mtime for p in store), default=0.0)
-    return min(t.stat().st_mtime for t in tables) >= newest_result
-
-
-def evaluate_claims(sweep_dir: Path, df: pd.DataFrame, regimes: pd.DataFrame, alpha: float) -> list:
-    """Verdicts on the claims registry the run copied into the sweep folder (none: [])."""
-    path = Path(sweep_dir) / claims_mod.CLAIMS_FILE
-    if not path.exists() or df["design"].nunique() < 2:
-        return []
-    # the mixes a claim may name: this sweep's and the package's (``claims_of_sweep`` would
-    # look them up relative to the current folder, so a report built elsewhere would fail)
-    mixes = sorted(set(df["mix"].dropna()) | {p.stem for p in PACKAGE_MIXES.glob("*.yaml")})
-    return claims_mod.evaluate(claims_mod.load_claims(path, mixes=mixes), df, regimes, alpha)
-
-
-# ---------------------------------------------------------------- the numbers behind the first screen
-
-def pooled_means(df: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """Per (metric, design): the mean over every successful workload of the sweep with its
-    (1 - alpha) interval - Wilson for the ENOMEM share, Student's t over workloads for the
-    rest (cells are balanced, so this is also the mean of the cell means) - and whether the
-    metric was zero in every workload."""
-    values = stats.workload_values(df)
-    rows = []
-    for metric in stats.KEY_METRICS:
-        if metric.name not in values:
-            continue
-        for design, part in values.groupby("design", sort=False):
-            x = part[metric.name].dropna().to_numpy(dtype=float)
-            rows.append({"metric": metric.name, "design": design, "n": len(x), **_mean_ci(x, metric, alpha)})
-    frame = pd.DataFrame(rows, columns=["metric", "design", "n", "mean", "ci_lo", "ci_hi", "all_zero"])
-    order = {d: i for i, d in enumerate(design_order(values["design"].unique()))}
-    return frame.sort_values("design", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
-
-
-def _mean_ci(x: np.ndarray, metric, alpha: float) -> dict:
-    if not len(x):
-        return {"mean": math.nan, "ci_lo": math.nan, "ci_hi": math.nan, "all_zero": True}
-    mean = float(x.mean())
-    if metric.binary:
-        lo, hi = stats.wilson(int((x > 0).sum()), len(x), alpha)
-    elif len(x) > 1 and np.ptp(x) > 0:
-        half = float(sps.t.ppf(1 - alpha / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-        lo, hi = mean - half, mean + half
-    else:
-        lo = hi = mean
-    return {"mean": mean, "ci_lo": lo, "ci_hi": hi, "all_zero": bool(not np.any(x))}
-
-
-def design_order(designs) -> list[str]:
-    """v4.3 (the baseline) first, the others sorted: the column order of every table."""
-    designs = list(dict.fromkeys(designs))
-    return ([stats.BASELINE] if stats.BASELINE in designs else []) + sorted(d for d in designs if d != stats.BASELINE)
+    folder = analysis.cached(sweep_dir, cfg)
+    return folder is not None and min(t.stat().st_mtime for t in tables) >= folder.stat().st_mtime
 
 
 @dataclass
-class Facts:
-    df: pd.DataFrame
-    table: pd.DataFrame
-    aggregates: pd.DataFrame
-    regimes: pd.DataFrame
-    verdicts: list
-    pooled: pd.DataFrame
-    counts: pd.DataFrame                # stats.summarize_verdicts(table)
-    cfg: dict
-    meta: dict
-    alpha: float
-    correction: str
-    designs: list[str] = field(init=False)
-    pairs: list[tuple[str, str]] = field(init=False)
+class Facts(Analysis):
+    """The analysis with what the report adds: the config, sweep.json and cell labels."""
+    cfg: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
     labels: dict[str, str] = field(init=False)
 
     def __post_init__(self):
-        self.designs = design_order(self.df["design"].unique())
+        super().__post_init__()
         self.labels = cell_labels(self.df)
-        self.pairs = stats.comparisons(self.designs)
 
-    @property
-    def n_cells(self) -> int:
-        return int(self.df["cell_id"].nunique())
-
-    def metric_counts(self, metric: str) -> pd.DataFrame:
-        return self.counts[self.counts["metric"] == metric] if len(self.counts) else self.counts
-
-    def pooled_of(self, metric: str) -> pd.DataFrame:
-        return self.pooled[self.pooled["metric"] == metric].set_index("design")
-
-    def all_zero(self, metric: str) -> bool:
-        part = self.pooled_of(metric)
-        return bool(len(part)) and bool(part["all_zero"].all())
-
-    def differs(self, metric: str) -> bool:
-        part = self.metric_counts(metric)
-        return bool(len(part)) and bool((part["better"] + part["worse"]).sum() > 0)
-
-
-def metrics_shown(facts: Facts) -> list:
-    return [m for m in stats.KEY_METRICS if len(facts.pooled_of(m.name))]
-
-
-# ---------------------------------------------------------------- the answer, in sentences
-
-def answer_sentences(facts: Facts) -> list[str]:
-    """The first thing a reader sees: what differs, by how much, and what does not - the
-    user-visible ENOMEM line first, whatever it says."""
-    lines = []
-    null, zero = [], []
-    for metric in metrics_shown(facts):
-        if metric.binary:                    # the headline, null or not
-            lines.insert(0, _enomem_sentence(facts, metric))
-        elif facts.all_zero(metric.name):
-            zero.append(metric)
-        elif facts.differs(metric.name):
-            lines.append(_metric_sentence(facts, metric))
-        else:
-            null.append(metric)
-    if null:
-        lines.append("**No significant difference in any cell** for any pair of designs: "
-                     + "; ".join(f"{m.label} ({_pooled_inline(facts, m)})" for m in null) + ".")
-    if zero:
-        lines.append("**Zero in every workload** under every design: "
-                     + ", ".join(m.label for m in zero) + ".")
-    if facts.verdicts:
-        tally = pd.Series([v.verdict for v in facts.verdicts]).value_counts()
-        lines.append(f"**The 2015 thread's claims** ({len(facts.verdicts)}): "
-                     + ", ".join(f"{int(tally[v])} {v}" for v in ("holds", "refuted", "inconclusive", "untestable")
-                                 if v in tally) + " (table below).")
-    return lines
-
-
-def _enomem_sentence(facts: Facts, metric) -> str:
-    if facts.all_zero(metric.name):
-        ok = int((facts.df["status"] == "ok").sum())
-        return (f"**{metric.label}: none.** Not one of {ok:,} workloads saw a user-visible ENOMEM, "
-                f"under any design, in any of the {facts.n_cells} cells.")
-    if facts.differs(metric.name):
-        return _metric_sentence(facts, metric)
-    return _null_sentence(facts, metric)
-
-
-def _metric_sentence(facts: Facts, metric) -> str:
-    pooled = facts.pooled_of(metric.name)
-    best = pooled["mean"].idxmin()
-    shown = pooled["mean"].map(lambda v: _fmt_mean(v, metric))
-    tied = [d for d in pooled.index if shown[d] == shown[best]]
-    lowest = f"lowest under {best}" if len(tied) == 1 else f"lowest under {' and '.join(tied)} (tied)"
-    pairs = []
-    for row in facts.metric_counts(metric.name).itertuples(index=False):
-        if row.better or row.worse:
-            tested = row.better + row.worse + row.indistinguishable
-            pairs.append(f"{row.candidate} is better than {row.baseline} in {row.better} of {tested} cells, "
-                         f"worse in {row.worse}")
-    return (f"**{metric.label}**: {lowest} (pooled means {_pooled_inline(facts, metric)}); "
-            + "; ".join(pairs) + ".")
-
-
-def _null_sentence(facts: Facts, metric) -> str:
-    return (f"**{metric.label}: no difference.** No cell differs significantly in any pair of designs "
-            f"({_pooled_inline(facts, metric)}, {facts.n_cells} cells).")
-
-
-def _pooled_inline(facts: Facts, metric) -> str:
-    pooled = facts.pooled_of(metric.name)
-    return ", ".join(f"{d} {_fmt_mean(pooled.loc[d, 'mean'], metric)}" for d in pooled.index)
+    @classmethod
+    def of(cls, found: Analysis, cfg: dict, meta: dict) -> "Facts":
+        given = {f.name: getattr(found, f.name) for f in dataclasses.fields(Analysis) if f.init}
+        return cls(**given, cfg=cfg, meta=meta)
 
 
 # ---------------------------------------------------------------- tables of the first screen
@@ -297,7 +111,7 @@ def summary_table(facts: Facts) -> tuple[pd.DataFrame, list[list[str]]]:
     """Metrics x designs (pooled mean [CI], the lowest in bold) and, per pair, the cells
     where the candidate is better / worse.  Metrics zero everywhere are left to one line."""
     rows, classes = [], []
-    for metric in metrics_shown(facts):
+    for metric in facts.metrics_shown():
         if facts.all_zero(metric.name):
             continue
         pooled = facts.pooled_of(metric.name)
@@ -305,7 +119,7 @@ def summary_table(facts: Facts) -> tuple[pd.DataFrame, list[list[str]]]:
         row = {"metric": f"{metric.label} [{metric.name}]"}
         cls = [""]
         for design in facts.designs:
-            text = _fmt_with_ci(pooled.loc[design], metric) if design in pooled.index else "-"
+            text = fmt.mean_with_ci(pooled.loc[design], metric) if design in pooled.index else "-"
             is_best = design == best
             row[design] = f"**{text}**" if is_best else text
             cls.append("best" if is_best else "")
@@ -330,7 +144,7 @@ def _best_design(pooled: pd.DataFrame, metric) -> str | None:
     means = pooled["mean"].dropna()
     if means.empty:
         return None
-    shown = means.map(lambda v: _fmt_mean(v, metric))
+    shown = means.map(lambda v: fmt.mean(v, metric))
     best = means.idxmin()
     return best if (shown == shown[best]).sum() == 1 else None
 
@@ -363,16 +177,16 @@ def _where_cells(axes: pd.DataFrame, cells: list, tested: int) -> str:
     known = [c for c in cells if c in axes.index]
     if not known:
         return f"none of {tested} cells"
-    return f"{len(known)} of {tested} cells: {stats.where(axes.loc[known].reset_index())}"
+    return f"{len(known)} of {tested} cells: {fmt.where(axes.loc[known].reset_index())}"
 
 
 def _effect_text(v, claim) -> str:
     if v.effect is None or (isinstance(v.effect, float) and math.isnan(v.effect)):
         return "-"
     a, b = claim.compare
-    text = f"{b} - {a}: {_num(v.effect)}"
+    text = f"{b} - {a}: {fmt.num(v.effect)}"
     if v.ci is not None and all(x is not None and math.isfinite(x) for x in v.ci):
-        text += f" [{_num(v.ci[0])}, {_num(v.ci[1])}]"
+        text += f" [{fmt.num(v.ci[0])}, {fmt.num(v.ci[1])}]"
     return text + (f" {v.unit}" if v.unit else "")
 
 
@@ -386,7 +200,7 @@ def caveats(facts: Facts) -> list[str]:
         if len(part):
             cells = stats.cell_axes(facts.df).loc[sorted(part["cell_id"].unique())].reset_index()
             lines.append(f"**{name}**: {int(by_regime[name])} of {facts.n_cells} cells under at least one "
-                         f"design ({why}; claims are not tested there): {stats.where(cells)}.")
+                         f"design ({why}; claims are not tested there): {fmt.where(cells)}.")
     import core
 
     missing = [d for d in core.DESIGNS if d not in facts.designs]
@@ -485,7 +299,7 @@ SECTIONS = [("claims-evidence", "The claims: evidence"), ("differences", "Where 
 def report_blocks(facts: Facts, figures) -> Document:
     name = sweep_name(facts.cfg, facts.meta)
     blocks = [Heading(1, f"kmemcg-sweep report: {name}"), Para(one_line_facts(facts)),
-              Heading(2, "The answer", "answer"), Bullets(answer_sentences(facts))]
+              Heading(2, "The answer", "answer"), Bullets(analysis.answer_sentences(facts))]
     if figures.summary:
         blocks.append(Image(figures.summary.file, figures.summary.caption))
     frame, classes = summary_table(facts)
@@ -496,7 +310,7 @@ def report_blocks(facts: Facts, figures) -> Document:
         + SIGN_CONVENTION)]
     if len(frame):
         blocks.append(Table(frame, cell_class=classes))
-    zero = [m.name for m in metrics_shown(facts) if facts.all_zero(m.name)]
+    zero = [m.name for m in facts.metrics_shown() if facts.all_zero(m.name)]
     if zero:
         blocks.append(Para(f"Zero in every workload under every design: {', '.join(zero)}."))
     blocks += claims_section(facts, figures)
@@ -530,9 +344,9 @@ def claims_section(facts: Facts, figures) -> list:
 
 def one_line_facts(facts: Facts) -> str:
     ok = int((facts.df["status"] == "ok").sum())
-    reps = _range_text(facts.df.groupby("cell_id")["replication"].nunique())
+    reps = fmt.value_range(facts.df.groupby("cell_id")["replication"].nunique())
     seconds = facts.meta.get("seconds")
-    took = f"; the sweep took {_duration(seconds)}" if seconds else ""
+    took = f"; the sweep took {format_seconds(float(seconds))}" if seconds else ""
     cpus = facts.meta.get("ray_cpus")
     on = f" on {plural(cpus, 'CPU')}" if cpus else ""
     return (f"{len(facts.df):,} workloads ({ok:,} ok) in {plural(facts.n_cells, 'cell')}, {reps} paired "
@@ -572,7 +386,7 @@ def differences_section(facts: Facts, figures) -> list:
     if facts.counts.empty:
         return blocks + [Para("Nothing to compare: the sweep ran a single design.")]
     quiet, zero = [], []
-    for metric in metrics_shown(facts):
+    for metric in facts.metrics_shown():
         if facts.all_zero(metric.name):
             zero.append(metric.name)
             continue
@@ -584,7 +398,8 @@ def differences_section(facts: Facts, figures) -> list:
             "pair": [f"{r.candidate} vs {r.baseline}" for r in part.itertuples()],
             "better": part["better"].to_numpy(), "worse": part["worse"].to_numpy(),
             "indistinguishable": part["indistinguishable"].to_numpy(), "untestable": part["untestable"].to_numpy(),
-            "where better": part["where_better"].to_numpy(), "where worse": part["where_worse"].to_numpy()})
+            "where better": [_where(facts, r, "better") for r in part.itertuples()],
+            "where worse": [_where(facts, r, "worse") for r in part.itertuples()]})
         classes = ["better" if b and not w else "worse" if w and not b else ""
                    for b, w in zip(part["better"], part["worse"])]
         blocks += [Heading(3, f"{metric.label} [{metric.name}]", f"diff-{metric.name}"), Table(frame, classes)]
@@ -597,6 +412,13 @@ def differences_section(facts: Facts, figures) -> list:
     if zero:
         blocks.append(Para(f"Zero in every workload (nothing to compare): {', '.join(zero)}."))
     return blocks
+
+
+def _where(facts: Facts, counts, verdict: str) -> str:
+    """The axis values of the cells where a pair's verdict on a metric is ``verdict``."""
+    table = facts.table
+    return fmt.where(table[(table["baseline"] == counts.baseline) & (table["candidate"] == counts.candidate)
+                           & (table["metric"] == counts.metric) & (table["verdict"] == verdict)])
 
 
 def regimes_section(facts: Facts) -> list:
@@ -638,10 +460,10 @@ def run_facts(df: pd.DataFrame, cfg: dict, meta: dict) -> pd.DataFrame:
         "Ray CPUs": meta.get("ray_cpus", "?"),
         "started / finished": f"{meta.get('started', '?')} / {meta.get('finished', '?')}",
         "command": meta.get("command", "?"),
-        "designs": ", ".join(design_order(df["design"].unique())),
+        "designs": ", ".join(stats.design_order(df["design"].unique())),
         "cells": df["cell_id"].nunique(),
         "workloads": f"{len(df)} ({ok} ok, {len(df) - ok} errors)",
-        "replications per cell": _range_text(df.groupby("cell_id")["replication"].nunique()),
+        "replications per cell": fmt.value_range(df.groupby("cell_id")["replication"].nunique()),
         "root seed": cfg.get("seed", "?"),
     }
     return pd.DataFrame({"": list(facts), "value": [str(v) for v in facts.values()]})
@@ -655,7 +477,7 @@ def per_cell_blocks(facts: Facts) -> list:
     with no difference anywhere collapse into one line."""
     blocks = []
     quiet = []
-    for metric in metrics_shown(facts):
+    for metric in facts.metrics_shown():
         rows = facts.table[facts.table["metric"] == metric.name]
         if facts.all_zero(metric.name) or rows.empty or not facts.differs(metric.name):
             quiet.append(metric.name)
@@ -686,7 +508,7 @@ def per_cell_table(rows: pd.DataFrame, facts: Facts, metric):
         cls = ["", ""]
         for design in facts.designs:
             value = means[column].get((cell_id, design), math.nan) if column in means else math.nan
-            row[design] = _fmt_mean(value, metric)
+            row[design] = fmt.mean(value, metric)
             cls.append("")
         for pair in facts.pairs:
             part = by_pair.get(pair)
@@ -696,27 +518,11 @@ def per_cell_table(rows: pd.DataFrame, facts: Facts, metric):
                 cls.append("")
                 continue
             r = part.loc[cell_id]
-            row[label] = change_text(r, metric) + (" *" if r["significant"] else "")
+            row[label] = fmt.change(r, metric) + (" *" if r["significant"] else "")
             cls.append(r["verdict"] if r["verdict"] in ("better", "worse") else "")
         out.append(row)
         classes.append(cls)
     return pd.DataFrame(out), classes
-
-
-def change_text(row, metric) -> str:
-    """candidate - baseline: percentage points for ENOMEM; % of the baseline mean, or the
-    absolute difference ('d+3.2') where the baseline mean is 0 - never +inf%."""
-    diff = row.get("diff_mean", math.nan)
-    if diff is None or math.isnan(diff):
-        return "-"
-    if metric.binary:
-        return f"{diff * 100:+.1f}pp" if diff else "0"
-    base = row.get("base_mean", math.nan)
-    if diff == 0:
-        return "0"
-    if not base:
-        return f"d{diff:+.3g}"
-    return f"{diff / abs(base) * 100:+.1f}%"
 
 
 def rates_blocks(facts: Facts) -> list:
@@ -725,8 +531,8 @@ def rates_blocks(facts: Facts) -> list:
         "cell": [facts.labels[c] for c in aggregates["cell_id"]],
         "design": aggregates["design"], "ok / runs": [
             f"{int(ok)} / {int(n)}" for ok, n in zip(aggregates["n_ok"], aggregates["n_workloads"])]})
-    for name, label in RATE_COLUMNS.items():
-        frame[label] = [_rate(r, name) for _, r in aggregates.iterrows()]
+    for name, label in ((name, rate.label) for name, rate in stats.RATES.items() if rate.label):
+        frame[label] = [fmt.rate(r, name) for _, r in aggregates.iterrows()]
     return [Heading(2, "Rates per design (Wilson intervals)", "cells-rates"), Table(frame)]
 
 
@@ -744,65 +550,8 @@ def _details(blocks: list) -> list[tuple[str, list]]:
 # ---------------------------------------------------------------- what tracking logs
 
 def summary_record(facts: Facts) -> dict:
-    """report/summary.json: the answer and headline numbers, for the MLflow parent run."""
-    pooled = {d: {} for d in facts.designs}
-    for row in facts.pooled.itertuples(index=False):
-        pooled[row.design][row.metric] = row.mean
-    net = {}
-    for row in facts.counts.itertuples(index=False):
-        net.setdefault(f"{row.candidate}_vs_{row.baseline}", {})[row.metric] = int(row.better - row.worse)
-    return {"answer": answer_sentences(facts), "sign_convention": SIGN_CONVENTION,
-            "designs": facts.designs, "cells": facts.n_cells,
-            "headline": [m for m in HEADLINE if m in stats.METRICS_BY_NAME],
-            "pooled": pooled, "net_cells": net,
-            "claims": [{"id": v.claim.id, "who": v.claim.who, "claim": v.claim.claim, "verdict": v.verdict,
-                        "reason": v.reason} for v in facts.verdicts],
-            "caveats": caveats(facts)}
-
-
-# ---------------------------------------------------------------- number formatting
-
-def _num(x) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    x = float(x)
-    if x == 0:
-        return "0"
-    if abs(x) >= 1000:
-        return f"{x:,.0f}"
-    return f"{x:.3g}"
-
-
-def _fmt_mean(value, metric) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value * 100:.1f} %" if metric.binary else _num(value)
-
-
-def _fmt_with_ci(row, metric) -> str:
-    if metric.binary:
-        return f"{row['mean'] * 100:.1f} % [{row['ci_lo'] * 100:.1f}, {row['ci_hi'] * 100:.1f}]"
-    if row["ci_lo"] == row["ci_hi"]:
-        return _num(row["mean"])
-    return f"{_num(row['mean'])} [{_num(row['ci_lo'])}, {_num(row['ci_hi'])}]"
-
-
-def _rate(row, name: str) -> str:
-    rate = row.get(f"rate/{name}", math.nan)
-    if rate is None or math.isnan(rate):
-        return "-"
-    return f"{rate:.3f} [{row[f'rate/{name}/ci_lo']:.3f}, {row[f'rate/{name}/ci_hi']:.3f}]"
-
-
-def _range_text(counts: pd.Series) -> str:
-    lo, hi = int(counts.min()), int(counts.max())
-    return str(lo) if lo == hi else f"{lo}-{hi}"
-
-
-def _duration(seconds) -> str:
-    from sweep.plan import format_seconds
-
-    return format_seconds(float(seconds))
+    """report/summary.json: the analysis' answer and headline numbers, and the caveats."""
+    return {**facts.summary(), "caveats": caveats(facts)}
 
 
 # ---------------------------------------------------------------- renderers

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import gc
 import math
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -33,13 +33,13 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from core.metrics import GFP_CLASSES, METRICS
+from sweep.config import CELL_AXES as AXES
+from sweep.config import CORRECTIONS, StatsSchema, setting
 
 BASELINE = "v4.3"                      # the kernel as shipped: compared against every design
-AXES = ("limit", "high", "order", "nodes", "mix", "block", "allocator", "cpus", "fragment")  # = store.AXIS_COLUMNS
-ALPHA = 0.05
+ALPHA = StatsSchema.alpha
 BOOTSTRAP_RESAMPLES = 1999             # BCa CI of a mean; more moves the bounds < 1 %
 BOOTSTRAP_SEED = 20150915              # fixed rng: the report is reproducible
-CORRECTIONS = {"holm": "holm", "bh": "fdr_bh", "fdr_bh": "fdr_bh"}  # config name -> statsmodels
 VERDICTS = ("better", "worse", "indistinguishable", "untestable")
 EMPTY_TABLE_COLUMNS = ["cell_id", *AXES, "baseline", "candidate", "metric", "n_pairs", "base_mean",
                        "cand_mean", "diff_mean", "pct_change", "test", "p_value", "direction",
@@ -52,9 +52,10 @@ class Metric:
     label: str         # what a reader of the report sees
     binary: bool = False
     lower_is_better: bool = True
+    headline: bool = False   # one of the few the MLflow parent run carries (pooled, net cells)
 
 
-ENOMEM = Metric("enomem", "workloads with a user-visible ENOMEM", binary=True)
+ENOMEM = Metric("enomem", "workloads with a user-visible ENOMEM", binary=True, headline=True)
 # Each design's costs next to its benefits (docs/model.md "What each design costs"): every
 # cost a design moves elsewhere (way1's punted reclaim, v4.3's uncharged NOFAIL kmem,
 # way2's forced __GFP_HIGH charges) lands in a metric compared here.
@@ -65,44 +66,50 @@ KEY_METRICS = (
     Metric("atomic_failure_rate", "failed GFP_ATOMIC requests per ATOMIC request"),
     Metric("alloc_atomic_failures", "failed GFP_ATOMIC requests"),
     Metric("nowait_failures", "failed GFP_NOWAIT requests"),
-    Metric("overshoot_high_peak_pages", "peak overshoot over memory.high (pages)"),
+    Metric("overshoot_high_peak_pages", "peak overshoot over memory.high (pages)", headline=True),
     Metric("overshoot_high_integral_page_ms", "overshoot over memory.high (page*ms)"),
     Metric("overshoot_max_peak_pages", "peak overshoot over memory.max (pages)"),
     Metric("charge_forced_pages", "pages force-charged past memory.max"),
     Metric("kmem_uncharged_pages", "kmem left uncharged at the end (pages)"),
     Metric("reclaim_scanned_pages", "pages scanned by reclaim"),
     Metric("reclaim_rounds_locked", "reclaim rounds run under a lock"),
-    Metric("syscall_latency_p99_ns", "syscall latency p99, incl. return-to-user work (ns)"),
+    Metric("syscall_latency_p99_ns", "syscall latency p99, incl. return-to-user work (ns)", headline=True),
     Metric("latency_kernel_p99_ns", "per-request GFP_KERNEL latency p99, excl. return-to-user work (ns)"),
     Metric("slub_order_fallback_rate", "SLUB ORDER_FALLBACK per new slab"),
     Metric("slab_wrong_node_objects", "slab objects placed on the wrong node"),
     Metric("slab_wrong_node_pages", "slab pages placed on the wrong node"),
 )
 METRICS_BY_NAME = {m.name: m for m in KEY_METRICS}
+INDICATORS = ("enomem", "oom_killed")  # 0/1 per workload, derived by workload_values
+HEADLINE = tuple(m.name for m in KEY_METRICS if m.headline)
 # per-workload rates of the core (0 without a denominator) -> their denominator
 RATE_DENOMINATORS = {"enomem_per_kentry": "kernel_entries",
                      "nowait_failure_rate": "alloc_nowait_attempts",
                      "atomic_failure_rate": "alloc_atomic_attempts"}
 
-# Rates with Wilson intervals: name -> (numerator, denominator).  Workload-level rates count
-# workloads (indicator columns added by ``workload_values``); request-level rates pool the
-# counters of all workloads of a (cell, design).
+
+
+class Rate(NamedTuple):
+    numerator: str
+    denominator: str
+    label: str = ""        # the report's per-cell rates table shows the rates with a label
+
+
+# Rates with Wilson intervals.  Workload-level rates count workloads (indicator columns
+# added by ``workload_values``); request-level rates pool the counters of all workloads of
+# a (cell, design).
 RATES = {
-    "enomem_workloads": ("enomem", "one"),
-    "oom_kill_workloads": ("oom_killed", "one"),
-    "slub_order_fallback": ("slub_order_fallbacks", "slub_new_slab_attempts"),
-    "nowait_fallback": ("nowait_fallbacks", "alloc_nowait_attempts"),
-    **{f"alloc_{c}_failure": (f"alloc_{c}_failures", f"alloc_{c}_attempts") for c in GFP_CLASSES},
+    "enomem_workloads": Rate("enomem", "one", "ENOMEM workloads"),
+    "oom_kill_workloads": Rate("oom_killed", "one", "OOM-killed workloads"),
+    "slub_order_fallback": Rate("slub_order_fallbacks", "slub_new_slab_attempts", "ORDER_FALLBACK / new slab"),
+    "nowait_fallback": Rate("nowait_fallbacks", "alloc_nowait_attempts", "NOWAIT fallbacks / NOWAIT requests"),
+    **{f"alloc_{c}_failure": Rate(f"alloc_{c}_failures", f"alloc_{c}_attempts",
+                                  "GFP_KERNEL failures / requests" if c == "kernel" else "")
+       for c in GFP_CLASSES},
 }
 
 
 # ---------------------------------------------------------------- small helpers
-
-def metric_label(name: str) -> str:
-    """'peak overshoot over memory.high (pages) [overshoot_high_peak_pages]'."""
-    metric = METRICS_BY_NAME.get(name)
-    return f"{metric.label} [{name}]" if metric else name
-
 
 def wilson(count, nobs, alpha: float = ALPHA) -> tuple[float, float]:
     """Wilson score interval of count/nobs (NaN when nobs is 0)."""
@@ -110,22 +117,6 @@ def wilson(count, nobs, alpha: float = ALPHA) -> tuple[float, float]:
         return (np.nan, np.nan)
     lo, hi = proportion_confint(count, nobs, alpha=alpha, method="wilson")
     return float(lo), float(hi)
-
-
-def setting(cfg, key: str, default):
-    """Read ``key`` from a dict, an OmegaConf node or a dataclass alike (None -> default)."""
-    if cfg is None:
-        return default
-    if isinstance(cfg, Mapping):
-        value = cfg.get(key, default)
-    else:
-        value = getattr(cfg, key, default)
-    return default if value is None else value
-
-
-def significance_settings(stats_cfg) -> tuple[float, str]:
-    """(alpha, correction) of a config's ``stats`` section."""
-    return (float(setting(stats_cfg, "alpha", ALPHA)), str(setting(stats_cfg, "correction", "holm")))
 
 
 def correction_method(name: str) -> str:
@@ -149,26 +140,10 @@ def comparisons(designs: Iterable[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def cell_label(row, with_high: bool = False) -> str:
-    """Short human name of a cell: '64M o3 n2 kernel' (+ ' h0.75' when high varies)."""
-    label = f"{format_size(row['limit'])} o{int(row['order'])} n{int(row['nodes'])} {row['mix']}"
-    return f"{label} h{format_high(row['high'])}" if with_high else label
-
-
-def format_size(nbytes) -> str:
-    """Bytes as cgroupfs would accept them: 67108864 -> '64M', inf -> 'max'."""
-    if not np.isfinite(nbytes):
-        return "max"
-    nbytes = int(nbytes)
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if nbytes >= 1 << shift and nbytes % (1 << shift) == 0:
-            return f"{nbytes >> shift}{unit}"
-    return str(nbytes)
-
-
-def format_high(value) -> str:
-    """memory.high of a cell: a ratio of the limit (<= 1) or a size."""
-    return f"{value:g}" if value <= 1 else format_size(value)
+def design_order(designs) -> list[str]:
+    """v4.3 (the baseline) first, the others sorted: the column order of every table."""
+    designs = list(dict.fromkeys(designs))
+    return ([BASELINE] if BASELINE in designs else []) + sorted(d for d in designs if d != BASELINE)
 
 
 # ---------------------------------------------------------------- per-workload values
@@ -367,32 +342,13 @@ def add_verdicts(table: pd.DataFrame, alpha: float = ALPHA, correction: str = "h
 
 
 def summarize_verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """Per (baseline, candidate, metric): how many cells are better/worse/... and where."""
+    """Per (baseline, candidate, metric): how many cells are better/worse/..."""
     rows = []
     for (baseline, candidate, metric), family in table.groupby(["baseline", "candidate", "metric"], sort=False):
         counts = family["verdict"].value_counts()
-        row = {"baseline": baseline, "candidate": candidate, "metric": metric,
-               **{v: int(counts.get(v, 0)) for v in VERDICTS}}
-        for verdict in ("better", "worse"):
-            row[f"where_{verdict}"] = where(family[family["verdict"] == verdict])
-        rows.append(row)
+        rows.append({"baseline": baseline, "candidate": candidate, "metric": metric,
+                     **{v: int(counts.get(v, 0)) for v in VERDICTS}})
     return pd.DataFrame(rows)
-
-
-def where(cells: pd.DataFrame) -> str:
-    """'limit 32M x3, 64M x1; nodes 2 x4; ...' — the axis values of a set of cells."""
-    if cells.empty:
-        return ""
-    parts = []
-    shown_as = {"limit": format_size, "high": format_high}
-    for axis in ("limit", "nodes", "mix", "order", "high"):
-        counts = Counter(cells[axis])
-        if axis == "high" and len(counts) == 1:
-            continue                   # a scalar of the sweep, not an axis: nothing to say
-        fmt = shown_as.get(axis, str)
-        shown = ", ".join(f"{fmt(v)} x{n}" for v, n in sorted(counts.items(), key=lambda kv: kv[0]))
-        parts.append(f"{axis} {shown}")
-    return "; ".join(parts)
 
 
 def smallest_p(n_pairs: int) -> float:
@@ -458,10 +414,10 @@ def aggregate(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
 
 
 def _rates(groups, alpha: float) -> pd.DataFrame:
-    columns = sorted({c for pair in RATES.values() for c in pair})
+    columns = sorted({c for rate in RATES.values() for c in (rate.numerator, rate.denominator)})
     sums = groups[columns].sum()
     out = pd.DataFrame(index=sums.index)
-    for name, (num, den) in RATES.items():
+    for name, (num, den, _) in RATES.items():
         k, n = sums[num].to_numpy(), sums[den].to_numpy()
         out[f"rate/{name}"] = np.where(n > 0, k / np.where(n > 0, n, 1), np.nan)
         bounds = [wilson(ki, ni, alpha) for ki, ni in zip(k, n)]
@@ -469,6 +425,40 @@ def _rates(groups, alpha: float) -> pd.DataFrame:
         out[f"rate/{name}/ci_hi"] = [b[1] for b in bounds]
         out[f"count/{name}"] = k
     return out
+
+
+# ---------------------------------------------------------------- pooled over the sweep
+
+def pooled_means(df: pd.DataFrame, alpha: float = ALPHA) -> pd.DataFrame:
+    """Per (metric, design): the mean over every successful workload of the sweep with its
+    (1 - alpha) interval - Wilson for the ENOMEM share, Student's t over workloads for the
+    rest (cells are balanced, so this is also the mean of the cell means) - and whether the
+    metric was zero in every workload."""
+    values = workload_values(df)
+    rows = []
+    for metric in KEY_METRICS:
+        if metric.name not in values:
+            continue
+        for design, part in values.groupby("design", sort=False):
+            x = part[metric.name].dropna().to_numpy(dtype=float)
+            rows.append({"metric": metric.name, "design": design, "n": len(x), **_mean_ci(x, metric, alpha)})
+    frame = pd.DataFrame(rows, columns=["metric", "design", "n", "mean", "ci_lo", "ci_hi", "all_zero"])
+    order = {d: i for i, d in enumerate(design_order(values["design"].unique()))}
+    return frame.sort_values("design", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)
+
+
+def _mean_ci(x: np.ndarray, metric: Metric, alpha: float) -> dict:
+    if not len(x):
+        return {"mean": math.nan, "ci_lo": math.nan, "ci_hi": math.nan, "all_zero": True}
+    mean = float(x.mean())
+    if metric.binary:
+        lo, hi = wilson(int((x > 0).sum()), len(x), alpha)
+    elif len(x) > 1 and np.ptp(x) > 0:
+        half = float(sps.t.ppf(1 - alpha / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+        lo, hi = mean - half, mean + half
+    else:
+        lo = hi = mean
+    return {"mean": mean, "ci_lo": lo, "ci_hi": hi, "all_zero": bool(not np.any(x))}
 
 
 # ---------------------------------------------------------------- precision-based stopping

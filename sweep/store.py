@@ -17,9 +17,11 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
+from sweep.config import CELL_AXES
+
 HASH_METRICS = ("request_hash_lo", "request_hash_hi")
 ID_COLUMNS = ("cell_id", "design", "replication", "seed", "status", "error")
-AXIS_COLUMNS = ("limit", "high", "order", "nodes", "mix", "block", "allocator", "cpus", "fragment")
+AXIS_COLUMNS = CELL_AXES
 INFO_COLUMNS = ("elapsed_s", "worker", "model_version", "finished_at")
 _SQL_TYPES = {"block": "TEXT", "allocator": "TEXT", "replication": "INTEGER", "seed": "INTEGER", "order": "INTEGER", "nodes": "INTEGER",
               "cpus": "INTEGER", "fragment": "REAL", "limit": "REAL", "high": "REAL", "elapsed_s": "REAL", "finished_at": "REAL"}

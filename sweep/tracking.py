@@ -1,5 +1,9 @@
 """MLflow tracking of a finished (or resumed) sweep - the only module that imports mlflow.
 
+The numbers come from ``sweep.analysis`` (computed once, shared with the report); the
+report itself is logged as it is on disk (``python -m sweep log`` builds it first when it
+is missing or older than the results; this module never builds it).
+
 The experiment is tagged for classic runs (``mlflow.experimentKind``), so the UI opens on
 its runs table, and carries a description.  One **parent run** per sweep folder: its
 description starts with the report's answer and the verdict on each claim; it carries
@@ -42,9 +46,10 @@ from mlflow.exceptions import MlflowException                 # noqa: E402
 from mlflow.utils.validation import (                         # noqa: E402
     MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAM_VAL_LENGTH,
     MAX_PARAMS_TAGS_PER_BATCH, MAX_TAG_VAL_LENGTH)
-from omegaconf import DictConfig, OmegaConf                   # noqa: E402
 
-from sweep import report, stats                               # noqa: E402
+from sweep import analysis, fmt, stats                        # noqa: E402
+from sweep.analysis import Analysis                           # noqa: E402
+from sweep.outdir import SweepDir                             # noqa: E402
 
 DEFAULT_URI = "sqlite:///mlflow.db"          # MLflow's own default: ./mlflow.db
 DEFAULT_EXPERIMENT = "kmemcg-sweep"
@@ -76,23 +81,21 @@ class TrackingUnavailable(RuntimeError):
 
 # ---------------------------------------------------------------- entry point
 
-def log_sweep(sweep_dir: Path, cfg=None) -> str:
+def log_sweep(sweep_dir: SweepDir | Path, cfg=None) -> str:
     """Log a sweep folder to MLflow; returns the parent run id.
 
     ``cfg`` is the resolved config (DictConfig or mapping); None reads config.yaml.  The
-    report is (re)built first when it is older than the results store."""
-    sweep_dir = Path(sweep_dir).resolve()
-    cfg = _plain(cfg) if cfg is not None else report.read_config(sweep_dir)
-    meta = report.read_meta(sweep_dir)
-    if not report.is_current(sweep_dir):
-        report.build_report(sweep_dir)
+    report folder is logged as it is (none yet: the runs without it)."""
+    sweep_dir = SweepDir(SweepDir.of(sweep_dir).path.resolve())
+    cfg = sweep_dir.config_dict(cfg)
+    found = analysis.load(sweep_dir, cfg)
     uri = tracking_uri(cfg)
     try:
         with client_env():
             check_reachable(uri)
-            return _log(MlflowClient(tracking_uri=uri), sweep_dir, cfg, meta)
+            return _log(MlflowClient(tracking_uri=uri), sweep_dir, cfg, sweep_dir.read_meta(), found)
     except (MlflowException, OSError) as err:
-        raise TrackingUnavailable(_unavailable(uri, sweep_dir, err)) from err
+        raise TrackingUnavailable(_unavailable(uri, sweep_dir.path, err)) from err
 
 
 def tracking_uri(cfg: Mapping) -> str:
@@ -137,34 +140,24 @@ def _unavailable(uri: str, sweep_dir: Path, err: Exception) -> str:
             f"send them with: python -m sweep log {sweep_dir}")
 
 
-def _plain(cfg) -> dict:
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return dict(cfg)
-
-
 # ---------------------------------------------------------------- the logging itself
 
-def _log(client: MlflowClient, sweep_dir: Path, cfg: dict, meta: dict) -> str:
-    out = sweep_dir / report.REPORT_DIR
-    aggregates = pd.read_parquet(out / report.AGGREGATES)
-    comparisons = pd.read_parquet(out / report.COMPARISONS)
-    regimes = pd.read_parquet(out / report.REGIMES) if (out / report.REGIMES).exists() else None
-    summary = report.read_summary(sweep_dir)
+def _log(client: MlflowClient, sweep_dir: SweepDir, cfg: dict, meta: dict, found: Analysis) -> str:
+    aggregates, comparisons, summary = found.aggregates, found.table, found.summary()
     experiment_id = ensure_experiment(client, experiment_name(cfg))
-    sweep_id = sweep_identity(cfg, meta, sweep_dir)
+    sweep_id = sweep_identity(cfg, meta, sweep_dir.path)
     existing = find_runs(client, experiment_id, sweep_id)
     sweep_times = (_ms(meta.get("started")), _ms(meta.get("finished")))
     parent = RunContent(
         name=str(cfg.get("name") or "sweep"), params=parent_params(cfg, meta),
         metrics=parent_metrics(summary, aggregates),
         tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent", "mlflow.source.name": "python -m sweep",
-              "mlflow.note.content": parent_note(summary, comparisons, cfg, meta), "kmemcg.sweep_dir": str(sweep_dir),
+              "mlflow.note.content": parent_note(summary, found), "kmemcg.sweep_dir": str(sweep_dir.path),
               **parent_tags(cfg, meta)},
         times=sweep_times)
     parent_id = upsert_run(client, experiment_id, existing.get(""), parent)
-    times = cell_times(out, sweep_times)
-    regime_of = _regime_lookup(regimes)
+    times = cell_times(found.df)
+    regime_of = _regime_lookup(found.regimes)
     for (cell_id, design), row in aggregates.set_index(["cell_id", "design"]).iterrows():
         child = child_content(parent_id, sweep_id, cell_id, design, row, comparisons,
                               regime_of.get((cell_id, design)), times.get((cell_id, design), sweep_times))
@@ -248,13 +241,11 @@ def _ms(stamp) -> int | None:
         return None
 
 
-def cell_times(report_dir: Path, fallback) -> dict[tuple[str, str], tuple[int | None, int | None]]:
+def cell_times(results: pd.DataFrame) -> dict[tuple[str, str], tuple[int | None, int | None]]:
     """(cell_id, design) -> when its first workload started and its last one finished."""
-    try:
-        done = pd.read_parquet(report_dir / report.RESULTS, columns=["cell_id", "design", "finished_at", "elapsed_s"])
-    except (KeyError, ValueError, OSError):
+    if "finished_at" not in results:
         return {}
-    done = done.dropna(subset=["finished_at"])
+    done = results[["cell_id", "design", "finished_at", "elapsed_s"]].dropna(subset=["finished_at"])
     if done.empty:
         return {}
     done = done.assign(started_at=done["finished_at"] - done["elapsed_s"].fillna(0.0))
@@ -283,7 +274,7 @@ def find_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> dict[s
 
 def child_name(design: str, row) -> str:
     """Design first, so a cell's designs differ where the runs table cuts names short."""
-    return f"{design} · {stats.cell_label(row)}"
+    return f"{design} · {fmt.cell_label(row)}"
 
 
 def child_content(parent_id: str, sweep_id: str, cell_id: str, design: str, row,
@@ -298,14 +289,15 @@ def child_content(parent_id: str, sweep_id: str, cell_id: str, design: str, row,
                       metrics={**child_metrics(row), **comparison_metrics(mine)}, tags=tags, times=times)
 
 
-def _log_artifacts(client: MlflowClient, run_id: str, sweep_dir: Path) -> None:
+def _log_artifacts(client: MlflowClient, run_id: str, sweep_dir: SweepDir) -> None:
     """config.yaml, sweep.json, and at the root what a reader opens first: the
     self-contained report.html and summary.png; the whole report folder under report/."""
-    out = sweep_dir / report.REPORT_DIR
-    for path in (sweep_dir / "config.yaml", sweep_dir / "sweep.json", out / "report.html", out / "summary.png"):
+    out = sweep_dir.report_dir
+    for path in (sweep_dir.config, sweep_dir.meta, out / "report.html", out / "summary.png"):
         if path.exists():
             client.log_artifact(run_id, str(path))
-    client.log_artifacts(run_id, str(out), artifact_path=report.REPORT_DIR)
+    if out.is_dir():
+        client.log_artifacts(run_id, str(out), artifact_path=out.name)
 
 
 # ---------------------------------------------------------------- what goes into each run
@@ -350,8 +342,8 @@ def parent_metrics(summary: Mapping, aggregates: pd.DataFrame) -> dict[str, floa
 
 
 def child_params(cell_id: str, design: str, row) -> dict[str, str]:
-    return {"cell_id": cell_id, "design": design, "limit": stats.format_size(row["limit"]),
-            "high": stats.format_high(row["high"]), "order": str(int(row["order"])),
+    return {"cell_id": cell_id, "design": design, "limit": fmt.format_size(row["limit"]),
+            "high": fmt.format_high(row["high"]), "order": str(int(row["order"])),
             "nodes": str(int(row["nodes"])), "mix": str(row["mix"])}
 
 
@@ -383,20 +375,19 @@ def verdict_tags(rows: pd.DataFrame) -> dict[str, str]:
     return {f"verdict/vs_{row.baseline}/{row.metric}": str(row.verdict) for row in rows.itertuples(index=False)}
 
 
-def parent_note(summary: Mapping, comparisons: pd.DataFrame, cfg: Mapping, meta: Mapping) -> str:
+def parent_note(summary: Mapping, found: Analysis) -> str:
     """The parent run's description: the answer first, then each claim's verdict."""
-    designs = summary.get("designs") or sorted(comparisons["baseline"].unique())
-    lines = [f"**The answer** ({summary.get('cells', '?')} cells; designs {', '.join(designs)})", ""]
+    lines = [f"**The answer** ({summary['cells']} cells; designs {', '.join(summary['designs'])})", ""]
     lines += [f"- {sentence}" for sentence in summary.get("answer") or ["no comparisons (a single design)"]]
     claims = summary.get("claims") or []
     if claims:
         lines += ["", "**Claims of the 2015 thread**", ""]
         lines += [f"- {c['id']} ({c['who']}): **{c['verdict']}**"
                   + (f" - {_clip(c['reason'], 200)}" if c.get("reason") else "") for c in claims]
-    warning = stats.sweep_power_warning(comparisons, *stats.significance_settings(cfg.get("stats")))
+    warning = stats.sweep_power_warning(found.table, found.alpha, found.correction)
     if warning:
         lines += ["", f"**Warning**: {warning}"]
-    lines += ["", f"Sign convention: {summary.get('sign_convention') or report.SIGN_CONVENTION}",
+    lines += ["", f"Sign convention: {summary['sign_convention']}",
               "", "The evidence: artifact report.html (self-contained; per-cell tables collapsed at its end)."]
     return _clip("\n".join(lines), MAX_TAG_VAL_LENGTH)
 

@@ -13,7 +13,7 @@ from kernel_selftest import MAX_ORDER, MB
 
 def machine(nodes=1, mem_mib=64, **kw):
     # the simulator puts at least one CPU on every node
-    return core.Machine(nodes=nodes, mem_mib=mem_mib, cpus=max(2, nodes), seed=0, **kw)
+    return core.Machine(nodes=nodes, mem_mib=mem_mib, cpus=max(2, nodes), **kw)
 
 
 def fill_node(m, task, node, gfp):
@@ -280,3 +280,13 @@ def test_machine_rejects_out_of_range_sizes_naming_the_argument(kwargs, argument
     params = {"nodes": 1, "mem_mib": 64, "cpus": 1, **kwargs}
     with pytest.raises(ValueError, match=argument):
         core.Machine(**params)
+
+
+def test_machine_takes_no_seed_because_it_draws_nothing_random():
+    # a Machine is deterministic; a seed it ignored (and stored in a C int: >= 2**31 raised
+    # OverflowError) is refused, naming where randomness lives instead
+    for seed in (0, 2**31, 2**64 - 1):
+        with pytest.raises(TypeError, match=r"^seed: .*run_workload\(spec, seed\)"):
+            core.Machine(nodes=1, mem_mib=64, cpus=1, seed=seed)
+    with pytest.raises(TypeError, match="unexpected argument 'sede'"):
+        core.Machine(nodes=1, mem_mib=64, cpus=1, sede=1)

@@ -38,7 +38,7 @@ def usage(m, cgroup="/a"):
 
 
 def machine(design, **kw):
-    params = dict(nodes=1, mem_mib=256, cpus=2, allocator="slub", design=design, seed=1)
+    params = dict(nodes=1, mem_mib=256, cpus=2, allocator="slub", design=design)
     params.update(kw)
     m = core.Machine(**params)
     m.mkdir("/a")
@@ -186,7 +186,7 @@ def test_slab_node_probes_bypass_high_under_v43_only(design):
 @functools.cache
 def order_fallbacks_near_max(design):
     """memory.max = 32M full of page cache, then 8M of GFP_KERNEL kmalloc-2048."""
-    m = machine(design, seed=2)
+    m = machine(design)
     task = m.spawn("/a", cpu=0)
     warm_kmalloc(m, task, 2048)
     m.write("/a", "memory.max", "32M")
@@ -236,7 +236,7 @@ def fragment_memory(m):
 @functools.cache
 def fragmented_near_max(design):
     """No free order-3 block; /a at memory.max = 16M of page cache; 2M of kmalloc-2048."""
-    m = machine(design, mem_mib=128, seed=6)
+    m = machine(design, mem_mib=128)
     fragment_memory(m)
     task = m.spawn("/a", cpu=0)
     warm_kmalloc(m, task, 2048)
@@ -265,7 +265,7 @@ def test_fragmented_buddy_makes_every_design_fall_back(design):
 @functools.cache
 def slab_node_probes_near_max(design):
     """SLAB, 2 nodes, memory.max = 32M full of page cache, then kmalloc_node(1024, remote)."""
-    m = machine(design, nodes=2, mem_mib=512, allocator="slab", slub_max_order=1, seed=3)
+    m = machine(design, nodes=2, mem_mib=512, allocator="slab", slub_max_order=1)
     task = m.spawn("/a", cpu=0)
     with task.syscall():
         probe = task.alloc_pages(0, "GFP_KERNEL")
@@ -303,7 +303,7 @@ def test_way2_slab_charges_with_caller_gfp_and_stays_on_the_node():
 
 def at_max(design):
     """/a at exactly memory.max = 4M of kmem, stock drained; kmalloc-4096 clone warm."""
-    m = machine(design, mem_mib=128, cpus=1, seed=4)
+    m = machine(design, mem_mib=128, cpus=1)
     task = m.spawn("/a")
     warm_kmalloc(m, task, 4096)
     m.write("/a", "memory.max", "4M")
@@ -401,7 +401,7 @@ FIND_DENTRIES = 32
 @functools.cache
 def find_experiment(design):
     """One task, 16 CPUs, memory.high = 32M, many syscalls creating dentries+inodes."""
-    m = machine(design, mem_mib=1024, cpus=16, seed=5)
+    m = machine(design, mem_mib=1024, cpus=16)
     m.write("/a", "memory.high", str(HIGH))
     task = m.spawn("/a")
     warm_memcg_caches(m, task, lambda t: t.create_dentries(1))

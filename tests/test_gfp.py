@@ -82,7 +82,7 @@ def test_4_4_names_are_not_v42_flags():
 
 
 def test_task_requests_reject_bad_gfp_names():
-    m = core.Machine(nodes=1, mem_mib=32, cpus=1, seed=0)
+    m = core.Machine(nodes=1, mem_mib=32, cpus=1)
     m.mkdir("/a")
     task = m.spawn("/a")
     with task.syscall():

@@ -20,7 +20,7 @@ from kernel_selftest import (
 @pytest.fixture(params=core.DESIGNS)
 def m(request):
     return core.Machine(nodes=1, mem_mib=512, cpus=2, allocator="slub",
-                        design=request.param, seed=0)
+                        design=request.param)
 
 
 def new_cgroup(m, path, **controls):

@@ -33,7 +33,7 @@ def usage(m, cgroup="/a"):
 def at_max(design, cpus=1):
     """/a at exactly memory.max = 4M of unreclaimable kmem, stock drained (the state of
     the over-max tests of test_designs.py); kmalloc-96 and kmalloc-4096 clones warm."""
-    m = core.Machine(nodes=1, mem_mib=128, cpus=cpus, allocator="slub", design=design, seed=4)
+    m = core.Machine(nodes=1, mem_mib=128, cpus=cpus, allocator="slub", design=design)
     m.mkdir("/a")
     task = m.spawn("/a", cpu=0)
     warm_kmalloc(m, task, 96)
@@ -169,7 +169,7 @@ def bucket_floor(ns):
 def kmalloc_syscalls_over_high(design, high):
     """30M of page cache in /a, memory.high = `high` ("max": none), then 4 syscalls of 6M
     of GFP_KERNEL kmalloc-2048 each (the memory.high bug scenario of test_designs.py)."""
-    m = core.Machine(nodes=1, mem_mib=256, cpus=2, allocator="slub", design=design, seed=1)
+    m = core.Machine(nodes=1, mem_mib=256, cpus=2, allocator="slub", design=design)
     m.mkdir("/a")
     task = m.spawn("/a", cpu=0)
     warm_kmalloc(m, task, 2048)
@@ -272,7 +272,7 @@ def test_way2_charges_slab_probes_with_the_caller_gfp_and_places_nothing_off_nod
 def test_slub_objects_on_a_fallback_node_count_in_every_design(design):
     # 4.3 mm/slub.c alloc_slab_page -> __alloc_pages_node(node) without __GFP_THISNODE:
     # the zonelist falls back to the other node when the asked-for one is exhausted
-    m = core.Machine(nodes=2, mem_mib=256, cpus=2, allocator="slub", design=design, seed=5)
+    m = core.Machine(nodes=2, mem_mib=256, cpus=2, allocator="slub", design=design)
     m.mkdir("/a")
     root = m.spawn("/", cpu=0)
     with root.syscall():

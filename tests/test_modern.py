@@ -31,7 +31,7 @@ NEW_FIELDS = ("charge_batch", "reclaim_retries", "force_dying", "force_max_event
 
 
 def machine(design=MODERN, **kw):
-    params = dict(nodes=1, mem_mib=256, cpus=2, allocator="slub", design=design, seed=1)
+    params = dict(nodes=1, mem_mib=256, cpus=2, allocator="slub", design=design)
     params.update(kw)
     m = core.Machine(**params)
     m.mkdir("/a")

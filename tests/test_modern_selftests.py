@@ -18,7 +18,7 @@ PATIENCE_NS = 10 * 10**9
 
 
 def machine(design):
-    return core.Machine(nodes=1, mem_mib=512, cpus=2, allocator="slub", design=design, seed=0)
+    return core.Machine(nodes=1, mem_mib=512, cpus=2, allocator="slub", design=design)
 
 
 def high_sync(design):

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from results_data import grid_cells, real, synthetic, write_sweep_dir
-from sweep import claims, plots, report, stats
+from sweep import analysis, claims, fmt, plots, report, stats
+from sweep.store import Store
 
 REGISTRY = Path(__file__).resolve().parent.parent / "configs" / "claims.yaml"
 
@@ -148,12 +149,12 @@ def test_html_is_one_self_contained_file_with_collapsed_cells(built):
     assert "class='better'" in page and "<b>" in page                   # verdict colours, bold best
 
 
-def test_change_text_never_prints_infinity():
+def test_change_never_prints_infinity():
     metric = stats.METRICS_BY_NAME["overshoot_high_peak_pages"]
-    assert report.change_text({"diff_mean": 3.0, "base_mean": 0.0}, metric) == "d+3"
-    assert report.change_text({"diff_mean": -5.0, "base_mean": 10.0}, metric) == "-50.0%"
-    assert report.change_text({"diff_mean": 0.0, "base_mean": 0.0}, metric) == "0"
-    assert report.change_text({"diff_mean": 0.25, "base_mean": 0.5}, stats.ENOMEM) == "+25.0pp"
+    assert fmt.change({"diff_mean": 3.0, "base_mean": 0.0}, metric) == "d+3"
+    assert fmt.change({"diff_mean": -5.0, "base_mean": 10.0}, metric) == "-50.0%"
+    assert fmt.change({"diff_mean": 0.0, "base_mean": 0.0}, metric) == "0"
+    assert fmt.change({"diff_mean": 0.25, "base_mean": 0.5}, stats.ENOMEM) == "+25.0pp"
     rows = pd.DataFrame({"metric": ["overshoot_high_peak_pages"] * 2, "diff_mean": [4.0, -2.0],
                          "base_mean": [0.0, 8.0]})
     colour, absolute = plots.effect_values(rows)
@@ -221,15 +222,18 @@ def test_failed_workloads_are_counted_not_compared(built):
     assert "**Failed workloads**: 3 of 384" in caveats
 
 
-def test_is_current_tracks_the_store(tmp_path):
-    sweep_dir = write_sweep_dir(tmp_path, synthetic(reps=2))
+def test_is_current_tracks_the_analysis(tmp_path):
+    sweep_dir = write_sweep_dir(tmp_path, synthetic(reps=2, cells=grid_cells(limits=(32 << 20,))))
     assert not report.is_current(sweep_dir)
+    analysis.load(sweep_dir)
     (sweep_dir / "report").mkdir()
     for name in (report.COMPARISONS, report.AGGREGATES, report.RESULTS, report.SUMMARY):
         (sweep_dir / "report" / name).write_bytes(b"")
     assert report.is_current(sweep_dir)
-    later = (sweep_dir / "results.sqlite").stat().st_mtime + 5
-    os.utime(sweep_dir / "results.sqlite", (later, later))
+    assert not report.is_current(sweep_dir, {"stats": {"alpha": 0.01}})    # another analysis
+    with Store(sweep_dir / "results.sqlite") as store:                      # a result changes
+        row = store.dataframe().iloc[0].to_dict()
+        store.put([{**row, "reclaim_scanned_pages": row["reclaim_scanned_pages"] + 1.0}])
     assert not report.is_current(sweep_dir)
 
 
@@ -271,6 +275,13 @@ def test_report_of_real_simulator_results(tmp_path):
     assert all(re.match(r"\*\*(holds|refuted|inconclusive|untestable)\*\*", r[3]) for r in claim_rows)
 
 
+def _facts(df, table=None, verdicts=()):
+    """The report's facts of a results table, without a sweep folder (no regimes)."""
+    table = stats.compare_cells(df, resamples=0) if table is None else table
+    return report.Facts(df, table, stats.aggregate(df), pd.DataFrame(columns=["cell_id", "design", "regime"]),
+                        list(verdicts), stats.pooled_means(df, 0.05), 0.05, "holm")
+
+
 def test_claims_table_renders_each_verdict_with_its_evidence():
     df = synthetic(reps=3)
     table = stats.compare_cells(df, resamples=0)
@@ -281,9 +292,7 @@ def test_claims_table_renders_each_verdict_with_its_evidence():
     verdicts = [claims.Verdict(claim=claim, verdict="holds", reason="2 cells for, none against",
                                cells_tested=cells, cells_holding=cells[:2], cells_against=[],
                                effect=1.5, ci=(0.5, 2.5), unit="requests")]
-    facts = report.Facts(df, table, stats.aggregate(df), pd.DataFrame(columns=["cell_id", "design", "regime"]),
-                         verdicts, report.pooled_means(df, 0.05), stats.summarize_verdicts(table), {}, {},
-                         0.05, "holm")
+    facts = _facts(df, table, verdicts)
     figures = plots.Figures(claims={"c-1": plots.Figure("claim_c-1.png", "x")})
     frame, classes = report.claims_table(facts, figures)
     row = frame.iloc[0]
@@ -296,9 +305,7 @@ def test_claims_table_renders_each_verdict_with_its_evidence():
 
 def test_too_few_replications_are_called_out():
     df = synthetic(reps=3)
-    table = stats.compare_cells(df, resamples=0)
-    facts = report.Facts(df, table, stats.aggregate(df), pd.DataFrame(columns=["cell_id", "design", "regime"]),
-                         [], report.pooled_means(df, 0.05), stats.summarize_verdicts(table), {}, {}, 0.05, "holm")
+    facts = _facts(df)
     text = " ".join(report.caveats(facts))
     assert "**Too few replications**: with Holm, no such cell can be significant" in text
     assert "at least 9 replications" in text
@@ -325,9 +332,7 @@ def test_a_design_missing_from_some_cells_is_called_out():
     df = synthetic(reps=3)
     dropped = df["cell_id"].unique()[0]
     df = df[~((df["design"] == "way2") & (df["cell_id"] == dropped))]
-    table = stats.compare_cells(df, resamples=0)
-    facts = report.Facts(df, table, stats.aggregate(df), pd.DataFrame(columns=["cell_id", "design", "regime"]),
-                         [], report.pooled_means(df, 0.05), stats.summarize_verdicts(table), {}, {}, 0.05, "holm")
+    facts = _facts(df)
     text = " ".join(report.caveats(facts))
     n = df["cell_id"].nunique()
     assert f"**way2 ran in {n - 1} of {n} cells**" in text

@@ -116,7 +116,7 @@ def slab_pages_after(m, size, count):
 
 def fresh(allocator, **kw):
     return core.Machine(nodes=1, mem_mib=kw.pop("mem_mib", 64), cpus=2, allocator=allocator,
-                        seed=0, **kw)
+                        **kw)
 
 
 # request size -> (class, order, objects per slab) for SLUB at 2 CPUs (§3.6, §3.5 table)
@@ -188,6 +188,19 @@ def test_slab_smallest_class_is_32_bytes():
     assert slab_pages_after(fresh("slub"), 8, 2000) < slab_pages_after(fresh("slub"), 32, 2000)
 
 
+def test_kmem_cache_create_fails_when_the_cache_table_is_full():
+    # the table holds every root cache and one clone per memcg; past its end,
+    # kmem_cache_create() must fail (-1, the machine stops) rather than hand out cache 0
+    m = fresh("slub")
+    ids = []
+    while not ids or ids[-1] >= 0:
+        ids.append(m._kmem_cache_create(64))
+    assert ids[-1] == -1 and 0 not in ids
+    assert len(set(ids[:-1])) == len(ids) - 1
+    with pytest.raises(RuntimeError, match="could not grow one of its tables"):
+        m.spawn("/")
+
+
 def test_machine_rejects_unknown_allocator():
     with pytest.raises(ValueError, match="allocator") as err:
         core.Machine(nodes=1, mem_mib=64, cpus=1, allocator="slob")
@@ -198,7 +211,7 @@ def test_machine_rejects_unknown_allocator():
 
 @pytest.mark.parametrize("design", core.DESIGNS)
 def test_dentries_are_reclaimable_only_with_fs(design):
-    m = core.Machine(nodes=1, mem_mib=256, cpus=2, allocator="slub", design=design, seed=0)
+    m = core.Machine(nodes=1, mem_mib=256, cpus=2, allocator="slub", design=design)
     m.mkdir("/a")
     m.write("/a", "memory.max", "8M")
     task = m.spawn("/a")
@@ -261,7 +274,7 @@ def task_on_node(m, node):
 @pytest.mark.parametrize("partial_slabs,expected_node", [(8, 1), (5, 0)])
 def test_slub_takes_remote_partial_slabs_only_beyond_min_partial(partial_slabs, expected_node):
     # kmalloc-512 at 2 CPUs: o1/16, min_partial = clamp(ilog2(512)/2, 5, 10) = 5
-    m = core.Machine(nodes=2, mem_mib=64, cpus=2, allocator="slub", seed=0)
+    m = core.Machine(nodes=2, mem_mib=64, cpus=2, allocator="slub")
     remote, local = task_on_node(m, 1), task_on_node(m, 0)
     with remote.syscall():
         slabs = [[remote.kmalloc(512, "GFP_KERNEL") for _ in range(16)]

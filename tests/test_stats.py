@@ -14,7 +14,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
 
 from results_data import grid_cells, real, synthetic
-from sweep import stats
+from sweep import fmt, stats
 
 OVERSHOOT = stats.METRICS_BY_NAME["overshoot_high_peak_pages"]
 CONTINUOUS = [m.name for m in stats.KEY_METRICS if not m.binary]
@@ -154,7 +154,10 @@ def test_verdict_summary_counts_and_locates_cells(planted_table):
     summary = stats.summarize_verdicts(planted_table).set_index(["baseline", "candidate", "metric"])
     row = summary.loc[("v4.3", "way2", "overshoot_high_peak_pages")]
     assert (row["better"], row["worse"], row["indistinguishable"]) == (2, 0, 6)
-    assert row["where_better"] == "limit 32M x2; nodes 1 x1, 2 x1; mix nowait-burst x2; order 3 x2"
+    better = planted_table[(planted_table["candidate"] == "way2") & (planted_table["baseline"] == "v4.3")
+                           & (planted_table["metric"] == "overshoot_high_peak_pages")
+                           & (planted_table["verdict"] == "better")]
+    assert fmt.where(better) == "limit 32M x2; nodes 1 x1, 2 x1; mix nowait-burst x2; order 3 x2"
     assert summary.loc[("v4.3", "way2", "enomem"), "worse"] == 2
     assert summary.loc[("v4.3", "way1", "enomem"), "indistinguishable"] == 8
 
@@ -360,3 +363,18 @@ def test_vectorised_halfwidths_equal_scipy_ttest_rel_per_cell():
         for cell_id, cell in wide.groupby(level="cell_id"):
             one = stats.relative_halfwidth(cell["v4.3"].to_numpy(), cell["way2"].to_numpy(), metric)
             assert together[cell_id] == pytest.approx(one, rel=1e-9)
+
+
+def test_each_list_is_declared_once_and_the_others_follow_it():
+    """Metric names come from core.metrics (or what workload_values derives), axes and
+    corrections from sweep.config: a name added there reaches every reader."""
+    from sweep import claims, config, store
+
+    known = set(claims.metric_names())
+    assert {m.name for m in stats.KEY_METRICS} <= known
+    assert set(stats.HEADLINE) <= {m.name for m in stats.KEY_METRICS} and "enomem" in stats.HEADLINE
+    assert {c for r in stats.RATES.values() for c in r[:2]} <= known | {"one", "oom_killed"}
+    assert store.AXIS_COLUMNS == stats.AXES == config.CELL_AXES
+    assert set(config.CELL_AXES) == set(config.GRID_AXES) | {"block"} == set(claims.FILTER_AXES)
+    assert sorted(fmt.WHERE_ORDER) == sorted(config.REQUIRED_AXES)
+    assert stats.correction_method("bh") == "fdr_bh" and set(config.CORRECTIONS) == {"holm", "bh", "fdr_bh"}

@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from mlflow_server import free_port, mlflow_server
 from results_data import real, write_sweep_dir
-from sweep import report, tracking
+from sweep import analysis, report, tracking
 
 pytestmark = pytest.mark.mlflow_server
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +76,7 @@ def logged(server, results, tmp_path_factory):
     meta = json.loads((sweep_dir / "sweep.json").read_text())        # as the CLI records it
     meta.update(command=COMMAND, overrides=["replications=4", "grid.nodes=[1,2]"], seconds=300)
     (sweep_dir / "sweep.json").write_text(json.dumps(meta))
+    report.build_report(sweep_dir)                          # as `python -m sweep log` does first
     parent_id = tracking.log_sweep(sweep_dir)               # cfg None: read config.yaml
     return sweep_dir, parent_id, MlflowClient(server)
 
@@ -114,7 +115,7 @@ def test_parent_description_starts_with_the_answer_and_gives_each_claim_a_verdic
     assert note.startswith("**The answer**")
     for design in ("v4.3", "way1", "way2"):
         assert design in note
-    summary = report.read_summary(sweep_dir)
+    summary = analysis.load(sweep_dir).summary()
     assert summary["claims"]
     for claim in summary["claims"]:
         assert f"{claim['id']} ({claim['who']}): **{claim['verdict']}**" in note
@@ -125,7 +126,7 @@ def test_parent_run_carries_about_twenty_headline_metrics(logged):
     sweep_dir, parent_id, client = logged
     metrics = client.get_run(parent_id).data.metrics
     assert 12 <= len(metrics) <= 30
-    summary = report.read_summary(sweep_dir)
+    summary = analysis.load(sweep_dir).summary()
     for design in ("v4.3", "way1", "way2"):
         assert metrics[f"pooled/{design}/enomem"] == pytest.approx(summary["pooled"][design]["enomem"])
     for pair in ("way1_vs_v4.3", "way2_vs_v4.3", "way2_vs_way1"):

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from browser import CHROMIUM, Browser
 from mlflow_server import mlflow_server
 from results_data import real, write_sweep_dir
-from sweep import report, tracking
+from sweep import analysis, report, tracking
 
 pytestmark = [pytest.mark.browser, pytest.mark.mlflow_server]
 REGISTRY = Path(__file__).resolve().parent.parent / "configs" / "claims.yaml"
@@ -36,6 +36,7 @@ def ui(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        report.build_report(sweep_dir)                      # as `python -m sweep log` does first
         parent_id = tracking.log_sweep(sweep_dir)
         client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
         experiment_id = client.get_experiment_by_name("kmemcg-sweep").experiment_id
@@ -85,7 +86,7 @@ def test_parent_description_names_each_design_and_the_verdict_on_each_claim(ui, 
                             timeout=90)
     for design in ("v4.3", "way1", "way2"):
         assert design in text
-    claims = report.read_summary(sweep_dir)["claims"]
+    claims = analysis.load(sweep_dir).summary()["claims"]
     assert len(claims) >= 5
     for claim in claims:
         assert f"{claim['id']} ({claim['who']}): {claim['verdict']}" in text, claim["id"]

@@ -177,3 +177,26 @@ def test_churn_default_is_the_old_stream_and_churn_replays_equal():
     assert fast["request_hash_lo"] != core.run_workload(spec, 5)["request_hash_lo"]
     hashes = {core.run_workload({**churned, "design": d}, 5)["request_hash_lo"] for d in core.DESIGNS}
     assert len(hashes) == 1                               # churn is part of the common stream
+
+
+def test_no_user_fault_of_a_long_entry_is_dropped():
+    """An entry's user page faults run after its return to user (task.pxi: fault_anon is
+    a user page fault, never inside a syscall); the generator buffered at most 64 of them
+    and dropped the rest silently. A fault-only mix with long entries makes hundreds: every
+    one must come out, so the request sequence numbers have no gap."""
+    faults = {"requests": [{"kind": "fault_anon", "weight": 1, "pages": 1}], "burst": 400}
+    spec = {"length": {"kernel_entries": 20}, "mix": faults}
+    per_entry, seqs, count = [], [], 0
+    for kind, _task, _kind, _arg, _gfp, _node, _locked, seq, _slot in core.workload_events(spec, 3):
+        if kind == "exit":
+            count = 0
+        elif kind == "request":
+            count += 1
+            seqs.append(seq)
+        elif kind == "enter" and seqs:
+            per_entry.append(count)
+    per_entry.append(count)
+    assert max(per_entry) > 64
+    assert sorted(seqs) == list(range(len(seqs)))
+    assert core.run_workload(spec, 3)["requests"] == len(seqs)
+

@@ -1,0 +1,71 @@
+"""sweep.analysis: the statistics of a sweep folder are computed once and shared by the
+report and MLflow; a change to what they are computed from computes them again."""
+import shutil
+from pathlib import Path
+
+import pytest
+
+from results_data import grid_cells, synthetic, write_sweep_dir
+from sweep import analysis, cli, report
+from sweep.outdir import SweepDir
+from sweep.store import Store
+
+REGISTRY = Path(__file__).resolve().parent.parent / "configs" / "claims.yaml"
+
+
+@pytest.fixture
+def computed(monkeypatch):
+    """Counts the calls of analysis.compute (the expensive step)."""
+    calls = []
+    real = analysis.compute
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "compute", counting)
+    return calls
+
+
+def _sweep(tmp_path):
+    return write_sweep_dir(tmp_path / "sweep", synthetic(reps=4, cells=grid_cells(limits=(32 << 20,))))
+
+
+def test_report_then_log_compute_the_statistics_once(tmp_path, computed, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    sweep_dir = _sweep(tmp_path)
+    assert cli.main(["report", str(sweep_dir)]) == cli.OK
+    assert len(computed) == 1
+    report_md = (sweep_dir / "report" / "report.md").stat().st_mtime_ns
+    assert cli.main(["log", str(sweep_dir)]) == cli.OK         # the report is current: logged as it is
+    assert len(computed) == 1                                  # the cached analysis, read
+    assert (sweep_dir / "report" / "report.md").stat().st_mtime_ns == report_md
+    assert len(list((sweep_dir / "analysis").iterdir())) == 1
+
+
+def test_a_changed_store_or_setting_computes_again(tmp_path, computed):
+    sweep_dir = SweepDir(_sweep(tmp_path))
+    before = analysis.load(sweep_dir)
+    assert analysis.load(sweep_dir).table.equals(before.table) and len(computed) == 1
+    with Store(sweep_dir.results) as store:                    # one workload's result changes
+        row = store.dataframe().iloc[0].to_dict()
+        store.put([{**row, "overshoot_high_peak_pages": row["overshoot_high_peak_pages"] + 1000.0}])
+    after = analysis.load(sweep_dir)
+    assert len(computed) == 2
+    assert not after.aggregates.equals(before.aggregates)
+    analysis.load(sweep_dir, {"stats": {"alpha": 0.01}})      # report DIR stats.alpha=0.01
+    assert len(computed) == 3 and [c[1] for c in computed] == [0.05, 0.05, 0.01]
+    assert len(list(sweep_dir.analysis_dir.iterdir())) == 1   # stale analyses are removed
+
+
+def test_the_cached_analysis_equals_a_fresh_one(tmp_path):
+    sweep_dir = SweepDir(_sweep(tmp_path))
+    shutil.copyfile(REGISTRY, sweep_dir.claims)                # as the run copies it
+    cached = analysis.load(sweep_dir)
+    fresh = analysis.compute(cached.df, 0.05, "holm", sweep_dir.claims)
+    for name in analysis.TABLES:
+        assert getattr(cached, name).equals(getattr(fresh, name)), name
+    assert cached.verdicts == fresh.verdicts and len(cached.verdicts) > 1
+    assert cached.summary() == fresh.summary()
+    assert report.Facts.of(cached, {}, {}).labels == report.Facts.of(fresh, {}, {}).labels
