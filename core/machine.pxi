@@ -80,25 +80,30 @@ cdef class Machine(MachineHooks):
             self._proactive_reclaim(memcg_id, nr)
 
     cdef _high_write_loop(self, int memcg_id):
-        """6.18 memory_high_write() (§7.3): drain the stocks once, then reclaim until usage
-        is at most high, giving up after MAX_RECLAIM_RETRIES fruitless rounds."""
+        """6.18 memory_high_write() (§6.3): drain the stocks once, then reclaim until usage
+        is at most high, giving up after MAX_RECLAIM_RETRIES fruitless rounds.  The writer
+        reclaims so that lowering high does not throttle the workload's own tasks on the
+        sudden overage (536d3bf261a2)."""
         cdef memcg_t *m = &self.mm.memcgs[memcg_id]
         cdef int retries = self.mm.policy.reclaim_retries
         cdef bint drained = False
         while m.memory.count > m.high:
             if not drained:
+                # pages parked in per-CPU stocks count in usage but no reclaim can free them
                 drain_all_stock(self.mm, memcg_id)
                 drained = True
                 continue
             if try_to_free_mem_cgroup_pages(self.mm, NULL, memcg_id, m.memory.count - m.high,
                                             GFP_KERNEL, True, RP_DIRECT) == 0:
+                # a busy workload may keep usage above the new high: the write must end
                 if retries == 0:
                     break
                 retries -= 1
 
     cdef _resize_limit(self, int memcg_id, int64_t nr):
         """4.2 mem_cgroup_resize_limit(): shrink below the usage by reclaim, -EBUSY if that
-        makes no progress for MEM_CGROUP_RECLAIM_RETRIES rounds."""
+        makes no progress for MEM_CGROUP_RECLAIM_RETRIES rounds (§2.5).  4.2 refuses a limit
+        it cannot reach by reclaim rather than OOM-kill to make room for it."""
         cdef memcg_t *m = &self.mm.memcgs[memcg_id]
         cdef int retries = MEM_CGROUP_RECLAIM_RETRIES
         cdef int64_t old_usage = m.memory.count
@@ -108,7 +113,7 @@ cdef class Machine(MachineHooks):
                                   f"reclaimed below {nr * PAGE_SIZE} (EBUSY)")
             try_to_free_mem_cgroup_pages(self.mm, NULL, memcg_id, 1, GFP_KERNEL, True, RP_DIRECT)
             self._check_fatal()
-            if m.memory.count >= old_usage:
+            if m.memory.count >= old_usage:          # only fruitless rounds use up retries
                 retries -= 1
             old_usage = m.memory.count
         memcg_usage_add(self.mm, memcg_id, 0)

@@ -119,11 +119,11 @@ cdef void return_to_user(mm_t *mm, int tid) noexcept nogil:
     t.in_kernel = False
     if not t.alive:
         return
-    if t.dying:
+    if t.dying:              # a fatal signal: the task never reaches user space again
         syscall_done(mm, t)
         task_exit(mm, tid)
         return
-    if t.notify_resume:
+    if t.notify_resume:      # the over-high reclaim punted here (§2.7): no locks held now
         mem_cgroup_handle_over_high(mm, t)
     record_syscall_overage(mm, t)
     syscall_done(mm, t)
@@ -306,7 +306,7 @@ cdef int64_t task_request(mm_t *mm, int tid, int kind, int64_t arg, uint32_t gfp
         mm.stats[M_FAILURES_BASE + cls] += 1
         if cls == GC_NOWAIT:
             mm.stats[M_NOWAIT_FAIL] += 1
-            if fallback and mm.tasks[tid].alive:
+            if fallback and mm.tasks[tid].alive:   # a NOWAIT caller must have a fallback (§6.1)
                 mm.stats[M_NOWAIT_FALLBACK] += 1
                 mm.stats[M_ATTEMPTS_BASE + GC_KERNEL] += 1
                 result = do_request(mm, tid, kind, arg, GFP_KERNEL | (gfp_mask & __GFP_COMP), node)
