@@ -45,6 +45,17 @@ def machine(design, **kw):
     return m
 
 
+def page_cache_at(m, limit_file, limit, cache_bytes):
+    """A task in /a that reads `cache_bytes` of file after `limit_file` is set: the cgroup
+    starts the scenario at its limit, full of page cache.  The memcg clone of kmalloc-2048
+    is warmed first, so creating it is not part of what the scenario measures."""
+    task = m.spawn("/a", cpu=0)
+    warm_kmalloc(m, task, 2048)
+    m.write("/a", limit_file, limit)
+    task.read_file(cache_bytes)
+    return task
+
+
 # ---- the memory.high bug ------------------------------------------------------------------
 
 @functools.cache
@@ -52,10 +63,7 @@ def memory_high_bug(design):
     """30M of page cache under memory.high = 32M, then one syscall doing 24M of GFP_KERNEL
     kmalloc-2048 (2 CPUs: oo = order 3 > min = order 0, so v4.3 charges NOWAIT)."""
     m = machine(design)
-    task = m.spawn("/a", cpu=0)
-    warm_kmalloc(m, task, 2048)
-    m.write("/a", "memory.high", str(HIGH))
-    task.read_file(MB(30))
+    task = page_cache_at(m, "memory.high", str(HIGH), MB(30))
     before, high_events = m.metrics(), m.events("/a")["high"]
     inside = []
     with task.syscall():
@@ -112,10 +120,7 @@ def test_memory_high_peaks_by_design():
 def high_reclaim_under_lock(design):
     """Page cache at memory.high = 16M, then 2M of GFP_KERNEL kmallocs under a lock."""
     m = machine(design)
-    task = m.spawn("/a", cpu=0)
-    warm_kmalloc(m, task, 2048)
-    m.write("/a", "memory.high", "16M")
-    task.read_file(MB(16))
+    task = page_cache_at(m, "memory.high", "16M", MB(16))
     before = m.metrics()
     with task.syscall():
         with task.lock():
@@ -187,10 +192,7 @@ def test_slab_node_probes_bypass_high_under_v43_only(design):
 def order_fallbacks_near_max(design):
     """memory.max = 32M full of page cache, then 8M of GFP_KERNEL kmalloc-2048."""
     m = machine(design)
-    task = m.spawn("/a", cpu=0)
-    warm_kmalloc(m, task, 2048)
-    m.write("/a", "memory.max", "32M")
-    task.read_file(MB(40))
+    task = page_cache_at(m, "memory.max", "32M", MB(40))
     before = m.metrics()
     with task.syscall():
         for _ in range(MB(8) // 2048):
@@ -238,10 +240,7 @@ def fragmented_near_max(design):
     """No free order-3 block; /a at memory.max = 16M of page cache; 2M of kmalloc-2048."""
     m = machine(design, mem_mib=128)
     fragment_memory(m)
-    task = m.spawn("/a", cpu=0)
-    warm_kmalloc(m, task, 2048)
-    m.write("/a", "memory.max", "16M")
-    task.read_file(MB(20))
+    task = page_cache_at(m, "memory.max", "16M", MB(20))
     assert usage(m) > MB(16) - CHARGE_BATCH * PAGE_SIZE
     before = m.metrics()
     with task.syscall():
