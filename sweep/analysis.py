@@ -12,8 +12,8 @@ registry and the code that computes them (the statistics modules, sweep.config's
 core.metrics and the versions of the libraries they call).  So ``python -m sweep report``
 and ``log``, in any order, compute the statistics once; a changed store, setting or module
 recomputes them.
-The cache is written to a temporary folder and renamed into place: a reader never sees
-half of it.
+The cache is written to a temporary folder (``.<key>.<pid>``) and renamed into place: a
+reader never sees half of it, and the next write removes the folder of a writer killed first.
 """
 from __future__ import annotations
 
@@ -178,8 +178,23 @@ def _write(folder: Path, analysis: Analysis) -> None:
     except OSError:                 # another process cached the same key first: same content
         shutil.rmtree(tmp, ignore_errors=True)
     for stale in folder.parent.iterdir():
-        if stale.name != folder.name and not stale.name.startswith("."):
+        if stale.name != folder.name and (not stale.name.startswith(".") or _orphan(stale.name)):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+def _orphan(name: str) -> bool:
+    """A ``.<key>.<pid>`` folder whose writer is gone (killed before its rename); a live
+    writer's is left to it."""
+    pid = name.rsplit(".", 1)[-1]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, OverflowError):    # no such process (or no such pid at all)
+        return True
+    except PermissionError:                        # alive, another user's
+        return False
+    return False
 
 
 def _read(folder: Path, df: pd.DataFrame) -> Analysis:

@@ -1,6 +1,9 @@
 """sweep.analysis: the statistics of a sweep folder are computed once and shared by the
 report and MLflow; a change to what they are computed from computes them again."""
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,19 @@ def test_the_cached_analysis_equals_a_fresh_one(tmp_path):
     assert cached.verdicts == fresh.verdicts and len(cached.verdicts) > 1
     assert cached.summary() == fresh.summary()
     assert report.Facts.of(cached, {}, {}).labels == report.Facts.of(fresh, {}, {}).labels
+
+
+def test_a_killed_writers_half_written_cache_is_removed(tmp_path):
+    """A driver killed between writing the cache and renaming it into place leaves
+    ``.<key>.<pid>``; the next write removes it, but never a live writer's."""
+    sweep_dir = SweepDir(_sweep(tmp_path))
+    sweep_dir.analysis_dir.mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                                 # a pid that has just ended
+    killed = sweep_dir.analysis_dir / f".0123abcd.{dead.pid}"
+    writing = sweep_dir.analysis_dir / f".4567cdef.{os.getppid()}"   # a live process's
+    for folder in (killed, writing):
+        folder.mkdir()
+    analysis.load(sweep_dir)
+    assert not killed.exists() and writing.exists()
+    assert len([p for p in sweep_dir.analysis_dir.iterdir() if not p.name.startswith(".")]) == 1
