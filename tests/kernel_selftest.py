@@ -99,3 +99,16 @@ def fill_with_kmem(m, task, cgroup):
                 return handles
             handles.append(handle)
     raise AssertionError(f"GFP_KERNEL charges to {cgroup} never failed at memory.max")
+
+
+def fragment_memory(m):
+    """Leave the buddy allocator without free blocks of order >= 3: a root task takes every
+    free page (MEMALLOC ignores watermarks), then frees every other one."""
+    task = m.spawn("/", cpu=0)
+    with task.syscall():
+        handles = []
+        while (handle := task.alloc_pages(0, "GFP_ATOMIC|__GFP_MEMALLOC")) is not None:
+            handles.append(handle)
+        for handle in handles[::2]:
+            task.free_pages(handle)
+    assert all(n == 0 for n in m.buddyinfo()[0][3:]), m.buddyinfo()

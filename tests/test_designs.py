@@ -15,7 +15,8 @@ import pytest
 
 import core
 from kernel_selftest import (
-    CHARGE_BATCH, MB, PAGE_SIZE, cg_read_long, fill_with_kmem, metrics_delta, pages,
+    CHARGE_BATCH, MB, PAGE_SIZE, cg_read_long, fill_with_kmem, fragment_memory, metrics_delta,
+    pages,
     warm_kmalloc, warm_memcg_caches,
 )
 
@@ -220,19 +221,6 @@ def test_order_fallback_rate_by_design():
     rates = {d: order_fallbacks_near_max(d)[0] for d in DESIGNS}
     print("SLUB ORDER_FALLBACK / high-order attempts near memory.max:", rates)
     assert rates["v4.3"] > rates["way2"] and rates["way1"] > rates["way2"]
-
-
-def fragment_memory(m):
-    """Leave the buddy allocator without free blocks of order >= 3: a root task takes every
-    free page (MEMALLOC ignores watermarks), then frees every other one."""
-    task = m.spawn("/", cpu=0)
-    with task.syscall():
-        handles = []
-        while (handle := task.alloc_pages(0, "GFP_ATOMIC|__GFP_MEMALLOC")) is not None:
-            handles.append(handle)
-        for handle in handles[::2]:
-            task.free_pages(handle)
-    assert all(n == 0 for n in m.buddyinfo()[0][3:]), m.buddyinfo()
 
 
 @functools.cache

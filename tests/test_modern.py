@@ -21,7 +21,7 @@ import core
 import legacy_rows
 from kernel_selftest import (
     MAX_RECLAIM_RETRIES, MB, MEMCG_CHARGE_BATCH_6, OBJCG_PTR_SIZE, PAGE_SIZE, cg_read_long,
-    fill_with_kmem, metrics_delta, pages,
+    fill_with_kmem, fragment_memory, metrics_delta, pages,
 )
 
 MODERN = "v6.18"
@@ -370,14 +370,7 @@ def test_slub_high_order_try_does_not_wake_kswapd():
     woken = {}
     for design in ("way1", MODERN):
         m = machine(design, mem_mib=64)
-        root = m.spawn("/", cpu=0)
-        with root.syscall():
-            handles = []
-            while (handle := root.alloc_pages(0, "GFP_ATOMIC|__GFP_MEMALLOC")) is not None:
-                handles.append(handle)
-            for handle in handles[::2]:
-                root.free_pages(handle)
-        assert all(n == 0 for n in m.buddyinfo()[0][3:])
+        fragment_memory(m)
         task = m.spawn("/a", cpu=0)
         before = m.metrics()
         with task.syscall():
