@@ -1,8 +1,8 @@
 # cython: language_level=3
 """The simulator: one extension module, one .pxi file per kernel layer (the C compiler sees
 one translation unit, so the per-request path inlines across layers). _mm.pxd declares
-every layer's C functions, so the order of the includes below is free; it follows the
-layers from the bottom up."""
+each layer's interface (every C function another file calls), so the order of the includes
+below is free; it follows the layers from the bottom up."""
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memset, memmove
 from libc.math cimport log, exp
