@@ -60,7 +60,8 @@ cdef struct wl_gen_t:
     int nr_tasks
     int task_node[256]
     double churn_p           # P(a task exits after a kernel entry) = 1 / churn.mean_entries; 0: never
-    int32_t task_life[256]   # how many times the task slot was respawned by churn
+    int32_t task_life[256]   # how many times the task slot was replaced (churn, or an OOM
+                             # kill: gen_task_replaced)
     int nr_nodes
     int64_t entries_left
     int64_t seq

@@ -3,7 +3,9 @@
 # ____cache_alloc (local refill, then cache_grow with gfp_exact_node), ____cache_alloc_node,
 # then fallback_alloc probing every node with __GFP_THISNODE and finally allocating a page
 # with the caller's reclaim bits anywhere (kmem_getpages on numa_mem_id(), no THISNODE).
-# Simplified (docs/model.md): no shared arrays, no alien caches, no periodic cache_reap.
+# Frees of another node's objects go back to that node through the alien caches
+# (cache_free_alien). Simplified (docs/model.md): no shared arrays, no periodic cache_reap
+# (so no reap_alien either: an alien array is flushed only when it is full).
 
 cdef inline uint32_t gfp_exact_node(uint32_t flags) noexcept nogil:
     """§4.1 (NUMA): the probe mask that drops __GFP_WAIT."""
@@ -189,14 +191,40 @@ cdef void free_block(mm_t *mm, kmem_cache_t *s, int32_t sid) noexcept nogil:
         slab_place(mm, s, sid)
 
 
+cdef void __drain_alien_cache(mm_t *mm, kmem_cache_t *s, int idx) noexcept nogil:
+    """Every object of one alien array back to its slab on its own node (free_block under
+    that node's list_lock; 4.2 first tops up the node's shared array, not modelled)."""
+    cdef int32_t *ac = s.alien + idx * s.alien_limit
+    cdef int i
+    for i in range(s.alien_avail[idx]):
+        free_block(mm, s, ac[i])
+    s.alien_avail[idx] = 0
+
+
+cdef void cache_free_alien(mm_t *mm, kmem_cache_t *s, int node, int32_t sid) noexcept nogil:
+    """4.2 __cache_free_alien(): an object of page_node freed on `node` goes into node's
+    alien array for page_node, flushed to page_node's lists when full - never into this
+    CPU's array cache, whose objects must all be local (they serve local requests)."""
+    cdef int idx = node * mm.nr_nodes + mm.slabs[sid].node
+    if s.alien_avail[idx] == s.alien_limit:
+        __drain_alien_cache(mm, s, idx)
+    s.alien[idx * s.alien_limit + s.alien_avail[idx]] = sid
+    s.alien_avail[idx] += 1
+
+
 cdef void slab_free(mm_t *mm, int32_t cid, int32_t sid) noexcept nogil:
-    """__cache_free(): into the CPU's array cache; a full array flushes batchcount objects
+    """__cache_free(): an object of another node goes back to it (cache_free_alien);
+    a local one into the CPU's array cache, and a full array flushes batchcount objects
     (cache_flusharray)."""
     cdef kmem_cache_t *s = &mm.caches[cid]
-    cdef int cpu = mm.tasks[mm.current].cpu if mm.current >= 0 else 0
+    cdef int cpu = obj_cpu(mm)
+    cdef int node = cpu * mm.nr_nodes // mm.nr_cpus          # numa_mem_id() of the CPU
     cdef int32_t *ac = s.ac + cpu * s.ac_limit
     cdef int i, batch
     mm.now_ns += COST_SLAB_FAST
+    if s.alien != NULL and mm.slabs[sid].node != node:
+        cache_free_alien(mm, s, node, sid)
+        return
     if s.ac_avail[cpu] >= s.ac_limit:
         batch = min(s.batchcount, s.ac_avail[cpu])
         for i in range(batch):
