@@ -275,3 +275,37 @@ def test_frees_of_an_oom_killed_task_never_hit_its_replacements_objects(monkeypa
     assert out["oom_kills_memcg"] >= 2 and stale == 0
     # run_workload's executor drops them too: its metrics equal the checked replay's
     assert core.run_workload(spec, 1) == out
+
+
+def test_accounted_defaults_per_kind_and_bad_values_name_the_field():
+    """Issue 20 point 4: `accounted` per request, read only by rows that charge opted-in
+    sites alone (v6.18). Defaults: kmalloc not accounted (6.x), alloc_pages accounted
+    (alloc_kmem_pages), dentries and user pages always charged."""
+    reqs = [{"kind": "kmalloc", "size": {"min": 64}}, {"kind": "kmalloc_node", "size": {"min": 64}},
+            {"kind": "alloc_pages", "order": 0}, {"kind": "dentries", "count": 1},
+            {"kind": "kmalloc", "gfp": "GFP_KERNEL_ACCOUNT", "size": {"min": 64}},
+            {"kind": "alloc_pages", "order": 0, "accounted": False}]
+    got = [r["accounted"] for r in core.validate_mix({"requests": reqs}, nodes=2)["requests"]]
+    assert got == [False, False, True, True, True, False]
+    bad = [({"kind": "kmalloc", "size": {"min": 64}, "accounted": "yes"}, "must be true or false"),
+           ({"kind": "fault_anon", "pages": 1, "accounted": False}, "always charged"),
+           ({"kind": "kmalloc", "gfp": "GFP_KERNEL_ACCOUNT", "size": {"min": 64}, "accounted": False},
+            "has __GFP_ACCOUNT")]
+    for req, message in bad:
+        with pytest.raises(core.SpecError, match=message) as err:
+            core.validate_mix({"requests": [req]})
+        assert str(err.value).startswith("mix.requests[0].accounted: ")
+
+
+def test_accounted_sites_decide_what_the_modern_row_charges_in_a_workload():
+    """The same kmalloc mix charges the memcg under v6.18 only when its site is accounted;
+    the 2015 rows charge it either way."""
+    def max_events(design, accounted):
+        m = {"name": "k", "requests": [{"kind": "kmalloc", "size": {"min": 256, "max": 4096},
+                                        "accounted": accounted}],
+             "lifetime": {"mean": 4000, "long_lived_share": 0.5}}
+        out = core.run_workload(small_spec(design=design, mix=m, cgroup={"max": "4M"},
+                                           length={"kernel_entries": 1000}), 1)
+        return out["events_max"]               # charges that hit memory.max
+    assert max_events("v6.18", False) == 0 < max_events("v6.18", True)
+    assert max_events("way2", False) == max_events("way2", True) > 0
