@@ -501,3 +501,29 @@ def test_request_stream_is_common_to_all_designs_and_depends_on_the_seed():
     hashes = {request_hash(d, 7) for d in DESIGNS}
     assert len(hashes) == 1                      # common random numbers (workload-spec)
     assert request_hash("way2", 8) not in hashes
+
+
+def test_nowait_large_kmallocs_charge_and_their_overage_shows_at_syscall_exit():
+    """Issue 20 point 6: a mix can make GFP_NOWAIT requests that each reach the memcg -
+    kmalloc above KMALLOC_MAX_CACHE_SIZE (8 KiB, SLUB) is 4.2 kmalloc_large() ->
+    alloc_kmem_pages(), charged per page with the caller's gfp - and the overage over
+    memory.high at the syscall's return is measured (overshoot_high_syscall_peak_pages).
+    4.2/4.3 done_restock skips memory.high for a charge without __GFP_WAIT, so back-to-back
+    NOWAIT charges run over high unchecked (Heo, §2.7); 4.4 punts the overage to the
+    return to user, where it is reclaimed before the syscall ends."""
+    mix = {"name": "nowait-large", "burst": 32, "lifetime": {"mean": 1000},
+           "requests": [{"kind": "kmalloc", "gfp": "GFP_NOWAIT", "size": {"min": 16384, "max": 65536},
+                         "accounted": True},
+                        {"kind": "alloc_pages", "gfp": "GFP_NOWAIT", "order": 1},
+                        {"kind": "read_file", "pages": 16}]}
+    out = {}
+    for design in ("v4.3", "way1"):
+        spec = {"machine": {"nodes": 1, "mem_mib": 256, "cpus": 2}, "design": design,
+                "cgroup": {"max": "64M", "high": "16M"}, "tasks": 2, "mix": mix,
+                "length": {"kernel_entries": 300}}
+        out[design] = core.run_workload(spec, 1)
+    assert out["v4.3"]["alloc_nowait_attempts"] > 0
+    assert out["v4.3"]["events_high"] > 0        # the GFP_KERNEL page cache charges see high
+    assert out["way1"]["reclaim_rounds_return_to_user"] > 0
+    assert (out["v4.3"]["overshoot_high_syscall_peak_pages"]
+            > out["way1"]["overshoot_high_syscall_peak_pages"])
