@@ -263,6 +263,9 @@ cdef class Task:
         check_int("arg", arg, 0, 1 << 40)
         if k == REQ_FAULT_ANON and self._t().in_kernel:
             raise ValueError("fault_anon: a user page fault cannot be made inside a syscall")
+        if k == REQ_FAULT_ANON and self._t().lock_held:
+            raise ValueError("fault_anon: a user page fault runs in user mode, where no kernel "
+                             "lock is held (it takes mmap_sem itself); leave Task.lock() first")
         cdef bint entered = False
         if k != REQ_FAULT_ANON and not self._t().in_kernel:
             syscall_enter(self.m.mm, self.tid)

@@ -86,3 +86,14 @@ def test_a_caller_lock_and_mmap_sem_are_told_apart():
                 task.alloc_pages(0)
     out = m.metrics()
     assert out["reclaim_rounds_locked"] > 0 and out["reclaim_rounds_mmap_sem"] == 0
+
+
+def test_a_user_fault_cannot_be_made_under_a_kernel_lock():
+    """The scenario API refuses what the generator never does: a user fault runs in user
+    mode, so no lock of kernel code is held around it."""
+    m = core.Machine(nodes=1, mem_mib=64, cpus=1)
+    task = m.spawn("/")
+    with task.lock():
+        with pytest.raises(ValueError, match="fault_anon: a user page fault runs in user mode"):
+            task.fault_anon(4096)
+    assert task.fault_anon(4096)
