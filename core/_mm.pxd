@@ -152,6 +152,7 @@ cdef void mem_cgroup_handle_over_high(mm_t *mm, task_t *t) noexcept nogil
 cdef int64_t calculate_high_delay(int64_t charge_batch, int64_t nr_pages, int64_t max_overage) noexcept nogil
 cdef int memcg_charge_kmem(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask, int64_t nr_pages) noexcept nogil
 cdef int mem_cgroup_try_charge_user(mm_t *mm, task_t *t, uint32_t gfp_mask) noexcept nogil
+cdef bint kmem_opted_out(mm_t *mm, uint32_t gfp_mask) noexcept nogil
 cdef bint memcg_kmem_bypass(mm_t *mm, task_t *t, uint32_t gfp_mask) noexcept nogil
 cdef int obj_cgroup_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
                            int64_t size) noexcept nogil
@@ -232,6 +233,7 @@ cdef heap_item_t heap_pop(wl_gen_t *g) noexcept nogil
 # ---- wl_gen.pxi: the workload generator
 cdef void gen_free(wl_gen_t *g) noexcept nogil
 cdef bint gen_next(wl_gen_t *g, wl_event_t *ev) noexcept nogil
+cdef void gen_task_replaced(wl_gen_t *g, int task) noexcept nogil
 cdef void gen_init(wl_gen_t *g, dict s, uint64_t seed, list task_nodes) except *
 
 

@@ -217,7 +217,7 @@ cdef void slab_free(mm_t *mm, int32_t cid, int32_t sid) noexcept nogil:
     a local one into the CPU's array cache, and a full array flushes batchcount objects
     (cache_flusharray)."""
     cdef kmem_cache_t *s = &mm.caches[cid]
-    cdef int cpu = obj_cpu(mm)
+    cdef int cpu = mm.tasks[mm.current].cpu if mm.current >= 0 else 0
     cdef int node = cpu * mm.nr_nodes // mm.nr_cpus          # numa_mem_id() of the CPU
     cdef int32_t *ac = s.ac + cpu * s.ac_limit
     cdef int i, batch

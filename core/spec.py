@@ -143,9 +143,9 @@ def _accounted(path, req, kind, mask):
     GFP_KERNEL_ACCOUNT) says true itself."""
     in_gfp = bool(mask & GFP_FLAGS["__GFP_ACCOUNT"])
     if kind in ALWAYS_CHARGED:
-        if req.get("accounted", True) is not True:      # true: a normalised spec says it
-            _fail(f"{path}.accounted", f"not a parameter of kind {kind}: always charged "
-                  f"({ALWAYS_CHARGED[kind]}); allowed only for {', '.join(ACCOUNTED_DEFAULT)}")
+        if req.get("accounted", True) is not True:
+            _fail(f"{path}.accounted", f"kind {kind} is always charged ({ALWAYS_CHARGED[kind]}); "
+                  f"`accounted: false` is allowed only for {', '.join(ACCOUNTED_DEFAULT)}")
         return True
     value = req.get("accounted", in_gfp or ACCOUNTED_DEFAULT[kind])
     if not isinstance(value, bool):
