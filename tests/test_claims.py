@@ -267,3 +267,31 @@ def test_the_throttle_claim_runs_where_v6_18_sleeps(limit, sleeps):
     spec = {**mix_spec("nowait-charge", "v6.18", max=limit, high=0.5), "length": {"kernel_entries": 1500}}
     metrics = core.run_workload(spec, 1)
     assert (metrics["high_throttle_sleeps"] > 0) == sleeps
+
+
+def slab_charges_at_max(design):
+    """Four tasks at memory.max (8M of page cache) alternate a 2 KiB kmalloc (SLUB order-3
+    slabs) and a page cache read: reclaim rounds in charges, and those in slab charges."""
+    import core
+
+    m = core.Machine(nodes=1, mem_mib=128, cpus=4, design=design, slub_max_order=3)
+    m.mkdir("/a")
+    m.write("/a", "memory.max", "8M")
+    tasks = [m.spawn("/a", cpu=i) for i in range(4)]
+    tasks[0].read_file(16 << 20)
+    for i in range(800):
+        with tasks[i % 4].syscall():
+            tasks[i % 4].kmalloc(2048, "GFP_KERNEL", accounted=True)
+        tasks[i % 4].read_file(8192)
+    metrics = m.metrics()
+    return metrics["reclaim_rounds_charge"], metrics["slab_charge_reclaim_rounds"]
+
+
+def test_way2s_high_order_slab_charge_moves_reclaim_into_slab_charges_without_adding_any():
+    """way2-double-reclaim-fragmentation (§3.3): way2 charges the high-order slab page with the
+    caller's gfp, so it reclaims there, where way1's NOWAIT try fails without reclaim (§3.2)
+    and the next charge reclaims instead - the same rounds in total."""
+    way1_rounds, way1_in_slab = slab_charges_at_max("way1")
+    way2_rounds, way2_in_slab = slab_charges_at_max("way2")
+    assert way1_in_slab == 0 < way2_in_slab
+    assert abs(way2_rounds - way1_rounds) <= 0.02 * way1_rounds
