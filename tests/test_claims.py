@@ -295,3 +295,31 @@ def test_way2s_high_order_slab_charge_moves_reclaim_into_slab_charges_without_ad
     way2_rounds, way2_in_slab = slab_charges_at_max("way2")
     assert way1_in_slab == 0 < way2_in_slab
     assert abs(way2_rounds - way1_rounds) <= 0.02 * way1_rounds
+
+
+def nowait_failures_at_max(design):
+    """1,000 NOWAIT 512 B kmallocs at memory.max (page cache fills it), after 2,000 GFP_KERNEL
+    ones of which every other one was freed: how many fail."""
+    import core
+
+    m = core.Machine(nodes=1, mem_mib=128, cpus=1, design=design)
+    m.mkdir("/a")
+    m.write("/a", "memory.max", "8M")
+    t = m.spawn("/a", cpu=0)
+    with t.syscall():
+        objects = [t.kmalloc(512, "GFP_KERNEL", accounted=True) for _ in range(2000)]
+        for h in objects[::2]:
+            t.kfree(h)
+    t.read_file(16 << 20)
+    with t.syscall():
+        return sum(t.kmalloc(512, "GFP_NOWAIT", accounted=True) is None for _ in range(1000))
+
+
+def test_per_object_charging_fails_nowait_objects_that_4x_put_in_charged_partial_slabs():
+    """modern-nowait-failures-at-max (§6.4): 4.x charged whole slab pages, which stay charged
+    while partly free, so NOWAIT objects land in room already charged; v6.18 charges each
+    object's bytes with the caller's gfp (obj_cgroup, 5.9) and the page charge behind it
+    fails at memory.max for a NOWAIT caller (no reclaim, no headroom)."""
+    for design in ("v4.3", "way1"):
+        assert nowait_failures_at_max(design) < 200, design
+    assert nowait_failures_at_max("v6.18") > 900
