@@ -167,6 +167,7 @@ cdef int slub_calculate_order(int64_t size, int nr_cpus, int slub_max_order) noe
 cdef void slab_calculate_order(int64_t size, int slab_max_order, bint reclaimable,
                                int *order_out, int *num_out) noexcept nogil
 cdef int32_t kmem_cache_create(mm_t *mm, int64_t size, bint reclaimable, int root, int memcg_id) noexcept nogil
+cdef int kmalloc_index(mm_t *mm, int64_t size) noexcept nogil
 cdef int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gfp_mask,
                                   bint *lazy) noexcept nogil
 cdef int32_t alloc_slab_page(mm_t *mm, task_t *t, int32_t cid, uint32_t page_gfp,

@@ -116,6 +116,8 @@ cdef void mm_destroy(mm_t *mm) noexcept nogil:
             free(mm.caches[i].ac_avail)
             free(mm.caches[i].alien)
             free(mm.caches[i].alien_avail)
+            free(mm.caches[i].shared)
+            free(mm.caches[i].shared_avail)
     free(mm.caches)
     free(mm.memcg_cache)
     free(mm.pg_next)

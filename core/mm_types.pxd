@@ -254,6 +254,9 @@ cdef struct kmem_cache_t:
                              # alien_limit slab ids per other node: [(node * nr_nodes + page_node) * limit]
     int32_t *alien_avail     # ... entries in each, [node * nr_nodes + page_node]
     int32_t alien_limit      # 12 (alloc_alien_cache), 1 for caches whose limit is 1
+    int32_t *shared          # SLAB n->shared of each node: [node * shared_limit], NULL if none
+    int32_t *shared_avail    # ... entries in each node's
+    int32_t shared_limit     # 8 * batchcount (enable_cpucache: objects <= PAGE_SIZE, > 1 CPU)
 
 cdef enum:                   # what done_restock does about memory.high
     HIGH_SKIP = 0            # nothing (4.2/4.3 for !__GFP_WAIT charges)

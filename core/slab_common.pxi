@@ -159,7 +159,7 @@ cdef void slab_calculate_order(int64_t size, int slab_max_order, bint reclaimabl
             break
 
 
-cdef int kmalloc_index(mm_t *mm, int64_t size) noexcept nogil:
+cdef inline int kmalloc_index(mm_t *mm, int64_t size) noexcept nogil:
     """Index into mm.kmalloc_sizes: 65..96 -> 96, 129..192 -> 192, else the next power of
     two, never below the allocator's KMALLOC_MIN_SIZE (§3.6)."""
     cdef int i = mm.kmalloc_first[fls(size - 1)] if size > 1 else 0
@@ -207,6 +207,8 @@ cdef int32_t kmem_cache_create(mm_t *mm, int64_t size, bint reclaimable, int roo
         s.ac_avail = NULL
         s.alien = NULL
         s.alien_avail = NULL
+        s.shared = NULL
+        s.shared_avail = NULL
     else:
         slab_calculate_order(size, mm.slab_max_order, reclaimable, &order, &num)
         s.oo_order = s.min_order = order
@@ -236,6 +238,15 @@ cdef int32_t kmem_cache_create(mm_t *mm, int64_t size, bint reclaimable, int roo
         else:
             s.alien = NULL
             s.alien_avail = NULL
+        # 4.2 enable_cpucache(): caches of objects up to a page on a machine with more than
+        # one CPU get a per-node shared array of 8 batches (setup_kmem_cache_node)
+        s.shared_limit = 8 * s.batchcount if size <= PAGE_SIZE and mm.nr_cpus > 1 else 0
+        if s.shared_limit:
+            s.shared = <int32_t *>malloc(mm.nr_nodes * s.shared_limit * sizeof(int32_t))
+            s.shared_avail = <int32_t *>calloc(mm.nr_nodes, sizeof(int32_t))
+        else:
+            s.shared = NULL
+            s.shared_avail = NULL
     return cid
 
 

@@ -321,7 +321,34 @@ def test_slab_alien_array_flushes_to_the_remote_node_when_full():
     slabs = m.metrics()["slab_pages_allocated"]
     for h in remote:
         near.kfree(h)                          # 12 wait in the alien array, then all go back
+    arrays = m._slab_arrays(4096)
+    # the 12 went into node 1's shared array (transfer_objects), the 13th waits
+    assert arrays["alien"][(0, 1)] == 1 and arrays["shared"][1] == 12
     with far.syscall():
         again = [far.kmalloc(4096) for _ in range(12)]
     assert {m.node_of(h) for h in again} == {1}
     assert m.metrics()["slab_pages_allocated"] == slabs   # the freed objects were reused
+
+
+def test_slab_shared_array_passes_objects_between_cpus_of_a_node():
+    """4.2 mm/slab.c: a full CPU array gives its oldest batchcount objects to the node's
+    shared array (cache_flusharray), which holds 8 batches of a cache of objects up to a
+    page on an SMP machine (enable_cpucache); cache_alloc_refill on another CPU of the node
+    takes a batch from there (transfer_objects) before it looks at the slab lists."""
+    m = core.Machine(nodes=1, mem_mib=64, cpus=2, allocator="slab")
+    a, b = m.spawn("/", cpu=0), m.spawn("/", cpu=1)
+    with a.syscall():
+        handles = [a.kmalloc(64) for _ in range(240)]
+    before = m._slab_arrays(64)
+    for h in handles:                          # kmalloc-64: limit 120, batchcount 60
+        a.kfree(h)
+    after = m._slab_arrays(64)
+    # every object is in CPU 0's array or, flushed a batch at a time, in the shared array
+    assert after["cpu"][0] + after["shared"][0] == before["cpu"][0] + 240
+    assert after["shared"][0] >= 60 and after["shared"][0] % 60 == 0
+    assert after["free_objects"] == before["free_objects"]      # nothing went to the lists
+    with b.syscall():
+        b.kmalloc(64)
+    taken = m._slab_arrays(64)
+    assert taken["shared"][0] == after["shared"][0] - 60           # one batch to CPU 1
+    assert taken["cpu"][1] == 59 and taken["free_objects"] == after["free_objects"]
