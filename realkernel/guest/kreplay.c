@@ -1,0 +1,252 @@
+/* kreplay: the guest side of `python -m realkernel replay` (docs/realkernel.md).
+ *
+ * kreplay STREAM DATAFILE CGROUP_OF_TASK0 [CGROUP_OF_TASK1 ...]
+ *
+ * STREAM is a sequence of kernel entries, each a header {u32 task, u32 nr} followed by nr
+ * struct kmemreq_req records (nr = KREPLAY_EXIT: the task exits, for the model's churn). Each workload task is a child process in its cgroup; the
+ * parent (in the root cgroup, so never the OOM victim) hands it one entry at a time. The
+ * child runs consecutive kernel requests as ONE write() to /proc/kmemreq (one kernel
+ * entry), and page-cache reads (pread of DATAFILE), anonymous faults (touching fresh
+ * mmap'ed pages) and dentries (stat() of names that do not exist) from user space.
+ * A child that dies (an OOM kill) is restarted at its task's next entry, as in the model.
+ * Output, on stdout: "@@RK r <hex>" lines with one struct kmemreq_res per request in stream
+ * order (status 0xff..: the task had been killed), and "@@RK entry_end_pages <n>" peaks.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "kmemreq.h"
+
+enum { OP_READ_FILE = 5, OP_FAULT_ANON, OP_DENTRIES };
+#define KILLED 0xffffffffu
+#define KREPLAY_EXIT 0xffffffffu	/* an entry header's nr: the task exits */
+
+struct task { pid_t pid; int cmd, res; const char *cgroup; };
+
+static const char *datafile;
+static long data_pages, data_off, dentry_seq;
+
+static void die(const char *what)
+{
+	printf("@@RK error kreplay: %s: %s\n", what, strerror(errno));
+	exit(1);
+}
+
+static int full_io(int fd, void *buf, size_t len, int rd)
+{
+	char *p = buf;
+	while (len) {
+		ssize_t n = rd ? read(fd, p, len) : write(fd, p, len);
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= n;
+	}
+	return 0;
+}
+
+static unsigned long memcg_current(const char *cgroup)
+{
+	char path[256], buf[64];
+	int fd;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s/memory.current", cgroup);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = 0;
+	return strtoul(buf, NULL, 10) / 4096;
+}
+
+/* A user-space request: its status (KMEMREQ_S_OK or 0). */
+static unsigned user_op(const struct kmemreq_req *r, int task)
+{
+	static char page[4096];
+	char name[64];
+	struct stat st;
+	unsigned long i;
+
+	if (r->op == OP_READ_FILE) {
+		int fd = open(datafile, O_RDONLY);
+		if (fd < 0)
+			return 0;
+		for (i = 0; i < r->arg; i++) {
+			if (pread(fd, page, sizeof(page), (data_off % data_pages) * 4096) != sizeof(page))
+				break;
+			data_off++;
+		}
+		close(fd);
+		return i == r->arg ? KMEMREQ_S_OK : 0;
+	}
+	if (r->op == OP_FAULT_ANON) {	/* kept until the task exits, as in the model */
+		char *p = mmap(NULL, r->arg * 4096UL, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (p == MAP_FAILED)
+			return 0;
+		for (i = 0; i < r->arg; i++)
+			p[i * 4096] = 1;
+		return KMEMREQ_S_OK;
+	}
+	for (i = 0; i < r->arg; i++) {	/* OP_DENTRIES: negative dentries */
+		snprintf(name, sizeof(name), "/neg/%d-%ld", task, dentry_seq++);
+		stat(name, &st);
+	}
+	return KMEMREQ_S_OK;
+}
+
+static void child(int cmd, int res, const char *cgroup, int task)
+{
+	int dev = open("/proc/kmemreq", O_RDWR);
+	uint32_t nr;
+	struct kmemreq_req *reqs = malloc(KMEMREQ_MAX_BATCH * sizeof(*reqs));
+	struct kmemreq_res *out = malloc(KMEMREQ_MAX_BATCH * sizeof(*out));
+
+	if (dev < 0)
+		die("/proc/kmemreq");
+	while (full_io(cmd, &nr, 4, 1) == 0) {
+		uint32_t i = 0, j;
+		if (full_io(cmd, reqs, nr * sizeof(*reqs), 1))
+			break;
+		while (i < nr) {
+			if (reqs[i].op >= OP_READ_FILE) {
+				out[i].status = user_op(&reqs[i], task);
+				out[i].usage_pages = memcg_current(cgroup);
+				i++;
+				continue;
+			}
+			for (j = i; j < nr && reqs[j].op < OP_READ_FILE; j++)
+				;
+			if (write(dev, &reqs[i], (j - i) * sizeof(*reqs)) < 0 ||
+			    read(dev, &out[i], (j - i) * sizeof(*out)) < 0)
+				die("kmemreq write/read");
+			i = j;
+		}
+		if (full_io(res, out, nr * sizeof(*out), 0))
+			break;
+	}
+	exit(0);
+}
+
+static void spawn(struct task *t, int task)
+{
+	int cmd[2], res[2];
+	char path[256], pid[32];
+	int fd;
+
+	if (pipe(cmd) || pipe(res))
+		die("pipe");
+	t->pid = fork();
+	if (t->pid < 0)
+		die("fork");
+	if (t->pid == 0) {
+		close(cmd[1]);
+		close(res[0]);
+		/* join the cgroup before doing anything that is charged */
+		snprintf(path, sizeof(path), "%s/cgroup.procs", t->cgroup);
+		fd = open(path, O_WRONLY);
+		snprintf(pid, sizeof(pid), "%d", getpid());
+		if (fd < 0 || write(fd, pid, strlen(pid)) < 0)
+			die(path);
+		close(fd);
+		child(cmd[0], res[1], t->cgroup, task);
+	}
+	close(cmd[0]);
+	close(res[1]);
+	t->cmd = cmd[1];
+	t->res = res[0];
+}
+
+static void reap(struct task *t)
+{
+	close(t->cmd);
+	close(t->res);
+	waitpid(t->pid, NULL, 0);
+	t->pid = 0;
+}
+
+static void print_hex(const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+	size_t i;
+
+	for (i = 0; i < len; i++) {
+		if (i % 48 == 0)
+			printf("%s@@RK r ", i ? "\n" : "");
+		printf("%02x", p[i]);
+	}
+	if (len)
+		printf("\n");
+}
+
+int main(int argc, char **argv)
+{
+	struct kmemreq_req *reqs = malloc(KMEMREQ_MAX_BATCH * sizeof(*reqs));
+	struct kmemreq_res *out = malloc(KMEMREQ_MAX_BATCH * sizeof(*out));
+	struct task *tasks;
+	uint32_t hdr[2];
+	long entries = 0, kills = 0;
+	struct stat st;
+	int ntasks, i;
+	FILE *stream;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGPIPE, SIG_IGN);
+	if (argc < 4) {
+		printf("@@RK error usage: kreplay STREAM DATAFILE CGROUP...\n");
+		return 2;
+	}
+	stream = fopen(argv[1], "r");
+	if (!stream)
+		die(argv[1]);
+	datafile = argv[2];
+	if (stat(datafile, &st))
+		die(datafile);
+	data_pages = st.st_size / 4096 ? st.st_size / 4096 : 1;
+	mkdir("/neg", 0755);
+	ntasks = argc - 3;
+	tasks = calloc(ntasks, sizeof(*tasks));
+	for (i = 0; i < ntasks; i++)
+		tasks[i].cgroup = argv[3 + i];
+	while (fread(hdr, 4, 2, stream) == 2) {
+		struct task *t;
+		if (hdr[0] >= (uint32_t)ntasks || (hdr[1] > KMEMREQ_MAX_BATCH && hdr[1] != KREPLAY_EXIT) ||
+		    (hdr[1] != KREPLAY_EXIT && fread(reqs, sizeof(*reqs), hdr[1], stream) != hdr[1])) {
+			printf("@@RK error kreplay: malformed stream at entry %ld\n", entries);
+			return 1;
+		}
+		t = &tasks[hdr[0]];
+		if (hdr[1] == KREPLAY_EXIT) {	/* churn: the task exits, a new one follows */
+			if (t->pid)
+				reap(t);
+			continue;
+		}
+		if (!t->pid)
+			spawn(t, hdr[0]);
+		if (full_io(t->cmd, &hdr[1], 4, 0) || full_io(t->cmd, reqs, hdr[1] * sizeof(*reqs), 0) ||
+		    full_io(t->res, out, hdr[1] * sizeof(*out), 1)) {
+			/* killed inside this entry (an OOM kill): its requests count as failed */
+			for (i = 0; i < (int)hdr[1]; i++)
+				out[i].status = KILLED, out[i].usage_pages = 0;
+			reap(t);
+			kills++;
+		}
+		print_hex(out, hdr[1] * sizeof(*out));
+		entries++;
+	}
+	for (i = 0; i < ntasks; i++)
+		if (tasks[i].pid)
+			reap(&tasks[i]);
+	printf("@@RK replay_entries %ld\n@@RK replay_task_kills %ld\n", entries, kills);
+	return 0;
+}
