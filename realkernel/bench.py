@@ -66,16 +66,20 @@ echo "@@RK stream_end {i}"
 TAP_RE = re.compile(r"^(not ok|ok) \d+ (\S+)(?:\s*#\s*(\w+))?")
 
 
+def _cg_value(value):
+    return "max" if value in (None, "max") else str(value)
+
+
 def _controls(i, stream):
     """The cgroup files of a workload, as the model's build_workload_machine writes them."""
     cg = stream.spec["cgroup"]
     lines = []
     for key in ("low", "high", "max"):
         value = cg[key]
-        lines.append(f"echo {'max' if value is None else value} > /sys/fs/cgroup/w{i}/memory.{key}")
+        lines.append(f"echo {_cg_value(value)} > /sys/fs/cgroup/w{i}/memory.{key}")
     sib = stream.spec["sibling"]
     if sib["tasks"]:
-        lines.append(f"echo {'max' if sib['max'] is None else sib['max']} > "
+        lines.append(f"echo {_cg_value(sib['max'])} > "
                      f"/sys/fs/cgroup/s{i}/memory.max")
     return "\n".join(lines)
 

@@ -136,7 +136,7 @@ class Cpio:
     """A newc cpio archive, the format the kernel unpacks into its initramfs."""
 
     def __init__(self):
-        self.parts, self.ino = [], 1
+        self.parts, self.ino, self.dirs = [], 1, set()
 
     def _entry(self, name, mode, data=b""):
         self.ino += 1
@@ -147,9 +147,18 @@ class Cpio:
         self.parts.append(blob + b"\0" * (-len(blob) % 4))
 
     def dir(self, name):
-        self._entry(name, stat.S_IFDIR | 0o755)
+        """The folder and its parents (the kernel does not create missing parents)."""
+        parent = name.rpartition("/")[0]
+        if parent and parent not in self.dirs:
+            self.dir(parent)
+        if name not in self.dirs:
+            self.dirs.add(name)
+            self._entry(name, stat.S_IFDIR | 0o755)
 
     def file(self, name, data, mode=0o755):
+        parent = name.rpartition("/")[0]
+        if parent:
+            self.dir(parent)
         self._entry(name, stat.S_IFREG | mode, data)
 
     def bytes(self):
