@@ -19,6 +19,7 @@ RES = struct.Struct("<II")              # struct kmemreq_res
 HDR = struct.Struct("<II")              # an entry: task, number of requests
 EXIT = 0xffffffff                       # an entry header's count: the task exits (churn)
 NO_SLOT = 0xffffffff
+LONG_LIVED = 1 << 30                    # slots of objects the stream never frees (above core's)
 # kmemreq op codes: the module's kernel requests, then kreplay's user-space ones
 OPS = {"kmalloc": 1, "kmalloc_node": 2, "alloc_pages": 3, "free": 4,
        "read_file": 5, "fault_anon": 6, "dentries": 7}
@@ -106,12 +107,14 @@ def build_stream(spec, seed):
             name = REQUEST_KINDS[req_kind]
             code, flags = linux_gfp(gfp)
             cls = "kernel" if name in USER_KINDS else gfp_class(gfp)
+            if slot < 0 and name in ("kmalloc", "kmalloc_node", "alloc_pages"):
+                slot = LONG_LIVED + len(out.requests)     # no free: kept until its task exits
             entry.append(REQ.pack(OPS[name], code, flags, node, NO_SLOT if slot < 0 else slot,
                                   arg))
             out.requests.append((seq, name, cls))
             if name == "read_file":
                 out.read_pages += arg
-            if slot >= 0:
+            if 0 <= slot < LONG_LIVED:
                 events.set_result(slot, slot)
     flush()
     out.data = b"".join(parts)

@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -29,10 +31,16 @@ enum { OP_READ_FILE = 5, OP_FAULT_ANON, OP_DENTRIES };
 #define KILLED 0xffffffffu
 #define KREPLAY_EXIT 0xffffffffu	/* an entry header's nr: the task exits */
 
-struct task { pid_t pid; int cmd, res; const char *cgroup; };
+struct task {
+	pid_t pid;
+	int cmd, res;
+	const char *cgroup;
+	struct kmemreq_res *out;	/* shared with the parent, charged to the root cgroup */
+};
 
 static const char *datafile;
 static long data_pages, data_off, dentry_seq;
+static char page[4096];			/* pread's buffer */
 
 static void die(const char *what)
 {
@@ -72,7 +80,6 @@ static unsigned long memcg_current(const char *cgroup)
 /* A user-space request: its status (KMEMREQ_S_OK or 0). */
 static unsigned user_op(const struct kmemreq_req *r, int task)
 {
-	static char page[4096];
 	char name[64];
 	struct stat st;
 	unsigned long i;
@@ -105,34 +112,51 @@ static unsigned user_op(const struct kmemreq_req *r, int task)
 	return KMEMREQ_S_OK;
 }
 
-static void child(int cmd, int res, const char *cgroup, int task)
+/* The child: everything it needs before joining the cgroup (its buffers, touched, and the
+ * open /proc/kmemreq) is charged to the root cgroup, so that past memory.max nothing but the
+ * stream's own requests asks the workload memcg for memory. */
+static void child(int cmd, int res, struct task *t, int task)
 {
-	int dev = open("/proc/kmemreq", O_RDWR);
-	uint32_t nr;
 	struct kmemreq_req *reqs = malloc(KMEMREQ_MAX_BATCH * sizeof(*reqs));
-	struct kmemreq_res *out = malloc(KMEMREQ_MAX_BATCH * sizeof(*out));
+	int dev = open("/proc/kmemreq", O_RDWR);
+	char path[256], pid[32];
+	uint64_t one = 1;
+	uint32_t nr;
+	int fd;
 
-	if (dev < 0)
+	if (dev < 0 || !reqs)
 		die("/proc/kmemreq");
+	memset(reqs, 0, KMEMREQ_MAX_BATCH * sizeof(*reqs));
+	memset(page, 0, sizeof(page));
+	/* map the shared results here too: the page tables are charged, and now to the root */
+	memset(t->out, 0, KMEMREQ_MAX_BATCH * sizeof(*t->out));
+	snprintf(path, sizeof(path), "%s/cgroup.procs", t->cgroup);
+	fd = open(path, O_WRONLY);
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	if (fd < 0 || write(fd, pid, strlen(pid)) < 0)
+		die(path);
+	close(fd);
 	while (full_io(cmd, &nr, 4, 1) == 0) {
 		uint32_t i = 0, j;
 		if (full_io(cmd, reqs, nr * sizeof(*reqs), 1))
 			break;
 		while (i < nr) {
 			if (reqs[i].op >= OP_READ_FILE) {
-				out[i].status = user_op(&reqs[i], task);
-				out[i].usage_pages = memcg_current(cgroup);
+				t->out[i].status = user_op(&reqs[i], task);
+				t->out[i].usage_pages = memcg_current(t->cgroup);
 				i++;
 				continue;
 			}
 			for (j = i; j < nr && reqs[j].op < OP_READ_FILE; j++)
 				;
 			if (write(dev, &reqs[i], (j - i) * sizeof(*reqs)) < 0 ||
-			    read(dev, &out[i], (j - i) * sizeof(*out)) < 0)
+			    read(dev, &t->out[i], (j - i) * sizeof(*t->out)) < 0)
 				die("kmemreq write/read");
 			i = j;
 		}
-		if (full_io(res, out, nr * sizeof(*out), 0))
+		/* an eventfd, not a pipe: a pipe write allocates a charged page, and past
+		 * memory.max that page alone would OOM-kill this task */
+		if (write(res, &one, 8) != 8)
 			break;
 	}
 	exit(0);
@@ -141,28 +165,20 @@ static void child(int cmd, int res, const char *cgroup, int task)
 static void spawn(struct task *t, int task)
 {
 	int cmd[2], res[2];
-	char path[256], pid[32];
-	int fd;
 
-	if (pipe(cmd) || pipe(res))
+	if (pipe(cmd))
 		die("pipe");
+	res[0] = res[1] = eventfd(0, 0);
+	if (res[0] < 0)
+		die("eventfd");
 	t->pid = fork();
 	if (t->pid < 0)
 		die("fork");
 	if (t->pid == 0) {
 		close(cmd[1]);
-		close(res[0]);
-		/* join the cgroup before doing anything that is charged */
-		snprintf(path, sizeof(path), "%s/cgroup.procs", t->cgroup);
-		fd = open(path, O_WRONLY);
-		snprintf(pid, sizeof(pid), "%d", getpid());
-		if (fd < 0 || write(fd, pid, strlen(pid)) < 0)
-			die(path);
-		close(fd);
-		child(cmd[0], res[1], t->cgroup, task);
+		child(cmd[0], res[1], t, task);
 	}
 	close(cmd[0]);
-	close(res[1]);
 	t->cmd = cmd[1];
 	t->res = res[0];
 }
@@ -171,8 +187,25 @@ static void reap(struct task *t)
 {
 	close(t->cmd);
 	close(t->res);
-	waitpid(t->pid, NULL, 0);
+	if (t->pid > 0)
+		waitpid(t->pid, NULL, 0);
 	t->pid = 0;
+}
+
+/* Wait for the child's eventfd; -1 if the child died first (an OOM kill). */
+static int wait_done(struct task *t)
+{
+	struct pollfd p = { .fd = t->res, .events = POLLIN };
+	uint64_t v;
+
+	for (;;) {
+		if (poll(&p, 1, 50) == 1 && read(t->res, &v, 8) == 8)
+			return 0;
+		if (waitpid(t->pid, NULL, WNOHANG) == t->pid) {
+			t->pid = -1;	/* reaped already */
+			return -1;
+		}
+	}
 }
 
 static void print_hex(const void *buf, size_t len)
@@ -192,7 +225,6 @@ static void print_hex(const void *buf, size_t len)
 int main(int argc, char **argv)
 {
 	struct kmemreq_req *reqs = malloc(KMEMREQ_MAX_BATCH * sizeof(*reqs));
-	struct kmemreq_res *out = malloc(KMEMREQ_MAX_BATCH * sizeof(*out));
 	struct task *tasks;
 	uint32_t hdr[2];
 	long entries = 0, kills = 0;
@@ -216,8 +248,14 @@ int main(int argc, char **argv)
 	mkdir("/neg", 0755);
 	ntasks = argc - 3;
 	tasks = calloc(ntasks, sizeof(*tasks));
-	for (i = 0; i < ntasks; i++)
+	for (i = 0; i < ntasks; i++) {
 		tasks[i].cgroup = argv[3 + i];
+		tasks[i].out = mmap(NULL, KMEMREQ_MAX_BATCH * sizeof(struct kmemreq_res),
+				    PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+		if (tasks[i].out == MAP_FAILED)
+			die("mmap");
+		memset(tasks[i].out, 0, KMEMREQ_MAX_BATCH * sizeof(struct kmemreq_res));
+	}
 	while (fread(hdr, 4, 2, stream) == 2) {
 		struct task *t;
 		if (hdr[0] >= (uint32_t)ntasks || (hdr[1] > KMEMREQ_MAX_BATCH && hdr[1] != KREPLAY_EXIT) ||
@@ -234,14 +272,14 @@ int main(int argc, char **argv)
 		if (!t->pid)
 			spawn(t, hdr[0]);
 		if (full_io(t->cmd, &hdr[1], 4, 0) || full_io(t->cmd, reqs, hdr[1] * sizeof(*reqs), 0) ||
-		    full_io(t->res, out, hdr[1] * sizeof(*out), 1)) {
+		    wait_done(t)) {
 			/* killed inside this entry (an OOM kill): its requests count as failed */
 			for (i = 0; i < (int)hdr[1]; i++)
-				out[i].status = KILLED, out[i].usage_pages = 0;
+				t->out[i].status = KILLED, t->out[i].usage_pages = 0;
 			reap(t);
 			kills++;
 		}
-		print_hex(out, hdr[1] * sizeof(*out));
+		print_hex(t->out, hdr[1] * sizeof(*t->out));
 		entries++;
 	}
 	for (i = 0; i < ntasks; i++)
