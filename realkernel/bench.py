@@ -89,6 +89,7 @@ def run_boot(setup, selftests=(), streams=(), log=print, append="", echo=False, 
     Returns {"boot": ..., "seconds": ..., "accel": ..., "selftests": {name: [(subtest,
     outcome)]}, "streams": [{"results": [(status, usage)], "cgroups": {...}}]}.
     `init` replaces the whole init script (the error-path tests use it)."""
+    qemu.find_qemu()                    # before any download: no qemu, no point
     kernel = fetch()
     accel = qemu.choose_accel(log)
     out_dir = build.build_dir(kernel)

@@ -75,11 +75,16 @@ def _node_cpus(setup):
     return per
 
 
-def qemu_command(setup, kernel, initrd, accel, append=""):
+def find_qemu():
     qemu = shutil.which(QEMU)
     if qemu is None:
         raise RealKernelError(f"{QEMU} not found on PATH: apt-get install qemu-system-x86 "
                               "(make system-deps)")
+    return qemu
+
+
+def qemu_command(setup, kernel, initrd, accel, append=""):
+    qemu = find_qemu()
     if accel == "kvm":
         cmd = [qemu, "-accel", "kvm", "-cpu", "host"]
     else:
