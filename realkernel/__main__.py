@@ -1,6 +1,7 @@
 """python -m realkernel selftests | replay SPEC.yaml... (docs/realkernel.md)."""
 import argparse
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -9,6 +10,8 @@ import realkernel
 from realkernel import compare
 from realkernel.build import SELFTESTS
 from realkernel.errors import RealKernelError
+
+MIXES = Path(__file__).resolve().parent.parent / "configs" / "mixes"
 
 
 def _table(header, rows):
@@ -52,6 +55,8 @@ def cmd_replay(args):
     for path in args.spec:
         try:
             spec = yaml.safe_load(open(path))
+            if isinstance(spec.get("mix"), str):          # a shipped mix by name
+                spec["mix"] = yaml.safe_load(open(MIXES / f"{spec['mix']}.yaml"))
             if args.entries:
                 spec.setdefault("length", {})["kernel_entries"] = args.entries
             core.validate_spec(spec)
@@ -90,7 +95,8 @@ def main(argv=None):
             s.add_argument("--tests", default=",".join(SELFTESTS))
             s.add_argument("--no-model", action="store_true", help="skip the model's mirrors")
         else:
-            s.add_argument("spec", nargs="+", help="workload spec YAML (docs/workload-spec.md)")
+            s.add_argument("spec", nargs="+", help="workload spec YAML (docs/workload-spec.md); "
+                           "`mix: NAME` takes configs/mixes/NAME.yaml")
             s.add_argument("--seed", type=int, default=1)
             s.add_argument("--entries", type=int, help="override length.kernel_entries")
             s.add_argument("--design", default=compare.MODERN, choices=core.DESIGNS)

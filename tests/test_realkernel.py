@@ -23,7 +23,7 @@ from realkernel.errors import RealKernelError
 
 HERE = Path(__file__).parent
 REPO = HERE.parent
-ATOMIC_FILL = yaml.safe_load((HERE / "fixtures" / "realkernel" / "atomic-fill.yaml").read_text())
+ATOMIC_FILL = yaml.safe_load((REPO / "realkernel" / "streams" / "atomic-fill.yaml").read_text())
 
 pytestmark = pytest.mark.realkernel
 
