@@ -29,9 +29,10 @@ def _setup(args, spec=None):
 
 
 def _header(out, setup):
-    print(f"Linux {out['kernel']} (Debian 12) under qemu/{out['accel']}: {setup.cpus} vCPUs, "
-          f"{setup.nodes} NUMA nodes, {setup.mem_mib} MiB; guest up at {out['boot']}; "
-          f"{out['seconds']:.0f} s in all")
+    uptime, release = (out["boot"] or "? ?").split()[:2]
+    print(f"Linux {release} ({out['kernel']}, Debian 12) under qemu/{out['accel']}: {setup.cpus} "
+          f"vCPUs, {setup.nodes} NUMA nodes, {setup.mem_mib} MiB; jobs started {uptime} s after "
+          f"power-on (guest clock); {out['seconds']:.0f} s wall in all")
 
 
 def cmd_selftests(args):

@@ -7,6 +7,7 @@ from pathlib import Path
 from realkernel import build, qemu
 from realkernel.errors import RealKernelError
 from realkernel.fetch import fetch
+from realkernel.stream import parse_results
 
 # Stage 1 (the initramfs) loads the modules, makes an ext2 filesystem on a brd RAM disk and
 # switches root to it; stage 2 runs the jobs there. The root must be a real filesystem:
@@ -33,6 +34,7 @@ if [ "$1" != stage2 ]; then
   exec switch_root /mnt /init stage2
 fi
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+ip link set lo up                       # test_memcg_sock talks to itself over TCP
 echo +memory > /sys/fs/cgroup/cgroup.subtree_control
 echo "@@RK boot $(cut -d' ' -f1 /proc/uptime) $(uname -r) cpus=$(nproc) nodes=$(ls -d /sys/devices/system/node/node* | wc -l)"
 cd /
@@ -63,7 +65,8 @@ rm -f /data{i}
 echo "@@RK stream_end {i}"
 """
 
-TAP_RE = re.compile(r"^(not ok|ok) \d+ (\S+)(?:\s*#\s*(\w+))?")
+# kselftest TAP: "ok 3 test_x", "not ok 4 test_y", "ok 5 # SKIP test_z" (ksft_test_result_skip)
+TAP_RE = re.compile(r"^(not ok|ok) \d+ (?:# (SKIP|XFAIL) )?(\S+)")
 
 
 def _cg_value(value):
@@ -137,9 +140,7 @@ def _selftest_results(console):
         m = TAP_RE.match(line)
         if m and name in out:
             outcome = "pass" if m.group(1) == "ok" else "fail"
-            if m.group(3):
-                outcome = m.group(3).lower()
-            out[name].append((m.group(2), outcome))
+            out[name].append((m.group(3), m.group(2).lower() if m.group(2) else outcome))
     return out
 
 
@@ -166,7 +167,6 @@ def _stream_results(console):
                 files[what][k] = int(v)
             else:
                 files[what] = int(rest)
-    from realkernel.stream import parse_results
     for s in streams:
         s["results"] = parse_results(s.pop("hex"))
     return streams

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import core
+from realkernel.stream import S_KILLED, S_OK, request_results
 
 REPO = Path(__file__).resolve().parent.parent
 MODERN = "v6.18"                        # the model's row of the kernel this bench boots
@@ -98,9 +99,8 @@ def model_run(spec, seed, design=MODERN):
 def request_agreement(stream, results, model_outcomes):
     """(requests where Linux and the model agree on ok/failed, requests compared, Linux
     failures, model failures), matching requests by their seq."""
-    from realkernel.stream import _without_frees, S_KILLED, S_OK
     agree = total = lf = mf = 0
-    for (seq, _, _), (status, _) in zip(stream.requests, _without_frees(stream, results)):
+    for (seq, _, _), (status, _) in zip(stream.requests, request_results(stream, results)):
         if seq not in model_outcomes:
             continue
         linux_ok = status != S_KILLED and bool(status & S_OK)

@@ -145,9 +145,8 @@ def linux_metrics(stream, results, cg):
         m[f"alloc_{cls}_attempts"] = m[f"alloc_{cls}_failures"] = 0
     m.update(requests=len(kinds), kernel_entries=stream.entries, enomem_user_visible=0,
              nowait_failures=0, nowait_fallbacks=0)
-    request_results = iter(_without_frees(stream, results))
     peak_usage = 0
-    for (_, kind, cls), (status, usage) in zip(stream.requests, request_results):
+    for (_, kind, cls), (status, usage) in zip(stream.requests, request_results(stream, results)):
         killed = status == S_KILLED
         ok = not killed and status & S_OK
         m[f"alloc_{cls}_attempts"] += 1
@@ -178,9 +177,9 @@ def linux_metrics(stream, results, cg):
     return m
 
 
-def _without_frees(stream, results):
-    """The results of the requests alone: the stream interleaves frees, which kreplay
-    answers too; their positions are recomputed from the stream bytes."""
+def request_results(stream, results):
+    """The results of the requests alone, in stream order: kreplay answers the frees the
+    stream interleaves too; their positions are read back from the stream bytes."""
     ops = []
     pos = 0
     data = stream.data

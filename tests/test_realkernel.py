@@ -245,3 +245,16 @@ def test_linux_metrics_count_a_failed_nowait_and_its_fallback():
     assert m["enomem_user_visible"] == (1 if n > 1 else 0)
     assert m["events_max"] == 2 and m["reclaim_scanned_pages"] == 5
     assert m["overshoot_max_peak_pages"] == 0
+
+
+def test_selftest_tap_lines_give_each_subtests_outcome():
+    tagged = [("selftest_begin", "test_memcontrol"),
+              ("st", "test_memcontrol ok 1 test_memcg_subtree_control"),
+              ("st", "test_memcontrol memory.current = 123"),         # a printed quantity
+              ("st", "test_memcontrol not ok 2 test_memcg_sock"),
+              ("st", "test_memcontrol ok 3 # SKIP test_memcg_swap_max"),
+              ("selftest_end", "test_memcontrol")]
+    console = qemu.Console(tagged, [], 0.0)
+    assert bench._selftest_results(console) == {"test_memcontrol": [
+        ("test_memcg_subtree_control", "pass"), ("test_memcg_sock", "fail"),
+        ("test_memcg_swap_max", "skip")]}
