@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import core
-from realkernel.stream import S_KILLED, S_OK, request_results
+from realkernel.stream import S_KILLED, S_NOT_RUN, S_OK, request_results
 
 REPO = Path(__file__).resolve().parent.parent
 MODERN = "v6.18"                        # the model's row of the kernel this bench boots
@@ -98,10 +98,11 @@ def model_run(spec, seed, design=MODERN):
 
 def request_agreement(stream, results, model_outcomes):
     """(requests where Linux and the model agree on ok/failed, requests compared, Linux
-    failures, model failures), matching requests by their seq."""
+    failures, model failures), matching requests by their seq; requests the model issued
+    but Linux did not (its task had died in the entry) are left out."""
     agree = total = lf = mf = 0
     for (seq, _, _), (status, _) in zip(stream.requests, request_results(stream, results)):
-        if seq not in model_outcomes:
+        if seq not in model_outcomes or status == S_NOT_RUN:
             continue
         linux_ok = status != S_KILLED and bool(status & S_OK)
         total += 1

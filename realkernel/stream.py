@@ -25,7 +25,8 @@ OPS = {"kmalloc": 1, "kmalloc_node": 2, "alloc_pages": 3, "free": 4,
        "read_file": 5, "fault_anon": 6, "dentries": 7}
 GFP_CODES = {"kernel": 0, "nofs": 1, "nowait": 2, "atomic": 3}
 F_NOFAIL, F_THISNODE, F_ACCOUNT, F_FALLBACK = 0x1, 0x2, 0x4, 0x8
-S_OK, S_FALLBACK, S_KILLED = 0x1, 0x2, 0xffffffff
+S_OK, S_FALLBACK = 0x1, 0x2
+S_KILLED, S_NOT_RUN = 0xffffffff, 0xfffffffe     # the task died in / before the request
 USER_KINDS = ("read_file", "fault_anon", "dentries")     # run from user space; class kernel
 
 G = core.GFP_FLAGS
@@ -136,17 +137,19 @@ def linux_metrics(stream, results, cg):
     per-request results and the workload cgroup's files (`cg`: {"events": {...}, "stat":
     {...}, "peak": bytes, "max": bytes or None, "high": bytes or None}); the rest are None
     (not observable). Free records carry a result too but are not requests."""
-    kinds = [k for _, k, _ in stream.requests]
-    if len(results) != len(kinds) + stream.frees:
+    if len(results) != len(stream.requests) + stream.frees:
         raise ValueError(f"the guest returned {len(results)} results for "
-                         f"{len(kinds) + stream.frees} records")
+                         f"{len(stream.requests) + stream.frees} records")
     m = {name: None for name in core.METRICS}
     for cls in core.GFP_CLASSES:
         m[f"alloc_{cls}_attempts"] = m[f"alloc_{cls}_failures"] = 0
-    m.update(requests=len(kinds), kernel_entries=stream.entries, enomem_user_visible=0,
+    m.update(requests=0, kernel_entries=stream.entries, enomem_user_visible=0,
              nowait_failures=0, nowait_fallbacks=0)
     peak_usage = 0
     for (_, kind, cls), (status, usage) in zip(stream.requests, request_results(stream, results)):
+        if status == S_NOT_RUN:         # its task had died in this entry: never issued, as
+            continue                    # the model issues nothing for a dead task
+        m["requests"] += 1
         killed = status == S_KILLED
         ok = not killed and status & S_OK
         m[f"alloc_{cls}_attempts"] += 1

@@ -4,11 +4,13 @@
  * writing task's memory cgroup, one write() per kernel entry, so that kmemcg-sweep can run
  * the same stream through its model and through Linux (docs/realkernel.md).
  *
- * write(fd, struct kmemreq_req[n]): runs the n requests in order, in this one kernel entry;
- *     returns n*sizeof(req), or -errno for a malformed buffer.
- * read(fd, struct kmemreq_res[n]): the outcomes of the last write, one per request, each
- *     with the memcg's memory.current (in pages) right after the request, so the peak over
- *     memory.high/max inside an entry is exact.
+ * write(fd, struct kmemreq_req[1 + n]): the first record (op KMEMREQ_RESULTS_AT) holds a
+ *     user address (slot: high 32 bits, arg: low 32 bits) of struct kmemreq_res[n]; the n
+ *     requests then run in order, in this one kernel entry, and after each its outcome and
+ *     the memcg's memory.current (in pages) are copied there at once - so the peak over
+ *     memory.high/max inside an entry is exact, and the outcomes of an entry in which the
+ *     task is OOM-killed (it dies only on its return to user) are known.
+ *     Returns the length written, or -errno (-EINVAL for a malformed buffer).
  * Objects live in one table under the stream's slot numbers (any task may free any object,
  * as the model's frees do); close() - also when the task is OOM-killed - frees the objects
  * its file allocated, as the exit of a task frees its objects.
@@ -34,11 +36,6 @@ struct kmemreq_obj {
 };
 
 static DEFINE_XARRAY(kmemreq_objs);	/* slot -> struct kmemreq_obj */
-
-struct kmemreq_file {
-	struct kmemreq_res *res;
-	u32 nr_res;
-};
 
 static gfp_t kmemreq_gfp(const struct kmemreq_req *r, bool fallback)
 {
@@ -127,79 +124,60 @@ static u32 kmemreq_one(struct file *file, const struct kmemreq_req *r)
 static ssize_t kmemreq_write(struct file *file, const char __user *buf, size_t len,
 			     loff_t *ppos)
 {
-	struct kmemreq_file *f = file->private_data;
 	struct kmemreq_req *reqs;
+	struct kmemreq_res __user *out;
+	struct kmemreq_res res;
 	struct mem_cgroup *memcg;
 	u32 i, n = len / sizeof(*reqs);
+	ssize_t ret = len;
 
-	if (len % sizeof(*reqs) || n == 0 || n > KMEMREQ_MAX_BATCH)
+	if (len % sizeof(*reqs) || n < 2 || n > KMEMREQ_MAX_BATCH + 1)
 		return -EINVAL;
 	reqs = memdup_user(buf, len);
 	if (IS_ERR(reqs))
 		return PTR_ERR(reqs);
-	kvfree(f->res);
-	f->res = kvcalloc(n, sizeof(*f->res), GFP_KERNEL);
-	if (!f->res) {
-		kfree(reqs);
-		return -ENOMEM;
-	}
 	for (i = 0; i < n; i++)
-		if (reqs[i].op > KMEMREQ_FREE || reqs[i].gfp > KMEMREQ_ATOMIC ||
+		if ((i == 0) != (reqs[i].op == KMEMREQ_RESULTS_AT) || reqs[i].op > KMEMREQ_FREE ||
+		    reqs[i].gfp > KMEMREQ_ATOMIC ||
 		    (reqs[i].op == KMEMREQ_ALLOC_PAGES && reqs[i].arg >= MAX_ORDER)) {
 			kfree(reqs);
 			return -EINVAL;
 		}
+	out = u64_to_user_ptr((u64)reqs[0].slot << 32 | reqs[0].arg);
 	memcg = get_mem_cgroup_from_mm(current->mm);
-	for (i = 0; i < n; i++) {
-		f->res[i].status = kmemreq_one(file, &reqs[i]);
-		f->res[i].usage_pages = memcg ? page_counter_read(&memcg->memory) : 0;
+	for (i = 1; i < n; i++) {
+		res.status = kmemreq_one(file, &reqs[i]);
+		res.usage_pages = memcg ? page_counter_read(&memcg->memory) : 0;
+		/* at once: if the task is OOM-killed in this entry, what ran is still known */
+		if (copy_to_user(&out[i - 1], &res, sizeof(res))) {
+			ret = -EFAULT;
+			break;
+		}
 	}
 	mem_cgroup_put(memcg);
-	f->nr_res = n;
 	kfree(reqs);
-	return len;
-}
-
-static ssize_t kmemreq_read(struct file *file, char __user *buf, size_t len, loff_t *ppos)
-{
-	struct kmemreq_file *f = file->private_data;
-	size_t size = (size_t)f->nr_res * sizeof(*f->res);
-
-	if (len < size)
-		return -EINVAL;
-	if (copy_to_user(buf, f->res, size))
-		return -EFAULT;
-	return size;
+	return ret;
 }
 
 static int kmemreq_open(struct inode *inode, struct file *file)
 {
-	struct kmemreq_file *f = kzalloc(sizeof(*f), GFP_KERNEL);
-
-	if (!f)
-		return -ENOMEM;
-	file->private_data = f;
 	return 0;
 }
 
 static int kmemreq_release(struct inode *inode, struct file *file)
 {
-	struct kmemreq_file *f = file->private_data;
 	struct kmemreq_obj *obj;
 	unsigned long slot;
 
 	xa_for_each(&kmemreq_objs, slot, obj)
 		if (obj->owner == file && xa_erase(&kmemreq_objs, slot) == obj)
 			kmemreq_free(obj);
-	kvfree(f->res);
-	kfree(f);
 	return 0;
 }
 
 static const struct proc_ops kmemreq_ops = {
 	.proc_open = kmemreq_open,
 	.proc_release = kmemreq_release,
-	.proc_read = kmemreq_read,
 	.proc_write = kmemreq_write,
 	.proc_lseek = noop_llseek,
 };

@@ -13,7 +13,8 @@ typedef int8_t __s8;
 typedef uint32_t __u32;
 #endif
 
-enum { KMEMREQ_KMALLOC = 1, KMEMREQ_KMALLOC_NODE, KMEMREQ_ALLOC_PAGES, KMEMREQ_FREE };
+enum { KMEMREQ_RESULTS_AT, KMEMREQ_KMALLOC, KMEMREQ_KMALLOC_NODE, KMEMREQ_ALLOC_PAGES,
+       KMEMREQ_FREE };
 enum { KMEMREQ_KERNEL, KMEMREQ_NOFS, KMEMREQ_NOWAIT, KMEMREQ_ATOMIC };
 #define KMEMREQ_F_NOFAIL	0x1
 #define KMEMREQ_F_THISNODE	0x2
@@ -21,6 +22,8 @@ enum { KMEMREQ_KERNEL, KMEMREQ_NOFS, KMEMREQ_NOWAIT, KMEMREQ_ATOMIC };
 #define KMEMREQ_F_FALLBACK	0x8
 #define KMEMREQ_S_OK		0x1	/* the object was allocated (or freed) */
 #define KMEMREQ_S_FALLBACK	0x2	/* the first try failed and was retried with GFP_KERNEL */
+#define KMEMREQ_S_KILLED	0xffffffffu	/* kreplay: the task died in this request */
+#define KMEMREQ_S_NOT_RUN	0xfffffffeu	/* kreplay: the task died before it */
 #define KMEMREQ_NO_SLOT		0xffffffffu
 #define KMEMREQ_MAX_BATCH	65536
 

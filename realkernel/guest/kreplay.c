@@ -10,7 +10,8 @@
  * mmap'ed pages) and dentries (stat() of names that do not exist) from user space.
  * A child that dies (an OOM kill) is restarted at its task's next entry, as in the model.
  * Output, on stdout: "@@RK r <hex>" lines with one struct kmemreq_res per request in stream
- * order (status 0xff..: the task had been killed), and "@@RK entry_end_pages <n>" peaks.
+ * order (KMEMREQ_S_KILLED: the task died in it, KMEMREQ_S_NOT_RUN: before it), then the
+ * numbers of entries and task kills.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,7 +29,6 @@
 #include "kmemreq.h"
 
 enum { OP_READ_FILE = 5, OP_FAULT_ANON, OP_DENTRIES };
-#define KILLED 0xffffffffu
 #define KREPLAY_EXIT 0xffffffffu	/* an entry header's nr: the task exits */
 
 struct task {
@@ -118,15 +118,17 @@ static unsigned user_op(const struct kmemreq_req *r, int task)
 static void child(int cmd, int res, struct task *t, int task)
 {
 	struct kmemreq_req *reqs = malloc(KMEMREQ_MAX_BATCH * sizeof(*reqs));
+	struct kmemreq_req *batch = malloc((KMEMREQ_MAX_BATCH + 1) * sizeof(*batch));
 	int dev = open("/proc/kmemreq", O_RDWR);
 	char path[256], pid[32];
 	uint64_t one = 1;
 	uint32_t nr;
 	int fd;
 
-	if (dev < 0 || !reqs)
+	if (dev < 0 || !reqs || !batch)
 		die("/proc/kmemreq");
 	memset(reqs, 0, KMEMREQ_MAX_BATCH * sizeof(*reqs));
+	memset(batch, 0, (KMEMREQ_MAX_BATCH + 1) * sizeof(*batch));
 	memset(page, 0, sizeof(page));
 	/* map the shared results here too: the page tables are charged, and now to the root */
 	memset(t->out, 0, KMEMREQ_MAX_BATCH * sizeof(*t->out));
@@ -142,6 +144,7 @@ static void child(int cmd, int res, struct task *t, int task)
 			break;
 		while (i < nr) {
 			if (reqs[i].op >= OP_READ_FILE) {
+				t->out[i].status = KMEMREQ_S_KILLED;	/* until it returns */
 				t->out[i].status = user_op(&reqs[i], task);
 				t->out[i].usage_pages = memcg_current(t->cgroup);
 				i++;
@@ -149,9 +152,13 @@ static void child(int cmd, int res, struct task *t, int task)
 			}
 			for (j = i; j < nr && reqs[j].op < OP_READ_FILE; j++)
 				;
-			if (write(dev, &reqs[i], (j - i) * sizeof(*reqs)) < 0 ||
-			    read(dev, &t->out[i], (j - i) * sizeof(*t->out)) < 0)
-				die("kmemreq write/read");
+			/* one kernel entry; the module writes each outcome to t->out[i..j) */
+			batch[0].op = KMEMREQ_RESULTS_AT;
+			batch[0].slot = (uint64_t)(uintptr_t)&t->out[i] >> 32;
+			batch[0].arg = (uint32_t)(uintptr_t)&t->out[i];
+			memcpy(&batch[1], &reqs[i], (j - i) * sizeof(*reqs));
+			if (write(dev, batch, (j - i + 1) * sizeof(*batch)) < 0)
+				die("kmemreq write");
 			i = j;
 		}
 		/* an eventfd, not a pipe: a pipe write allocates a charged page, and past
@@ -271,11 +278,11 @@ int main(int argc, char **argv)
 		}
 		if (!t->pid)
 			spawn(t, hdr[0]);
+		for (i = 0; i < (int)hdr[1]; i++)
+			t->out[i].status = KMEMREQ_S_NOT_RUN, t->out[i].usage_pages = 0;
 		if (full_io(t->cmd, &hdr[1], 4, 0) || full_io(t->cmd, reqs, hdr[1] * sizeof(*reqs), 0) ||
 		    wait_done(t)) {
-			/* killed inside this entry (an OOM kill): its requests count as failed */
-			for (i = 0; i < (int)hdr[1]; i++)
-				t->out[i].status = KILLED, t->out[i].usage_pages = 0;
+			/* killed in this entry (an OOM kill): t->out holds what ran */
 			reap(t);
 			kills++;
 		}
