@@ -78,7 +78,8 @@ def cmd_replay(args):
         print(f"per request: Linux and the model ({args.design}) agree on ok/failed for "
               f"{agree} of {total} (failed: Linux {lf}, model {mf}); task kills on Linux: "
               f"{raw['kills']}")
-        rows = [r for r in compare.metric_rows(model, linux) if args.all or r[2] != "not observable"]
+        rows = [r for r in compare.metric_rows(model, linux)
+                if args.all or r[2] != "not observable"]
         print(_table(("metric", f"model {args.design}", "Linux 6.1"), rows))
     return 0
 

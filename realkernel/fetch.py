@@ -98,7 +98,7 @@ def _unpack_selftests(deb, dest):
     stamp = dest / f".{deb.name}.selftests-{len(SELFTEST_PATHS)}"
     if stamp.exists():
         return
-    inner = f"./usr/src/linux-source-6.1.tar.xz"
+    inner = "./usr/src/linux-source-6.1.tar.xz"
     paths = [f"linux-source-6.1/{p}" for p in SELFTEST_PATHS]
     cmd = (f"dpkg-deb --fsys-tarfile '{deb}' | tar -xO '{inner}' | "
            f"tar -xJ -C '{dest}' {' '.join(paths)}")

@@ -36,7 +36,8 @@ class Setup:
             raise RealKernelError(f"setup: need 1 <= nodes <= cpus <= 64, got nodes={self.nodes} "
                                   f"cpus={self.cpus}")
         if self.mem_mib < 256 * self.nodes:
-            raise RealKernelError(f"setup: mem_mib must be at least 256 per node, got {self.mem_mib}")
+            raise RealKernelError(f"setup: mem_mib must be at least 256 per node, "
+                                  f"got {self.mem_mib}")
 
 
 def kvm_usable():
@@ -50,7 +51,8 @@ def kvm_usable():
     except OSError:
         flags = ""
     if not re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M):
-        return False, "/dev/kvm is a nested hypervisor without vmx/svm and cannot run a stock kernel"
+        return False, ("/dev/kvm is a nested hypervisor without vmx/svm and cannot run a stock "
+                       "kernel")
     return True, "hardware virtualization (vmx/svm) and /dev/kvm"
 
 

@@ -238,12 +238,13 @@ def test_model_gfp_becomes_the_same_request_in_6_1(name, code, flags):
 
 
 def test_stream_holds_every_request_and_free_of_the_model():
-    spec = dict(ATOMIC_FILL, mix=yaml.safe_load((REPO / "configs/mixes/long-entry.yaml").read_text()),
+    long_entry = yaml.safe_load((REPO / "configs/mixes/long-entry.yaml").read_text())
+    spec = dict(ATOMIC_FILL, mix=long_entry,
                 length={"kernel_entries": 3}, tasks=2)
     s = stream.build_stream(spec, 7)
     model = core.run_workload(spec, 7)
     assert len(s.requests) == model["requests"] and s.entries == model["kernel_entries"]
-    nr, pos, ops = 0, 0, []
+    pos, ops = 0, []
     while pos < len(s.data):                      # walk the bytes kreplay walks
         task, n = stream.HDR.unpack_from(s.data, pos)
         pos += stream.HDR.size
@@ -283,3 +284,15 @@ def test_selftest_tap_lines_give_each_subtests_outcome():
     assert bench._selftest_results(console) == {"test_memcontrol": [
         ("test_memcg_subtree_control", "pass"), ("test_memcg_sock", "fail"),
         ("test_memcg_swap_max", "skip")]}
+
+
+def test_bad_input_exits_2_with_one_line_naming_it(tmp_path):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(dict(ATOMIC_FILL, tasks=0)))
+    proc = _cli("replay", str(spec))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert str(spec) in proc.stderr and "tasks" in proc.stderr
+    proc = _cli("selftests", "--tests", "test_nothing")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("realkernel: --tests: unknown test_nothing; known: test_kmem, "
+                                   "test_memcontrol")
