@@ -28,7 +28,7 @@ if [ "$1" != stage2 ]; then
   mke2fs -q /dev/ram0 >/dev/null || echo "@@RK error mke2fs /dev/ram0 failed"
   mount -t ext2 /dev/ram0 /mnt 2>&1 || {{ echo "@@RK error mounting ext2 on /dev/ram0 failed"; poweroff -f; }}
   mkdir -p /mnt/proc /mnt/sys /mnt/dev /mnt/tmp /mnt/neg
-  cp -a /bin /lib /init /mnt/
+  cp -a /bin /lib /etc /init /mnt/
   [ -d /streams ] && cp -a /streams /mnt/
   for d in proc sys dev; do mount --move /$d /mnt/$d; done
   exec switch_root /mnt /init stage2

@@ -174,6 +174,9 @@ def initramfs(kernel, out, init_script, files):
     for d in ("bin", "dev", "proc", "sys", "tmp", "mnt", "lib", "lib/rk", "etc"):
         cpio.dir(d)
     cpio.file("init", init_script.encode())
+    # test_memcg_sock's client resolves "localhost" (getaddrinfo, from the "files" source)
+    cpio.file("etc/hosts", b"127.0.0.1 localhost\n::1 localhost\n", 0o644)
+    cpio.file("etc/nsswitch.conf", b"hosts: files\n", 0o644)
     cpio.file("bin/busybox", busybox().read_bytes())
     mods = []
     for ko in _module_closure(kernel, GUEST_MODULES):
