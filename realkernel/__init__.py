@@ -45,7 +45,8 @@ def run(setup, selftests=(), traces=(), log=print, echo=False):
               "high": _limit(stream.spec["cgroup"]["high"])}
         metrics.append(linux_metrics(stream, raw["results"], cg))
         raw["stream"] = stream
-    return {"selftests": out["selftests"], "streams": metrics, "raw": out["streams"],
+    return {"selftests": out["selftests"], "selftest_notes": out["selftest_notes"],
+            "streams": metrics, "raw": out["streams"],
             "seconds": out["seconds"], "boot": out["boot"], "accel": out["accel"],
             "kernel": out["kernel"]}
 

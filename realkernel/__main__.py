@@ -48,6 +48,9 @@ def cmd_selftests(args):
     model = {} if args.no_model else compare.model_mirror_outcomes(names)
     print(_table(("selftest", "subtest", "Linux 6.1", "model mirror", "model v6.18"),
                  compare.selftest_table(out["selftests"], model)))
+    for name, lines in out["selftest_notes"].items():
+        print(f"\n{name} printed (the quantities behind a failed check):")
+        print("\n".join(f"  {line}" for line in lines))
     return 0
 
 

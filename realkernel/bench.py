@@ -127,7 +127,8 @@ def run_boot(setup, selftests=(), streams=(), log=print, append="", echo=False, 
         console = qemu.boot(cmd, setup.timeout_s, echo=echo)
     return {"kernel": kernel["version"], "accel": accel, "seconds": console.seconds,
             "boot": console.value("boot"), "console": console,
-            "selftests": _selftest_results(console), "streams": _stream_results(console)}
+            "selftests": _selftest_results(console), "selftest_notes": _selftest_notes(console),
+            "streams": _stream_results(console)}
 
 
 def _selftest_results(console):
@@ -141,6 +142,17 @@ def _selftest_results(console):
         if m and name in out:
             outcome = "pass" if m.group(1) == "ok" else "fail"
             out[name].append((m.group(3), m.group(2).lower() if m.group(2) else outcome))
+    return out
+
+
+def _selftest_notes(console):
+    """{selftest: [line]}: what the selftests printed besides their TAP results - the
+    quantities they computed, which they print when a check fails."""
+    out = {}
+    for rest in console.values("st"):
+        name, _, line = rest.partition(" ")
+        if not TAP_RE.match(line) and not line.startswith(("TAP version", "1..", "# Totals")):
+            out.setdefault(name, []).append(line)
     return out
 
 

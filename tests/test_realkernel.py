@@ -284,6 +284,7 @@ def test_selftest_tap_lines_give_each_subtests_outcome():
     assert bench._selftest_results(console) == {"test_memcontrol": [
         ("test_memcg_subtree_control", "pass"), ("test_memcg_sock", "fail"),
         ("test_memcg_swap_max", "skip")]}
+    assert bench._selftest_notes(console) == {"test_memcontrol": ["memory.current = 123"]}
 
 
 def test_bad_input_exits_2_with_one_line_naming_it(tmp_path):
