@@ -22,7 +22,10 @@ from omegaconf import DictConfig
 from sweep import interrupt, worker
 from sweep.campaign import ExecutorLost, Interrupted, check_stop
 from sweep.outdir import SweepDir
-from sweep.rayhead import WATCH_S, LocalHead, RayLost
+from sweep.rayhead import WATCH_S, LocalHead, RayLost, ray_temp_dir
+from sweep.store import DiskFault, filesystem_problem
+
+RAY_TEMP_ROOM = 1 << 20     # below this, a local Ray cannot even write its session's logs
 
 
 class RayExecutor:
@@ -110,17 +113,23 @@ class RayExecutor:
                 self.ray.shutdown()     # disconnect (after a lost Ray there is nothing to leave)
         if self.head is not None:
             self.head.close()
-            self.sweep_dir.update_meta(ray_head=None)
             self.head = None
+            try:
+                self.sweep_dir.update_meta(ray_head=None)
+            except DiskFault:
+                pass    # a read-only folder: the campaign's own record says so; the pids are dead
+
 
     # --- the local Ray --------------------------------------------------------------------
 
     def _start_head(self) -> str:
+        _check_ray_temp_dir()
         self.head = LocalHead(self.cfg.num_cpus, self.sweep_dir.path / "ray-head.log")
         interrupt.checkpoint("ray-starting")
         try:
             ready = self.head.wait_ready(interrupt.stop_requested)
         except RayLost as err:
+            _check_ray_temp_dir()
             raise ExecutorLost(str(err)) from None
         if not ready:
             raise Interrupted
@@ -137,7 +146,17 @@ class RayExecutor:
         try:
             self.head.check()
         except RayLost as err:
+            _check_ray_temp_dir()           # a full temp folder is the likely cause: say so
             raise ExecutorLost(str(err)) from None
+
+
+def _check_ray_temp_dir() -> None:
+    """Raise ``DiskFault`` naming Ray's temp folder when its filesystem is full or read-only
+    (set RAY_TMPDIR to move it)."""
+    folder = ray_temp_dir()
+    problem = filesystem_problem(folder, room=RAY_TEMP_ROOM)
+    if problem:
+        raise DiskFault(f"{folder} (Ray's temp folder; RAY_TMPDIR moves it)", problem)
 
 
 def _connect(ray, address: str, tries: int = 3) -> None:
