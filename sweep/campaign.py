@@ -89,6 +89,7 @@ class Summary:
     errors: int = 0           # workloads that raised
     lost: int = 0             # workloads whose chunk was lost beyond max_retries
     retried: int = 0          # workloads run again because their worker was lost
+    lost_reason: str | None = None   # Ray's word on the last chunk lost beyond its retries
     rounds: int = 0
     interrupted: bool = False
     failure: str | None = None   # why the run stopped early (e.g. the local Ray died)
@@ -267,6 +268,7 @@ def _execute(executor: Executor, chunks: list[list[Workload]], max_retries: int,
                     pending[executor.submit([plan.as_item(w) for w in chunk])] = (chunk, attempts + 1)
                     continue
                 results = lost_rows(chunk, lost)
+                summary.lost_reason = lost
             on_chunk(chunk, results)
             interrupt.checkpoint("stored", summary.ran)
     if stop_by is not None:

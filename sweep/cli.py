@@ -138,6 +138,11 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command
         if stopped:
             raise KeyboardInterrupt
         failed = FAILED if summary.errors or summary.lost else OK
+        if summary.lost:
+            tries = plural(cfg.ray.max_retries + 1, "time")
+            print(f"lost: {plural(summary.lost, 'workload')} whose worker died {tries} "
+                  f"(ray.max_retries={cfg.ray.max_retries}; last: {summary.lost_reason}); stored as error rows; "
+                  f"rerun the same command to run them again", file=sys.stderr)
         if shard:
             print(f"shard {shard.index}/{shard.count} done. When every shard is done: "
                   f"python -m sweep report {sweep_dir.path.parent} && python -m sweep log {sweep_dir.path.parent}",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -47,6 +48,7 @@ class RayExecutor:
         self.head: LocalHead | None = None
         self._connected = False
         self._pending: set = set()
+        self._cluster: ClusterWatch | None = None     # a joined cluster's head, watched
 
     # --- the executor interface (sweep.campaign.Executor) ---------------------------------
 
@@ -68,6 +70,8 @@ class RayExecutor:
             where = "started a local Ray" if self.head else f"joined Ray at {address}"
             print(f"{where} in {time.monotonic() - started:.1f}s", file=self.out)
         self.ray = ray
+        if self.head is None and self._connected:
+            self._cluster = ClusterWatch(ray.get_runtime_context().gcs_address)
         # SPREAD: chunks go to every node from the start, instead of piling onto the driver's
         # node while the other nodes' worker processes are still starting (no effect on one node).
         # Ray retries nothing itself (max_retries=0): the campaign does, and counts it.
@@ -137,8 +141,13 @@ class RayExecutor:
         return self.head.address
 
     def _check(self, settle: bool = False) -> None:
-        """Raise ``ExecutorLost`` when the local Ray stopped (a joined cluster is Ray's to heal).
+        """Raise ``ExecutorLost`` when the local Ray stopped, or a joined cluster's head (a lost
+        worker node is Ray's to heal: its chunks come back lost and are re-run).
         ``settle``: a task just failed; give the head's watchdog time to notice a dead Ray."""
+        if self._cluster is not None and not self._cluster.answers():
+            self._connected = False     # ray.shutdown() would wait for the dead GCS
+            raise ExecutorLost(f"the Ray cluster's head at {self._cluster.address} stopped answering "
+                               f"(its GCS refuses connections)")
         if self.head is None:
             return
         if settle:
@@ -148,6 +157,34 @@ class RayExecutor:
         except RayLost as err:
             _check_ray_temp_dir()           # a full temp folder is the likely cause: say so
             raise ExecutorLost(str(err)) from None
+
+
+class ClusterWatch:
+    """Whether a joined cluster's GCS still accepts connections.  Without it a driver whose
+    head node died waits in ``ray.wait`` until Ray's own GCS timeout (a minute) ends the
+    process with a C++ stack; a TCP connect tells in milliseconds (a refused port at once,
+    a vanished host after TRIES timeouts)."""
+
+    EVERY_S, TIMEOUT_S, TRIES = 0.5, 1.0, 3
+
+    def __init__(self, address: str):
+        self.address = address
+        host, _, port = address.rpartition(":")
+        self._where = (host, int(port))
+        self._next, self._failures = 0.0, 0
+
+    def answers(self) -> bool:
+        if time.monotonic() < self._next:
+            return True
+        self._next = time.monotonic() + self.EVERY_S
+        try:
+            socket.create_connection(self._where, timeout=self.TIMEOUT_S).close()
+            self._failures = 0
+        except ConnectionRefusedError:
+            self._failures = self.TRIES
+        except OSError:
+            self._failures += 1
+        return self._failures < self.TRIES
 
 
 def _check_ray_temp_dir() -> None:
