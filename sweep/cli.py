@@ -11,8 +11,8 @@ failed; 4 another driver is using the sweep folder; 5 the run stopped early (e.g
 Ray or the cluster's head died): finished work kept, rerun resumes; 6 a filesystem the run
 writes to (the sweep folder, Ray's temp folder, MLflow's artifact store) is full or read-only:
 finished work kept, the line names the path, rerun resumes; 130 interrupted (finished work
-kept; rerun resumes).  Ray is imported only when there is work for it, so config errors never start Ray;
-with --local the workloads run in this process and Ray is never imported.
+kept; rerun resumes).  Ray is imported only when there is work for it, so config errors
+never start Ray; with --local the workloads run in this process and Ray is never imported.
 """
 from __future__ import annotations
 
@@ -127,9 +127,10 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command
             if command and summary.meta_written:
                 try:
                     sweep_dir.update_meta(**command)
-                except DiskFault as err:
-                    summary.meta_written, summary.failure, summary.disk = False, summary.failure or str(err), \
-                        summary.disk or err
+                except DiskFault as err:        # the disk filled (or turned read-only) just now
+                    summary.meta_written = False
+                    summary.disk = summary.disk or err
+                    summary.failure = summary.failure or str(err)
             _print_summary(cfg, summary, sweep_dir)
             if summary.interrupted or summary.failure:
                 return _stopped_early(summary, sweep_dir)
@@ -164,9 +165,9 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command
         return INTERRUPTED
 
 
-def _disk_full(fault: DiskFault, what: str = "nothing was started or changed") -> int:
-    print(f"disk error: {fault}; {what}; make room (or make it writable) and rerun the same command",
-          file=sys.stderr)
+def _disk_full(fault: DiskFault) -> int:
+    print(f"disk error: {fault}; nothing was started; make room (or make it writable) and rerun the same "
+          f"command", file=sys.stderr)
     return DISK
 
 
@@ -334,7 +335,8 @@ def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = T
         except Exception as err:   # incl. ImportError while sweep.report is not installed
             fault = disk_fault(err) or disk_fault(err.__cause__ or err)
             if fault is not None:
-                if step == "report":    # no half-written report: is_current() would trust its tables
+                if step == "report" or sweep_dir.path in fault.path.parents:
+                    # no half-written report: it could pass for current (`log` builds a missing one first)
                     shutil.rmtree(sweep_dir.report_dir, ignore_errors=True)
                 print(f"{'report' if step == 'report' else 'MLflow logging'} failed: disk error: {fault}; the "
                       f"results are intact in {sweep_dir.results}; make room (or make it writable), then: {redo}",

@@ -69,12 +69,15 @@ def cluster():
         wait_until(lambda: _get(f"{dashboard}/api/version") or head.poll() is not None, timeout=120,
                    step=1, what="the head's dashboard")
         assert head.poll() is None, "ray start --head exited"
+        # the dashboard answers before the head's raylet is registered; a node joining then
+        # fails ("No node info found for head node in GCS"), as seen on a busy machine
+        wait_until(lambda: _alive_nodes(dashboard, env, 1), timeout=300, step=1, what="the head node")
         worker = subprocess.Popen(
             [sys.executable, str(REPO / "tests" / "ray_worker_node.py"), f"127.0.0.1:{gcs}", "1", temp_dir,
              *map(str, worker_ports)],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         started.append(worker.pid)
-        nodes = wait_until(lambda: _alive_nodes(dashboard, env, 2), timeout=120, step=1, what="two alive nodes")
+        nodes = wait_until(lambda: _alive_nodes(dashboard, env, 2), timeout=300, step=1, what="two alive nodes")
         yield {"dashboard": dashboard, "env": env, "nodes": nodes, "head": head, "worker": worker,
                "gcs": f"127.0.0.1:{gcs}"}
     finally:

@@ -130,7 +130,7 @@ def test_a_full_disk_before_the_run_starts_nothing(disk_config, small_fs):
     code, stderr = finish(Driver([disk_config, f"output.dir={out}", "--local"], small_fs.parent))
     assert code == 6, stderr
     assert last_line(stderr).startswith(f"disk error: {out / 'config.yaml'}: no space left on device (ENOSPC); "
-                                        f"nothing was started or changed"), stderr
+                                        f"nothing was started"), stderr
     assert not (out / "sweep.json").exists() and leftovers(out) == []
 
 
