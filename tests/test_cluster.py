@@ -47,7 +47,9 @@ def free_ports(count: int) -> list[int]:
 
 def cluster_env(temp_dir: str) -> dict:
     # loopback only, and no token auth for a loopback test cluster (PLATFORM.md)
-    return cli_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled", RAY_TMPDIR=temp_dir)
+    # a busy machine starts the dashboard agent slowly: the head's raylet must not give up on it
+    return cli_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled", RAY_TMPDIR=temp_dir,
+                   RAY_agent_register_timeout_ms="300000")
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +197,19 @@ def test_a_dead_head_stops_the_driver_with_one_line_and_a_new_ray_resumes(cluste
     record = json.loads((out / "sweep.json").read_text())
     assert (record["counts"]["skipped"], record["status"]) == (stored, "completed")
     assert_complete_and_equal(out, reference_table(planned_workloads(path)))
+
+
+def test_the_cluster_watch_tells_a_dead_gcs_from_a_live_one():
+    """The check behind the dead-head test above, on a plain socket: a port that accepts
+    answers, a refused one does not (at once, not after Ray's one-minute GCS timeout)."""
+    from sweep.runner import ClusterWatch
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    watch = ClusterWatch("127.0.0.1:%d" % listener.getsockname()[1])
+    assert watch.answers()
+    listener.close()
+    time.sleep(ClusterWatch.EVERY_S)
+    started = time.monotonic()
+    assert not watch.answers() and time.monotonic() - started < ClusterWatch.TIMEOUT_S
