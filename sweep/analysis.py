@@ -28,10 +28,10 @@ from pathlib import Path
 import pandas as pd
 
 from sweep import claims as claims_mod
-from sweep import config, fmt, regime, stats
+from sweep import config, fmt, interrupt, regime, stats
 from sweep.config import significance_settings
 from sweep.outdir import SweepDir
-from sweep.store import Store
+from sweep.store import DiskFault, Store, disk_fault
 
 SIGN_CONVENTION = ("Differences are candidate - baseline (in 'way2 vs v4.3' way2 is the candidate), "
                    "in the metric's unit; every compared metric is lower-is-better, so a negative "
@@ -167,12 +167,20 @@ def _code_version() -> list[str]:
 def _write(folder: Path, analysis: Analysis) -> None:
     tmp = folder.parent / f".{folder.name}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in TABLES:
-        getattr(analysis, name).to_parquet(tmp / f"{name}.parquet", index=False)
-    meta = {"alpha": analysis.alpha, "correction": analysis.correction,
-            "verdicts": [dataclasses.asdict(v) for v in analysis.verdicts]}
-    (tmp / VERDICTS_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    interrupt.checkpoint("cache")       # (tests/test_resource_faults.py fills the disk here)
+    try:
+        tmp.mkdir(parents=True)
+        for name in TABLES:
+            getattr(analysis, name).to_parquet(tmp / f"{name}.parquet", index=False)
+        meta = {"alpha": analysis.alpha, "correction": analysis.correction,
+                "verdicts": [dataclasses.asdict(v) for v in analysis.verdicts]}
+        (tmp / VERDICTS_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+    except Exception as err:        # e.g. a full disk: no half-written cache stays behind
+        fault = disk_fault(err, tmp)    # (looked at before the clean-up frees the space)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if fault is not None:
+            raise DiskFault(folder.parent, fault.problem) from err
+        raise
     try:
         tmp.rename(folder)
     except OSError:                 # another process cached the same key first: same content

@@ -15,8 +15,11 @@ Both call ``sweep.worker.run_chunk``, so they store the same rows.
 Stopping (sweep.interrupt): Ctrl-C / SIGTERM only raise a flag, read here between chunks.
 The campaign stops submitting, stores the chunks that finish within a short grace, abandons
 the rest and raises :class:`Interrupted`.  An executor that can run nothing more (a dead
-local Ray) raises :class:`ExecutorLost`: the run stops at once with the results kept.
-``sweep.json`` always ends as completed, interrupted or failed with the real counts.
+local Ray) raises :class:`ExecutorLost`: the run stops at once with the results kept.  So
+does a full or read-only sweep folder (``DiskFault``: SQLite rolls the failed chunk back).
+``sweep.json`` always ends as completed, interrupted or failed with the real counts (on a
+full disk the folder's space reserve makes room for it; on a read-only one it cannot be
+written, and the summary says so).
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ from sweep.grid import Cell, Workload
 from sweep.outdir import SweepDir, now, run_record
 from sweep.progress import Progress
 from sweep.rayhead import stop_leftovers
-from sweep.store import Store
+from sweep.store import DiskFault, Store, disk_fault
 
 LOST = "worker lost"   # error-message prefix of workloads whose chunk could not finish
 POLL_S = 0.2           # how often the loop looks at the stop flag (and the executor at its health)
@@ -86,9 +89,12 @@ class Summary:
     errors: int = 0           # workloads that raised
     lost: int = 0             # workloads whose chunk was lost beyond max_retries
     retried: int = 0          # workloads run again because their worker was lost
+    lost_reason: str | None = None   # Ray's word on the last chunk lost beyond its retries
     rounds: int = 0
     interrupted: bool = False
     failure: str | None = None   # why the run stopped early (e.g. the local Ray died)
+    disk: DiskFault | None = None    # ... when it was a full or read-only filesystem
+    meta_written: bool = True    # False: sweep.json could not record the end (read-only disk)
     executor: str = ""
     cpus: int | None = None      # CPUs the executor ran chunks on (None: it never started)
     seconds: float = 0.0
@@ -117,6 +123,7 @@ def run_sweep(cfg, cells: list[Cell], sweep_dir: SweepDir, executor: Executor, f
         if fresh:
             Store.remove(sweep_dir.results)
         _stop_leftovers(sweep_dir, out)
+        sweep_dir.keep_reserve()
         sweep_dir.write_config(cfg)
         sweep_dir.update_meta(name=cfg.name, model_version=core.MODEL_VERSION, started=now(), finished=None,
                               status="running", reason=None, ray_head=None, counts=None, seconds=None,
@@ -140,12 +147,22 @@ def run_sweep(cfg, cells: list[Cell], sweep_dir: SweepDir, executor: Executor, f
             except ExecutorLost as err:
                 summary.failure = str(err)
             except BaseException as err:
-                summary.failure = f"{type(err).__name__}: {err}"
-                raise
+                fault = disk_fault(err) if isinstance(err, Exception) else None
+                if fault is None:
+                    summary.failure = f"{type(err).__name__}: {err}"
+                    raise
+                summary.failure, summary.disk = str(fault), fault
             finally:
-                executor.close()
-                summary.cpus = executor.cpus
-                record(summary.status)
+                try:
+                    executor.close()
+                finally:
+                    summary.cpus = executor.cpus
+                    try:
+                        record(summary.status)
+                    except DiskFault as err:      # read-only: sweep.json stays as it was
+                        summary.meta_written = False
+                        if summary.failure is None:
+                            summary.failure, summary.disk = str(err), err
     return summary
 
 
@@ -251,6 +268,7 @@ def _execute(executor: Executor, chunks: list[list[Workload]], max_retries: int,
                     pending[executor.submit([plan.as_item(w) for w in chunk])] = (chunk, attempts + 1)
                     continue
                 results = lost_rows(chunk, lost)
+                summary.lost_reason = lost
             on_chunk(chunk, results)
             interrupt.checkpoint("stored", summary.ran)
     if stop_by is not None:

@@ -8,9 +8,11 @@
 Exit status: 0 done; 1 some workloads failed (stored as error rows); 2 bad config, usage,
 output folder or a damaged store (nothing started); 3 results stored but report or tracking
 failed; 4 another driver is using the sweep folder; 5 the run stopped early (e.g. the local
-Ray died): finished work kept, rerun resumes; 130 interrupted (finished work kept; rerun
-resumes).  Ray is imported only when there is work for it, so config errors never start Ray;
-with --local the workloads run in this process and Ray is never imported.
+Ray or the cluster's head died): finished work kept, rerun resumes; 6 a filesystem the run
+writes to (the sweep folder, Ray's temp folder, MLflow's artifact store) is full or read-only:
+finished work kept, the line names the path, rerun resumes; 130 interrupted (finished work
+kept; rerun resumes).  Ray is imported only when there is work for it, so config errors
+never start Ray; with --local the workloads run in this process and Ray is never imported.
 """
 from __future__ import annotations
 
@@ -27,9 +29,9 @@ from sweep.claims import CLAIMS_FILE, load_claims
 from sweep.config import ConfigError
 from sweep.outdir import SweepBusy, SweepDir
 from sweep.progress import plural
-from sweep.store import Store, StoreDamaged
+from sweep.store import DiskFault, Store, StoreDamaged, disk_fault
 
-OK, FAILED, USAGE, POSTPROCESS, BUSY, STOPPED, INTERRUPTED = 0, 1, 2, 3, 4, 5, 130
+OK, FAILED, USAGE, POSTPROCESS, BUSY, STOPPED, DISK, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
 SUBCOMMANDS = ("log", "report", "export")
 
 
@@ -42,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, StoreDamaged) as err:
         print(f"config error: {err}", file=sys.stderr)
         return USAGE
+    except OSError as err:      # (a DiskFault is not one: see below)
+        if (fault := disk_fault(err)) is None:
+            raise
+        return _disk_full(fault)
+    except DiskFault as err:    # before the run began, e.g. config.yaml on a full disk
+        return _disk_full(err)
     except KeyboardInterrupt:   # before the run began (config, planning, imports, dry run)
         print("interrupted: nothing was started", file=sys.stderr)
         return INTERRUPTED
@@ -116,8 +124,13 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command
         with interrupt.polling():       # a first Ctrl-C in here is the campaign's to answer
             summary = campaign.run_sweep(cfg, cells, sweep_dir, _executor(cfg, sweep_dir, local), fresh=fresh,
                                          shard=shard)
-            if command:
-                sweep_dir.update_meta(**command)
+            if command and summary.meta_written:
+                try:
+                    sweep_dir.update_meta(**command)
+                except DiskFault as err:        # the disk filled (or turned read-only) just now
+                    summary.meta_written = False
+                    summary.disk = summary.disk or err
+                    summary.failure = summary.failure or str(err)
             _print_summary(cfg, summary, sweep_dir)
             if summary.interrupted or summary.failure:
                 return _stopped_early(summary, sweep_dir)
@@ -126,6 +139,11 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command
         if stopped:
             raise KeyboardInterrupt
         failed = FAILED if summary.errors or summary.lost else OK
+        if summary.lost:
+            tries = plural(cfg.ray.max_retries + 1, "time")
+            print(f"lost: {plural(summary.lost, 'workload')} whose worker died {tries} "
+                  f"(ray.max_retries={cfg.ray.max_retries}; last: {summary.lost_reason}); stored as error rows; "
+                  f"rerun the same command to run them again", file=sys.stderr)
         if shard:
             print(f"shard {shard.index}/{shard.count} done. When every shard is done: "
                   f"python -m sweep report {sweep_dir.path.parent} && python -m sweep log {sweep_dir.path.parent}",
@@ -145,6 +163,12 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command
         print(f"interrupted: every workload is stored in {sweep_dir.results}; build the report with: "
               f"python -m sweep report {where}; log it with: python -m sweep log {where}", file=sys.stderr)
         return INTERRUPTED
+
+
+def _disk_full(fault: DiskFault) -> int:
+    print(f"disk error: {fault}; nothing was started; make room (or make it writable) and rerun the same "
+          f"command", file=sys.stderr)
+    return DISK
 
 
 def _executor(cfg, sweep_dir: SweepDir, local: bool):
@@ -175,6 +199,11 @@ def _stopped_early(summary, sweep_dir: SweepDir) -> int:
     if summary.interrupted:
         print(f"interrupted: {stored}; rerun the same command to resume", file=sys.stderr)
         return INTERRUPTED
+    if summary.disk:
+        unrecorded = "" if summary.meta_written else f"; {sweep_dir.meta} could not be updated"
+        print(f"disk error: {summary.disk}; {stored}{unrecorded}; no report or MLflow run was made from part of "
+              f"the data; make room (or make it writable) and rerun the same command to resume", file=sys.stderr)
+        return DISK
     print(f"stopped: {summary.failure}; {stored}; no report or MLflow run was made from part of the data; "
           f"rerun the same command to resume", file=sys.stderr)
     return STOPPED
@@ -188,6 +217,8 @@ def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
           f"{summary.skipped:,} already stored, {summary.ran:,} ran ({summary.ok:,} ok, "
           f"{plural(summary.errors, 'error')}, {summary.lost:,} lost{retried}) in "
           f"{plan.format_seconds(summary.seconds)}{cpus}; results: {sweep_dir.results}", file=sys.stderr)
+    if summary.disk:        # the store may not even open now (a read-only WAL database)
+        return
     with Store(sweep_dir.results) as store:
         for cell_id, design, error in store.errors(limit=5):
             print(f"  error in {cell_id} [{design}]: {error}", file=sys.stderr)
@@ -302,6 +333,15 @@ def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = T
                   f"are intact in {sweep_dir.results}; redo it with: {redo}", file=sys.stderr)
             return INTERRUPTED
         except Exception as err:   # incl. ImportError while sweep.report is not installed
+            fault = disk_fault(err) or disk_fault(err.__cause__ or err)
+            if fault is not None:
+                if step == "report" or sweep_dir.path in fault.path.parents:
+                    # no half-written report: it could pass for current (`log` builds a missing one first)
+                    shutil.rmtree(sweep_dir.report_dir, ignore_errors=True)
+                print(f"{'report' if step == 'report' else 'MLflow logging'} failed: disk error: {fault}; the "
+                      f"results are intact in {sweep_dir.results}; make room (or make it writable), then: {redo}",
+                      file=sys.stderr)
+                return DISK
             print(f"{'report' if step == 'report' else 'tracking'} failed: {type(err).__name__}: {err}\n"
                   f"  results are safe in {sweep_dir.results}; retry with: {redo}", file=sys.stderr)
             status = POSTPROCESS

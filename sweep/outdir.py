@@ -8,6 +8,8 @@
     <output.dir>/report/          the report (sweep.report); MLflow (sweep.tracking) logs it
     <output.dir>/shard-i-of-N/    the same three files for one shard (--shard i/N);
                                   ``merge_shards`` folds them into the top folder
+    <output.dir>/.space-reserve   64 KiB set aside by a run, given up when the disk is full so
+                                  that sweep.json can still tell the truth
 """
 from __future__ import annotations
 
@@ -25,7 +27,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from sweep import config as sweep_config
 from sweep.claims import CLAIMS_FILE
-from sweep.store import Store
+from sweep.store import DiskFault, Store, disk_fault
+
+RESERVE_BYTES = 64 << 10    # room for sweep.json (~1 kB) on a full disk, in any block size
 
 
 class SweepBusy(RuntimeError):
@@ -87,7 +91,10 @@ class SweepDir:
             yield
 
     def write_config(self, cfg: DictConfig) -> None:
-        self.config.write_text(sweep_config.to_yaml(cfg))
+        try:
+            _write_atomic(self.config, sweep_config.to_yaml(cfg))
+        except OSError as err:
+            raise disk_fault(err, self.config) or err from err
 
     def read_config(self, overrides: list[str] = ()) -> DictConfig:
         """config.yaml as the run wrote it; with ``key=value`` overrides, checked like a new
@@ -109,11 +116,42 @@ class SweepDir:
         return json.loads(self.meta.read_text()) if self.meta.exists() else {}
 
     def update_meta(self, **fields) -> dict:
+        """Atomic (temp file + rename): a killed driver or a full disk never leaves half a
+        file.  On a full disk the space reserve is given up and the write tried once more;
+        when that fails too, :class:`DiskFault` (sweep.json is then as it was)."""
         meta = self.read_meta() | fields
-        tmp = self.meta.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        tmp.replace(self.meta)   # atomic: a killed driver never leaves half a file
+        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+        try:
+            _write_atomic(self.meta, text)
+        except OSError as err:
+            if not self.release_reserve():
+                raise disk_fault(err, self.meta) or err from err
+            try:
+                _write_atomic(self.meta, text)
+            except OSError as again:
+                raise disk_fault(again, self.meta) or again from again
         return meta
+
+    @property
+    def reserve(self) -> Path:
+        return self.path / ".space-reserve"
+
+    def keep_reserve(self) -> None:
+        """Set :data:`RESERVE_BYTES` aside (best effort: a disk already full just has none)."""
+        if self.reserve.exists():
+            return
+        try:
+            with open(self.reserve, "wb") as handle:
+                handle.write(bytes(RESERVE_BYTES))      # real blocks, not a sparse file
+        except OSError:
+            self.reserve.unlink(missing_ok=True)
+
+    def release_reserve(self) -> bool:
+        try:
+            self.reserve.unlink()
+            return True
+        except OSError:
+            return False
 
     def shard_dirs(self) -> list["SweepDir"]:
         return [SweepDir(p) for p in sorted(self.path.glob("shard-*-of-*")) if (p / "results.sqlite").exists()]
@@ -138,6 +176,17 @@ class SweepDir:
                          finished=max((m.get("finished") or "") for m in metas) or None,
                          status="merged")
         return copied
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):      # (a read-only filesystem may refuse even this)
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def run_record() -> dict:

@@ -114,6 +114,13 @@ class LocalHead:
         return lines[-1][:300] if lines else "no output"
 
 
+def ray_temp_dir() -> Path:
+    """The folder a local Ray keeps its session in (logs, sockets, spilled objects), chosen
+    as Ray chooses it (``ray._common.utils.get_default_ray_temp_dir``): $RAY_TMPDIR, else
+    $TMPDIR, else /tmp; then ``ray/``."""
+    return Path(os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp") / "ray"
+
+
 def _message(line: bytes) -> dict:
     """One line of the head's stdout: our JSON messages, or Ray's own chatter (ignored)."""
     try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 
@@ -22,7 +23,10 @@ from omegaconf import DictConfig
 from sweep import interrupt, worker
 from sweep.campaign import ExecutorLost, Interrupted, check_stop
 from sweep.outdir import SweepDir
-from sweep.rayhead import WATCH_S, LocalHead, RayLost
+from sweep.rayhead import WATCH_S, LocalHead, RayLost, ray_temp_dir
+from sweep.store import DiskFault, filesystem_problem
+
+RAY_TEMP_ROOM = 1 << 20     # below this, a local Ray cannot even write its session's logs
 
 
 class RayExecutor:
@@ -44,6 +48,7 @@ class RayExecutor:
         self.head: LocalHead | None = None
         self._connected = False
         self._pending: set = set()
+        self._cluster: ClusterWatch | None = None     # a joined cluster's head, watched
 
     # --- the executor interface (sweep.campaign.Executor) ---------------------------------
 
@@ -65,6 +70,8 @@ class RayExecutor:
             where = "started a local Ray" if self.head else f"joined Ray at {address}"
             print(f"{where} in {time.monotonic() - started:.1f}s", file=self.out)
         self.ray = ray
+        if self.head is None and self._connected:
+            self._cluster = ClusterWatch(ray.get_runtime_context().gcs_address)
         # SPREAD: chunks go to every node from the start, instead of piling onto the driver's
         # node while the other nodes' worker processes are still starting (no effect on one node).
         # Ray retries nothing itself (max_retries=0): the campaign does, and counts it.
@@ -110,17 +117,23 @@ class RayExecutor:
                 self.ray.shutdown()     # disconnect (after a lost Ray there is nothing to leave)
         if self.head is not None:
             self.head.close()
-            self.sweep_dir.update_meta(ray_head=None)
             self.head = None
+            try:
+                self.sweep_dir.update_meta(ray_head=None)
+            except DiskFault:
+                pass    # a read-only folder: the campaign's own record says so; the pids are dead
+
 
     # --- the local Ray --------------------------------------------------------------------
 
     def _start_head(self) -> str:
+        _check_ray_temp_dir()
         self.head = LocalHead(self.cfg.num_cpus, self.sweep_dir.path / "ray-head.log")
         interrupt.checkpoint("ray-starting")
         try:
             ready = self.head.wait_ready(interrupt.stop_requested)
         except RayLost as err:
+            _check_ray_temp_dir()
             raise ExecutorLost(str(err)) from None
         if not ready:
             raise Interrupted
@@ -128,8 +141,13 @@ class RayExecutor:
         return self.head.address
 
     def _check(self, settle: bool = False) -> None:
-        """Raise ``ExecutorLost`` when the local Ray stopped (a joined cluster is Ray's to heal).
+        """Raise ``ExecutorLost`` when the local Ray stopped, or a joined cluster's head (a lost
+        worker node is Ray's to heal: its chunks come back lost and are re-run).
         ``settle``: a task just failed; give the head's watchdog time to notice a dead Ray."""
+        if self._cluster is not None and not self._cluster.answers():
+            self._connected = False     # ray.shutdown() would wait for the dead GCS
+            raise ExecutorLost(f"the Ray cluster's head at {self._cluster.address} stopped answering "
+                               f"(its GCS refuses connections)")
         if self.head is None:
             return
         if settle:
@@ -137,7 +155,45 @@ class RayExecutor:
         try:
             self.head.check()
         except RayLost as err:
+            _check_ray_temp_dir()           # a full temp folder is the likely cause: say so
             raise ExecutorLost(str(err)) from None
+
+
+class ClusterWatch:
+    """Whether a joined cluster's GCS still accepts connections.  Without it a driver whose
+    head node died waits in ``ray.wait`` until Ray's own GCS timeout (a minute) ends the
+    process with a C++ stack; a TCP connect tells in milliseconds (a refused port at once,
+    a vanished host after TRIES timeouts)."""
+
+    EVERY_S, TIMEOUT_S, TRIES = 0.5, 1.0, 3
+
+    def __init__(self, address: str):
+        self.address = address
+        host, _, port = address.rpartition(":")
+        self._where = (host, int(port))
+        self._next, self._failures = 0.0, 0
+
+    def answers(self) -> bool:
+        if time.monotonic() < self._next:
+            return True
+        self._next = time.monotonic() + self.EVERY_S
+        try:
+            socket.create_connection(self._where, timeout=self.TIMEOUT_S).close()
+            self._failures = 0
+        except ConnectionRefusedError:
+            self._failures = self.TRIES
+        except OSError:
+            self._failures += 1
+        return self._failures < self.TRIES
+
+
+def _check_ray_temp_dir() -> None:
+    """Raise ``DiskFault`` naming Ray's temp folder when its filesystem is full or read-only
+    (set RAY_TMPDIR to move it)."""
+    folder = ray_temp_dir()
+    problem = filesystem_problem(folder, room=RAY_TEMP_ROOM)
+    if problem:
+        raise DiskFault(f"{folder} (Ray's temp folder; RAY_TMPDIR moves it)", problem)
 
 
 def _connect(ray, address: str, tries: int = 3) -> None:

@@ -11,6 +11,9 @@ Each ``put`` is one transaction, so a driver killed mid-write loses at most that
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sqlite3
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -31,6 +34,53 @@ class StoreDamaged(ValueError):
     """results.sqlite is not a readable SQLite database (truncated, overwritten, ...)."""
 
 
+# what a write can meet on a filesystem that is full or read-only (docs/sweep.md, exit 6)
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+class DiskFault(RuntimeError):
+    """A file the sweep writes could not be written: its filesystem is full or read-only
+    (or the folder is not ours to write).  ``path`` names the file or folder."""
+
+    def __init__(self, path, problem: str):
+        self.path, self.problem = Path(path), problem
+        super().__init__(f"{path}: {problem}")
+
+
+def disk_fault(err: BaseException, path=None) -> DiskFault | None:
+    """``err`` as a :class:`DiskFault` when a full or read-only filesystem caused it, else None.
+
+    OSErrors carry their errno; SQLite (``database or disk is full``, ``disk I/O error``) and
+    Arrow (``Error writing bytes``) errors do not, so their filesystem is looked at: call this
+    before cleaning up, while the space the failed write took is still taken."""
+    if isinstance(err, DiskFault):
+        return err
+    where = getattr(err, "filename", None) or path
+    if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
+        return DiskFault(where or "?", f"{os.strerror(err.errno).lower()} ({errno.errorcode[err.errno]})")
+    if isinstance(err, (OSError, sqlite3.OperationalError)) and where is not None:
+        problem = filesystem_problem(Path(where))
+        if problem:
+            return DiskFault(where, problem)
+    return None
+
+
+def filesystem_problem(path: Path, room: int = 64 << 10) -> str | None:
+    """Why nothing more can be written under ``path``: a read-only or (all but) full filesystem."""
+    folder = next((p for p in (path, *path.parents) if p.is_dir()), None)
+    if folder is None:
+        return None
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return None
+    if fs.f_flag & os.ST_RDONLY:
+        return "read-only file system (EROFS)"
+    if fs.f_bavail * fs.f_frsize < room:
+        return "no space left on device (ENOSPC)"
+    return None
+
+
 def metric_names() -> tuple[str, ...]:
     from core.metrics import METRICS
 
@@ -40,11 +90,24 @@ def metric_names() -> tuple[str, ...]:
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
-        self._create_tables()
+        with self._writing():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+            self._create_tables()
+
+    @contextlib.contextmanager
+    def _writing(self):
+        """A full or read-only filesystem becomes a :class:`DiskFault` naming the store.
+        SQLite rolls the failed transaction back: every row stored before stays intact."""
+        try:
+            yield
+        except (OSError, sqlite3.OperationalError) as err:
+            fault = disk_fault(err, self.path)
+            if fault is None:
+                raise
+            raise DiskFault(self.path, fault.problem) from err
 
     @staticmethod
     def check(path: str | Path) -> None:
@@ -91,12 +154,12 @@ class Store:
         columns = sorted({name for row in rows for name in row})
         sql = (f"INSERT OR REPLACE INTO results ({', '.join(map(_quote, columns))}) "
                f"VALUES ({', '.join('?' * len(columns))})")
-        with self._db:
+        with self._writing(), self._db:
             self._db.executemany(sql, [[row.get(c) for c in columns] for row in rows])
         return len(rows)
 
     def set_plan(self, keys: Iterable[str], replace: bool = True) -> None:
-        with self._db:
+        with self._writing(), self._db:
             if replace:
                 self._db.execute("DELETE FROM plan")
             self._db.executemany("INSERT OR IGNORE INTO plan (key) VALUES (?)", ((k,) for k in keys))
@@ -169,7 +232,7 @@ class Store:
     def _add_missing_columns(self, names: set[str]) -> None:
         """Metric columns follow core.METRICS; a metric added to the model adds a column."""
         have = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
-        with self._db:
+        with self._writing(), self._db:
             for name in sorted(names - have):
                 self._db.execute(f"ALTER TABLE results ADD COLUMN {_quote(name)} {_SQL_TYPES.get(name, 'REAL')}")
 

@@ -50,12 +50,14 @@ from mlflow.utils.validation import (                         # noqa: E402
 from sweep import analysis, fmt, stats                        # noqa: E402
 from sweep.analysis import Analysis                           # noqa: E402
 from sweep.outdir import SweepDir                             # noqa: E402
+from sweep.store import DiskFault, disk_fault                 # noqa: E402
 
 DEFAULT_URI = "sqlite:///mlflow.db"          # MLflow's own default: ./mlflow.db
 DEFAULT_EXPERIMENT = "kmemcg-sweep"
 SWEEP_ID_TAG = "kmemcg.sweep_id"
 CHILD_KEY_TAG = "kmemcg.child_key"
 ROLE_TAG = "kmemcg.role"
+UPLOAD_TAG = "kmemcg.upload_incomplete"     # on the parent while its artifacts are not all stored
 # config sections that define WHAT a sweep computes (-> params, immutable in MLflow);
 # replications, stats, ray, output and tracking may change on a resume (-> tags)
 IDENTITY_SECTIONS = ("name", "seed", "designs", "grid", "workload")
@@ -162,7 +164,7 @@ def _log(client: MlflowClient, sweep_dir: SweepDir, cfg: dict, meta: dict, found
         child = child_content(parent_id, sweep_id, cell_id, design, row, comparisons,
                               regime_of.get((cell_id, design)), times.get((cell_id, design), sweep_times))
         upsert_run(client, experiment_id, existing.get(child.tags[CHILD_KEY_TAG]), child)
-    _log_artifacts(client, parent_id, sweep_dir)
+    _upload(client, parent_id, sweep_dir)
     _finish(client, parent_id, existing.get(""), parent.times[1], always=True)
     return parent_id
 
@@ -287,6 +289,23 @@ def child_content(parent_id: str, sweep_id: str, cell_id: str, design: str, row,
         tags["kmemcg.regime"] = regime
     return RunContent(name=child_name(design, row), params=child_params(cell_id, design, row),
                       metrics={**child_metrics(row), **comparison_metrics(mine)}, tags=tags, times=times)
+
+
+def _upload(client: MlflowClient, run_id: str, sweep_dir: SweepDir) -> None:
+    """The artifacts, under a note that stays on the parent run until every one is stored:
+    an upload cut short (a full artifact store, a kill) is never half-logged unsaid, and the
+    next ``python -m sweep log`` that completes removes the note."""
+    client.set_tag(run_id, UPLOAD_TAG, f"the report upload did not complete; finish it with: "
+                                       f"python -m sweep log {sweep_dir.path}")
+    try:
+        _log_artifacts(client, run_id, sweep_dir)
+    except OSError as err:
+        store = client.get_run(run_id).info.artifact_uri.removeprefix("file://")
+        fault = disk_fault(err, store)
+        if fault is None:
+            raise
+        raise DiskFault(f"{store} (MLflow's artifact store)", fault.problem) from err
+    client.delete_tag(run_id, UPLOAD_TAG)
 
 
 def _log_artifacts(client: MlflowClient, run_id: str, sweep_dir: SweepDir) -> None:

@@ -1,6 +1,9 @@
 """The cluster path: a real Ray head (``ray start --head``) and a second worker node, all on
 127.0.0.1; the sweep goes in through ``ray job submit`` (what a KubeRay RayJob does) and its
-results equal, bit for bit, a run on the local executor (in this process, no Ray).
+results equal, bit for bit, a run on the local executor (in this process, no Ray).  Then
+the nodes die (issue 25): the worker node mid-sweep (the sweep finishes on the head, the lost
+chunks re-run), then the head (the driver stops within seconds with one line; the rerun
+finishes on a new Ray).  Those two tests end the cluster, so they come last.
 Everything started here is stopped here, by pid."""
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -20,7 +24,9 @@ from sweep import campaign, config, grid
 from sweep.local import LocalExecutor
 from sweep.outdir import SweepDir
 from sweep.store import Store
-from sweep_helpers import REPO, alive, cli_env, descendants, kill_all, metric_table, wait_until, write_config
+from sweep_helpers import (REPO, alive, cli_env, descendants, kill_all, metric_table, planned_workloads,
+                           reference_table, stored_rows, wait_until, write_config)
+from test_faults import Driver, assert_complete_and_equal
 
 pytestmark = pytest.mark.cluster
 
@@ -41,7 +47,9 @@ def free_ports(count: int) -> list[int]:
 
 def cluster_env(temp_dir: str) -> dict:
     # loopback only, and no token auth for a loopback test cluster (PLATFORM.md)
-    return cli_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled", RAY_TMPDIR=temp_dir)
+    # a busy machine starts the dashboard agent slowly: the head's raylet must not give up on it
+    return cli_env(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_AUTH_MODE="disabled", RAY_TMPDIR=temp_dir,
+                   RAY_agent_register_timeout_ms="300000")
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +71,17 @@ def cluster():
         wait_until(lambda: _get(f"{dashboard}/api/version") or head.poll() is not None, timeout=120,
                    step=1, what="the head's dashboard")
         assert head.poll() is None, "ray start --head exited"
+        # the dashboard answers before the head's raylet is registered; a node joining then
+        # fails ("No node info found for head node in GCS"), as seen on a busy machine
+        wait_until(lambda: _alive_nodes(dashboard, env, 1), timeout=300, step=1, what="the head node")
         worker = subprocess.Popen(
             [sys.executable, str(REPO / "tests" / "ray_worker_node.py"), f"127.0.0.1:{gcs}", "1", temp_dir,
              *map(str, worker_ports)],
             cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         started.append(worker.pid)
-        nodes = wait_until(lambda: _alive_nodes(dashboard, env, 2), timeout=120, step=1, what="two alive nodes")
-        yield {"dashboard": dashboard, "env": env, "nodes": nodes, "head": head, "worker": worker}
+        nodes = wait_until(lambda: _alive_nodes(dashboard, env, 2), timeout=300, step=1, what="two alive nodes")
+        yield {"dashboard": dashboard, "env": env, "nodes": nodes, "head": head, "worker": worker,
+               "gcs": f"127.0.0.1:{gcs}"}
     finally:
         everything = set(started).union(*(descendants(pid) for pid in started))
         for process in (worker, head):
@@ -136,3 +148,68 @@ def test_sweep_submitted_as_a_ray_job_equals_the_local_run(cluster, tmp_path):
                            env=cluster["env"], capture_output=True, text=True, timeout=60)
     finished = [t for t in json.loads(tasks.stdout) if t["state"] == "FINISHED"]
     assert {t["node_id"] for t in finished} == {n["node_id"] for n in cluster["nodes"]}, tasks.stdout[-2000:]
+
+
+# --- nodes dying (these end the cluster: keep them last) ------------------------------
+
+PAUSE_AT_ROWS = 40      # after the calibration (<= 21 rows): chunks are out on both nodes
+
+
+def test_a_dead_worker_node_loses_nothing(cluster, tmp_path):
+    path = write_config(tmp_path, CLUSTER_SWEEP)
+    out = tmp_path / "out"
+    driver = Driver([path, f"output.dir={out}"], tmp_path, pause=f"stored:{PAUSE_AT_ROWS}", **cluster["env"],
+                    RAY_ADDRESS=cluster["gcs"])
+    driver.wait_paused("stored")
+    node = cluster["worker"]
+    kill_all({node.pid} | descendants(node.pid))         # its raylet, agents and workers, at once
+    driver.resume()
+    code, stderr = driver.finish()
+    assert code == 0, stderr
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["status"] == "completed" and record["counts"]["lost"] == 0
+    assert record["counts"]["retried"] > 0, "no chunk was out on the dead node"
+    assert_complete_and_equal(out, reference_table(planned_workloads(path)))
+
+
+def test_a_dead_head_stops_the_driver_with_one_line_and_a_new_ray_resumes(cluster, tmp_path):
+    path = write_config(tmp_path, CLUSTER_SWEEP)
+    out = tmp_path / "out"
+    driver = Driver([path, f"output.dir={out}"], tmp_path, pause=f"stored:{PAUSE_AT_ROWS}", **cluster["env"],
+                    RAY_ADDRESS=cluster["gcs"])
+    driver.wait_paused("stored")
+    head = cluster["head"]
+    kill_all({head.pid} | descendants(head.pid))         # GCS, raylet, dashboard, workers
+    killed = time.monotonic()
+    driver.resume()
+    code, stderr = driver.finish(timeout=60)
+    assert code == 5 and time.monotonic() - killed < 15, stderr
+    stored = stored_rows(out)
+    assert stderr.strip().splitlines()[-1] == (
+        f"stopped: the Ray cluster's head at {cluster['gcs']} stopped answering (its GCS refuses connections); "
+        f"{stored} workloads of this run (+0 from before) are stored in {out / 'results.sqlite'}; no report or "
+        f"MLflow run was made from part of the data; rerun the same command to resume"), stderr
+    record = json.loads((out / "sweep.json").read_text())
+    assert record["status"] == "failed" and record["counts"]["ran"] == stored
+
+    code, stderr = Driver([path, f"output.dir={out}"], tmp_path).finish()   # later: a new (local) Ray
+    assert code == 0, stderr
+    record = json.loads((out / "sweep.json").read_text())
+    assert (record["counts"]["skipped"], record["status"]) == (stored, "completed")
+    assert_complete_and_equal(out, reference_table(planned_workloads(path)))
+
+
+def test_the_cluster_watch_tells_a_dead_gcs_from_a_live_one():
+    """The check behind the dead-head test above, on a plain socket: a port that accepts
+    answers, a refused one does not (at once, not after Ray's one-minute GCS timeout)."""
+    from sweep.runner import ClusterWatch
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    watch = ClusterWatch("127.0.0.1:%d" % listener.getsockname()[1])
+    assert watch.answers()
+    listener.close()
+    time.sleep(ClusterWatch.EVERY_S)
+    started = time.monotonic()
+    assert not watch.answers() and time.monotonic() - started < ClusterWatch.TIMEOUT_S

@@ -21,6 +21,7 @@ import time
 import pandas as pd
 import pytest
 
+from sweep.progress import plural
 from sweep.rayhead import LocalHead, group_members, start_time
 from sweep.store import Store
 from sweep_helpers import (alive, cli_env, descendants, metric_table, planned_workloads, reference_table, start_cli,
@@ -272,6 +273,8 @@ def test_a_chunk_lost_beyond_its_retries_is_stored_as_errors_and_rerun(fault_con
     assert code == 1, stderr
     lost = frame(out).query("status == 'error'")
     assert len(lost) > 0 and lost["error"].str.startswith("worker lost").all()
+    assert f"lost: {plural(len(lost), 'workload')} whose worker died 1 time (ray.max_retries=0; last: " in stderr, \
+        stderr
     assert meta(out)["counts"]["lost"] == len(lost)
     code, stderr = run(args, tmp_path)
     assert code == 0, stderr

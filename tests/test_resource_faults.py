@@ -1,0 +1,219 @@
+"""Resources running out (issue 25): a full or read-only sweep folder, a full Ray temp folder,
+a full MLflow artifact store.  Each on a real small filesystem the test mounts itself (a
+tmpfs of a few hundred KB; mounting needs root, as CI has): the documented exit code (6),
+one line naming the cause and the path, a true ``sweep.json`` (or, where it cannot be
+written, an untouched one and a line saying so), no half-written file, and a rerun whose
+results equal direct ``core.run_workload`` calls.
+
+Deterministic: the disk is filled while the driver waits at a named point
+(``SWEEP_TEST_PAUSE``, sweep/interrupt.py), never on a timer.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sweep_helpers import planned_workloads, reference_table, stored_rows, write_config
+from test_faults import NO_TRACEBACK, Driver, assert_complete_and_equal, meta
+
+# 144 small workloads in chunks of a few: --local stores them chunk by chunk
+DISK = {"name": "disk", "ray": {"chunk_seconds": 0.02}, "output": {"report": False}}
+PAUSE_AT_ROWS = 40          # after the calibration (<= 21 rows): inside the chunk loop
+
+
+@pytest.fixture(scope="module")
+def disk_config(tmp_path_factory):
+    return write_config(tmp_path_factory.mktemp("disk"), DISK)
+
+
+@pytest.fixture(scope="module")
+def reference(disk_config):
+    return reference_table(planned_workloads(disk_config))
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 600 KB tmpfs of the test's own."""
+    with tmpfs(tmp_path / "fs", "600k") as folder:
+        yield folder
+
+
+@pytest.fixture
+def roomy_fs(tmp_path):
+    """3 MB: room for the whole store, so that the disk fills after the sweep."""
+    with tmpfs(tmp_path / "fs", "3m") as folder:
+        yield folder
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str):
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a tmpfs and needs root (CI runs as root); run it as root")
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the filesystem has not one byte left; returns it."""
+    filler = folder / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        for size in (1 << 16, 4096, 1):
+            try:
+                while True:
+                    handle.write(bytes(size))
+            except OSError as err:
+                assert err.errno == errno.ENOSPC, err
+    return filler
+
+
+def remount(folder: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(folder)], check=True)
+
+
+def finish(driver: Driver) -> tuple[int, str]:
+    code, stderr = driver.finish()
+    assert not any(bad in stderr for bad in NO_TRACEBACK), stderr
+    return code, stderr
+
+
+def last_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1]
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files a write left behind (sweep.json's, config.yaml's, the analysis cache's)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if p.name not in (".lock", ".space-reserve"))
+
+
+def test_a_full_sweep_folder_stops_the_run_with_one_line_and_the_rerun_completes(disk_config, reference,
+                                                                                 small_fs):
+    out = small_fs / "out"
+    args = [disk_config, f"output.dir={out}", "--local"]
+    driver = Driver(args, small_fs.parent, pause=f"stored:{PAUSE_AT_ROWS}")
+    driver.wait_paused("stored")
+    filler = fill(small_fs)                 # the disk fills up while workloads run
+    driver.resume()
+    code, stderr = finish(driver)
+    assert code == 6, stderr
+    stored = stored_rows(out)
+    assert PAUSE_AT_ROWS <= stored < len(reference)
+    assert last_line(stderr) == (
+        f"disk error: {out / 'results.sqlite'}: no space left on device (ENOSPC); {stored} workloads of this "
+        f"run (+0 from before) are stored in {out / 'results.sqlite'}; no report or MLflow run was made from "
+        f"part of the data; make room (or make it writable) and rerun the same command to resume")
+    record = meta(out)      # written in the room the folder's reserve kept for it
+    assert record["status"] == "failed" and "no space left on device" in record["reason"]
+    assert record["counts"]["ran"] == stored and record["ray_head"] is None
+    assert leftovers(out) == []
+
+    filler.unlink()
+    code, stderr = finish(Driver(args, small_fs.parent))
+    assert code == 0, stderr
+    assert (meta(out)["counts"]["skipped"], meta(out)["counts"]["ran"]) == (stored, len(reference) - stored)
+    assert meta(out)["status"] == "completed"
+    assert_complete_and_equal(out, reference)
+
+
+def test_a_full_disk_before_the_run_starts_nothing(disk_config, small_fs):
+    out = small_fs / "out"
+    fill(small_fs)
+    code, stderr = finish(Driver([disk_config, f"output.dir={out}", "--local"], small_fs.parent))
+    assert code == 6, stderr
+    assert last_line(stderr).startswith(f"disk error: {out / 'config.yaml'}: no space left on device (ENOSPC); "
+                                        f"nothing was started"), stderr
+    assert not (out / "sweep.json").exists() and leftovers(out) == []
+
+
+def test_a_full_then_read_only_disk_in_the_report_leaves_no_half_written_report_or_cache(disk_config, roomy_fs):
+    small_fs = roomy_fs
+    out = small_fs / "out"
+    driver = Driver([disk_config, f"output.dir={out}", "--local", "output.report=true"], small_fs.parent,
+                    pause="cache")
+    driver.wait_paused("cache")         # the statistics are computed; their cache is to be written
+    filler = fill(small_fs)
+    driver.resume()
+    code, stderr = finish(driver)
+    assert code == 6, stderr
+    assert last_line(stderr) == (
+        f"report failed: disk error: {out / 'analysis'}: no space left on device (ENOSPC); the results are intact "
+        f"in {out / 'results.sqlite'}; make room (or make it writable), then: python -m sweep report {out}")
+    assert meta(out)["status"] == "completed"       # the sweep itself finished
+    assert leftovers(out) == [] and not (out / "report").exists()
+
+    filler.unlink()        # room again, but the folder turns read-only while the report is built
+    driver = Driver(["report", out], small_fs.parent, pause="report")
+    driver.wait_paused("report")
+    remount(small_fs, "ro")
+    driver.resume()
+    code, stderr = finish(driver)
+    assert code == 6 and "report failed: disk error: " in last_line(stderr), stderr
+    assert "read-only file system (EROFS)" in last_line(stderr)
+
+    remount(small_fs, "rw")
+    code, stderr = finish(Driver(["report", out], small_fs.parent))
+    assert code == 0 and (out / "report" / "report.html").exists(), stderr
+    assert leftovers(out) == []
+
+
+def test_a_full_ray_temp_folder_is_named_before_ray_starts(disk_config, reference, small_fs, tmp_path):
+    out = tmp_path / "out"
+    args = [disk_config, f"output.dir={out}"]
+    filler = fill(small_fs)
+    code, stderr = finish(Driver(args, tmp_path, RAY_TMPDIR=str(small_fs)))
+    assert code == 6, stderr
+    stored = stored_rows(out)                   # the calibration's, before Ray was needed
+    assert last_line(stderr).startswith(
+        f"disk error: {small_fs / 'ray'} (Ray's temp folder; RAY_TMPDIR moves it): no space left on device "
+        f"(ENOSPC); {stored} workloads of this run"), stderr
+    assert "started a local Ray" not in stderr and not (out / "ray-head.log").exists()
+    assert meta(out)["status"] == "failed" and meta(out)["counts"]["ran"] == stored
+
+    filler.unlink()
+    code, stderr = finish(Driver(args, tmp_path))       # Ray's temp folder: conftest's (short: sockets)
+    assert code == 0, stderr
+    assert meta(out)["status"] == "completed"
+    assert_complete_and_equal(out, reference)
+
+
+def test_a_full_mlflow_artifact_store_leaves_a_note_until_log_completes(disk_config, tmp_path):
+    out = tmp_path / "out"
+    code, stderr = finish(Driver([disk_config, f"output.dir={out}", "--local", "output.report=true"], tmp_path))
+    assert code == 0, stderr
+    with tmpfs(tmp_path / "artifacts", "300k") as store:    # smaller than the report: its upload cannot fit
+        uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        log = ["log", out, f"tracking.uri={uri}"]
+        code, stderr = finish(Driver(log, store))      # MLflow puts ./mlruns where it runs
+        assert code == 6, stderr
+        line = last_line(stderr)
+        assert line.startswith(f"MLflow logging failed: disk error: {store / 'mlruns'}/") and \
+            "(MLflow's artifact store): no space left on device (ENOSPC)" in line and \
+            line.endswith(f"then: python -m sweep log {out}"), stderr
+        parent = parent_run(uri)
+        assert parent.data.tags["kmemcg.upload_incomplete"].endswith(f"python -m sweep log {out}")
+
+        subprocess.run(["mount", "-o", "remount,size=4m", str(store)], check=True)     # room again
+        code, stderr = finish(Driver(log, store))
+        assert code == 0, stderr
+        parent = parent_run(uri)
+        assert "kmemcg.upload_incomplete" not in parent.data.tags and parent.info.status == "FINISHED"
+        assert (Path(parent.info.artifact_uri.removeprefix("file://")) / "report.html").stat().st_size > 100_000
+
+
+def parent_run(uri: str):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                              filter_string="tags.`kmemcg.role` = 'parent'")
+    assert len(runs) == 1
+    return runs[0]
