@@ -141,6 +141,7 @@ cdef void kswapd_balance_node(mm_t *mm, int node) noexcept nogil
 # ---- oom.pxi: the OOM killer (mm/oom_kill.c)
 cdef bint out_of_memory(mm_t *mm, task_t *t) noexcept nogil
 cdef bint mem_cgroup_oom_synchronize(mm_t *mm, task_t *t) noexcept nogil
+cdef bint mem_cgroup_oom(mm_t *mm, task_t *t, int memcg_id, int64_t nr_pages) noexcept nogil
 
 
 # ---- memcg.pxi: memory cgroups: charging, stocks, memory.high (mm/memcontrol.c)

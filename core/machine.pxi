@@ -212,7 +212,12 @@ cdef class Task:
         return &self.m.mm.tasks[self.tid]
 
     cdef _alive(self):
-        if not self._t().alive:
+        cdef task_t *t = self._t()
+        if t.alive and t.dying and not t.in_kernel:
+            # killed in user mode by another task's charge (4.19+ OOM from the charge path,
+            # core/oom.pxi): the fatal signal is delivered before it can do anything else
+            task_exit(self.m.mm, self.tid)
+        if not t.alive:
             raise ValueError(f"task {self.tid}: has exited" + (" (OOM-killed)" if self._t().killed else ""))
 
     @property

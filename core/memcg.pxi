@@ -149,7 +149,7 @@ cdef int try_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask, int64_
     fields (bypass_or_force, nomem_or_force, mem_cgroup_high)."""
     cdef int64_t batch = max(<int64_t>mm.policy.charge_batch, nr_pages), nr_reclaimed
     cdef int retries = mm.policy.reclaim_retries, mem_over_limit
-    cdef bint drained = False, raised_max = False
+    cdef bint drained = False, raised_max = False, passed_oom = False
     # 0: the root has no limit to enforce, so charging it would only cost atomic operations
     if memcg_id == ROOT_MEMCG:
         return CHARGE_OK
@@ -210,9 +210,24 @@ cdef int try_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask, int64_
             retries -= 1
             continue
         # 15: a NOFAIL caller cannot handle failure, and a task killed meanwhile should exit
-        #     and free its memory, not OOM: let both past the limit
-        if (gfp_mask & __GFP_NOFAIL) or (t.dying and mm.policy.force_dying):
+        #     and free its memory, not OOM: let both past the limit (4.x; since 4.19 NOFAIL
+        #     first goes to the OOM killer below and is forced at nomem)
+        if ((gfp_mask & __GFP_NOFAIL) and not mm.policy.oom_charge_path) or \
+                (t.dying and mm.policy.force_dying):
             return bypass_or_force(mm, memcg_id, nr_pages)
+        if mm.policy.oom_charge_path:
+            # 16 (4.19, 29ef680ae7c2): the memcg OOM killer runs right here, in any context
+            #    (cgroup v2 has no oom_kill_disable, the only case still deferred to the end
+            #    of a fault); a kill that made progress buys a fresh set of retries. A task
+            #    that is dying after it passed the OOM killer fails instead, so a victim
+            #    cannot loop (5.16, a4ebf1b6ca1e): its charges get -ENOMEM, not forced
+            if passed_oom and task_is_dying(t):
+                return nomem_or_force(mm, memcg_id, mem_over_limit, gfp_mask, nr_pages, raised_max)
+            if mem_cgroup_oom(mm, t, mem_over_limit, nr_pages):
+                passed_oom = True
+                retries = mm.policy.reclaim_retries
+                continue
+            return nomem_or_force(mm, memcg_id, mem_over_limit, gfp_mask, nr_pages, raised_max)
         # 16: out of memory. The kill is deferred to the end of a user page fault
         #     (mem_cgroup_oom only records it): killing here, deep in the kernel with locks
         #     held, could deadlock; any other charge just fails with -ENOMEM

@@ -293,6 +293,8 @@ cdef struct policy_t:
     uint8_t slub_only                # SLAB removed (6.8): the row refuses allocator slab
     uint8_t charge_only_accounted    # 4.5+: only __GFP_ACCOUNT / SLAB_ACCOUNT kmem is charged
                                      # (4.2-4.4: all of a memcg task's kmem but __GFP_NOACCOUNT)
+    uint8_t oom_charge_path          # 4.19: try_charge invokes the memcg OOM killer itself
+                                     # (any context); 4.x records it for the fault's end only
 
 cdef enum:                   # where reclaim ran (core/metrics.py RECLAIM_PLACES)
     RP_CHARGE = 0

@@ -1,8 +1,10 @@
 # oom: victim selection and kill (mm/oom_kill.c), global and per memcg.
 # badness = resident anon pages (oom_badness() without page tables and swap); ties go to
-# the lowest task id. Simplified: a victim that is not the running task exits at once (as
-# if the OOM reaper had run); the running task is marked TIF_MEMDIE and exits when its
-# current request returns.
+# the lowest task id. Simplified: a victim of a global or end-of-fault kill that is not the
+# running task exits at once (as if the OOM reaper had run); the running task is marked
+# TIF_MEMDIE, its anon memory is reaped, and it exits at its return to user mode. A kill
+# from inside a charge (4.19+) only reaps its victim's anon memory; the victim exits at its
+# next return to user mode or kernel entry (its kmem is freed then, docs/model.md).
 
 cdef int select_bad_process(mm_t *mm, int memcg_root) noexcept nogil:
     """The alive task with the most anon pages (in memcg_root's subtree unless ROOT_MEMCG)."""
@@ -19,7 +21,12 @@ cdef int select_bad_process(mm_t *mm, int memcg_root) noexcept nogil:
     return best
 
 
-cdef void oom_kill_process(mm_t *mm, int victim, int memcg_id) noexcept nogil:
+cdef inline bint task_is_dying(task_t *t) noexcept nogil:
+    """tsk_is_oom_victim() || fatal_signal_pending() || PF_EXITING (5.16 memcontrol.c)."""
+    return t.memdie or t.dying
+
+
+cdef void oom_kill_process(mm_t *mm, int victim, int memcg_id, bint reap_only) noexcept nogil:
     cdef task_t *v = &mm.tasks[victim]
     v.killed = True
     v.memdie = True
@@ -30,7 +37,7 @@ cdef void oom_kill_process(mm_t *mm, int victim, int memcg_id) noexcept nogil:
         mm.stats[M_OOM_GLOBAL] += 1
     else:
         mm.stats[M_OOM_MEMCG] += 1
-    if victim != mm.current:
+    if victim != mm.current and not reap_only:
         task_exit(mm, victim)
     else:
         free_task_anon(mm, victim)           # exit_mmap() of the running victim
@@ -46,7 +53,7 @@ cdef bint out_of_memory(mm_t *mm, task_t *t) noexcept nogil:
     victim = select_bad_process(mm, ROOT_MEMCG)
     if victim < 0:
         return False
-    oom_kill_process(mm, victim, ROOT_MEMCG)
+    oom_kill_process(mm, victim, ROOT_MEMCG, False)
     return True
 
 
@@ -60,5 +67,28 @@ cdef bint mem_cgroup_oom_synchronize(mm_t *mm, task_t *t) noexcept nogil:
     victim = select_bad_process(mm, memcg_id)
     if victim < 0:
         return False
-    oom_kill_process(mm, victim, memcg_id)
+    oom_kill_process(mm, victim, memcg_id, False)
     return victim == mm.current
+
+
+cdef bint mem_cgroup_oom(mm_t *mm, task_t *t, int memcg_id, int64_t nr_pages) noexcept nogil:
+    """6.1 mem_cgroup_oom() -> mem_cgroup_out_of_memory() from inside try_charge (4.19+):
+    True if the charge should be retried (a victim was killed, or the charging task is
+    itself dying and will free its memory). Costly orders skip the OOM killer (no event):
+    they fall back to smaller allocations. memory.oom.group is not modelled (default 0)."""
+    cdef int victim
+    if nr_pages > (1 << PAGE_ALLOC_COSTLY_ORDER):
+        return False
+    mm.memcgs[memcg_id].events[MEMCG_OOM] += 1
+    if mem_cgroup_margin(mm, memcg_id) >= nr_pages:
+        return True                      # others freed memory meanwhile: no kill needed
+    if task_is_dying(t):                 # out_of_memory(): task_will_free_mem(current)
+        t.memdie = True
+        return True
+    victim = select_bad_process(mm, memcg_id)
+    if victim < 0:
+        return False
+    # the victim's kmem stays charged until it exits; running the exit here, inside this
+    # task's allocation, is what the kernel never does (the victim exits on its own CPU)
+    oom_kill_process(mm, victim, memcg_id, True)
+    return True

@@ -21,6 +21,8 @@ cdef int64_t wl_execute(mm_t *mm, wl_gen_t *g, int *tids, wl_trace_t **trace,
             break
         tid = tids[ev.task]
         if ev.type == EV_ENTER:
+            if mm.tasks[tid].alive and mm.tasks[tid].dying and not mm.tasks[tid].in_kernel:
+                task_exit(mm, tid)        # OOM-killed in user mode by another task's charge
             if not mm.tasks[tid].alive:               # OOM-killed since its last entry
                 tid = tids[ev.task] = wl_respawn(mm, tid)
                 if tid < 0:

@@ -6,6 +6,7 @@ values the model must use (§2.2, §2.3, §2.6, §5.1).  The helpers are what cg
 gives the selftests (reading a cgroup file as a number) plus the set-up steps several core
 tests need: warming a memcg's kmem_cache clones and filling a cgroup to its limit.
 """
+import core
 
 PAGE_SIZE = 4096
 CHARGE_BATCH = 32                  # §2.2: per-CPU stock batch, pages
@@ -88,13 +89,16 @@ def fill_with_kmem(m, task, cgroup):
 
     Kmem is unreclaimable, so the failing charge ran the whole §2.3 loop, drained the
     stock (step 10) and left the cgroup at exactly its limit: the state the over-max
-    tests start from.  Returns the handles (freed by task exit).
+    tests start from.  Returns the handles (freed by task exit). In a row whose charges
+    call the OOM killer (oom_charge_path, 4.19+) the filling charges add __GFP_NORETRY,
+    which gives up right after the drain (step 11), so the task is not killed by the fill.
     """
     limit = pages(cg_read_long(m, cgroup, "memory.max"))
+    gfp = "GFP_KERNEL|__GFP_NORETRY" if core.POLICIES[m.design]["oom_charge_path"] else "GFP_KERNEL"
     handles = []
     with task.syscall():
         for _ in range(limit + CHARGE_BATCH + 1):
-            handle = task.alloc_pages(0, "GFP_KERNEL")
+            handle = task.alloc_pages(0, gfp)
             if handle is None:
                 return handles
             handles.append(handle)

@@ -227,3 +227,27 @@ def test_the_default_grid_holds_the_claims_cells_at_a_bounded_cost():
     assert {limit for mix, limit, high in mib if mix == "nowait-burst" and high == float("inf")} == {16, 32}
     workloads = sum(len(c.specs) for c in cells) * cfg.replications
     assert workloads <= 1.3 * 5504
+
+
+def test_the_calibration_config_covers_each_modern_mechanism(monkeypatch):
+    """configs/calibrate.yaml (issue 23): the v6.1 row on small cells that exercise GFP_KERNEL,
+    NOWAIT, ATOMIC and NOFAIL at memory.high and at memory.max with and without page cache,
+    long entries over high, dentry storms and two NUMA nodes."""
+    monkeypatch.chdir(pathlib.Path(__file__).resolve().parent.parent)   # no-cache mix paths
+    path = "configs/calibrate.yaml"
+    cfg = config.load(path)
+    assert list(cfg.designs) == ["v6.1"]
+    cells = grid.build_cells(cfg, config.load_mixes(cfg, path))
+    assert all(set(c.specs) == {"v6.1"} for c in cells)
+    kinds = {(r["kind"], r.get("gfp", "")) for c in cells for r in c.specs["v6.1"]["mix"]["requests"]}
+    gfps = {g for _, g in kinds}
+    assert {"GFP_KERNEL", "GFP_NOWAIT", "GFP_ATOMIC", "GFP_NOFS|__GFP_NOFAIL"} <= gfps
+    assert any(k == "dentries" for k, _ in kinds) and any(k == "kmalloc_node" for k, _ in kinds)
+    caching = {any(r["kind"] == "read_file" for r in c.specs["v6.1"]["mix"]["requests"])
+               for c in cells}
+    assert caching == {True, False}
+    assert {c.axes["high"] for c in cells} >= {float("inf"), 0.75}       # "max": inf
+    assert {c.axes["nodes"] for c in cells} == {1, 2}
+    # small enough for qemu TCG: at most ~40 workloads of a few hundred kernel entries
+    assert len(cells) * cfg.replications <= 40
+    assert all(c.specs["v6.1"]["length"]["kernel_entries"] <= 300 for c in cells)

@@ -192,7 +192,9 @@ def test_syscall_charge_over_max_is_enomem_without_oom_kill(full):
     assert not task.killed
     events = m.events(cg)
     assert events["max"] > 0
-    assert events["oom"] >= 1          # step 16 counts the OOM even though nobody is killed
+    # step 16 counts the OOM even though nobody is killed (4.x); rows that kill from the
+    # charge path filled with __GFP_NORETRY, which never reaches step 16 (tests/test_v61.py)
+    assert events["oom"] >= (0 if core.POLICIES[m.design]["oom_charge_path"] else 1)
     assert events["oom_kill"] == 0
     assert m.metrics()["oom_kills_memcg"] == 0
 
@@ -212,11 +214,18 @@ def test_kernel_charge_reclaims_through_all_retries_then_records_oom(full):
     assert handle is None
     # steps 7-8 run once, again after the drain (10), then once per retry (14); then 16
     # (5 retries in 4.x; MAX_RECLAIM_RETRIES = 16 from 5.9, docs/kernel.md §6.3)
-    rounds = 2 + core.POLICIES[m.design]["reclaim_retries"]
-    assert events["max"] == rounds
-    assert metrics["reclaim_rounds"] == rounds
-    assert events["oom"] == 1 and events["oom_kill"] == 0
-    assert not task.killed
+    retries = core.POLICIES[m.design]["reclaim_retries"]
+    if not core.POLICIES[m.design]["oom_charge_path"]:
+        assert events["max"] == metrics["reclaim_rounds"] == 2 + retries
+        assert events["oom"] == 1 and events["oom_kill"] == 0
+        assert not task.killed
+        return
+    # 4.19+: step 16 kills the only task of the memcg (the charging one) and the charge
+    # retries with a fresh set of retries; a victim that passed the OOM killer then fails
+    # (5.16 a4ebf1b6ca1e): one more round and each retry, nothing forced
+    assert events["max"] == metrics["reclaim_rounds"] == 2 + retries + 1 + retries
+    assert events["oom"] == 1 and events["oom_kill"] == 1
+    assert task.killed and not task.alive
 
 
 def test_noretry_charge_gives_up_after_the_drain(full):
