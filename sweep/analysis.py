@@ -374,8 +374,8 @@ def verdict_sentences(analysis: Analysis) -> list[str]:
 def _way1_vs_way2(analysis: Analysis, harms: list[str], costs: list[str]) -> list[str]:
     lower = {d: [m for m in harms if _lower(analysis, d, _other(d), m)] for d in ("way1", "way2")}
     if lower["way1"] and lower["way2"]:
-        first = (f"**Split verdict between the 2015 designs**: way2 (Davydov) has less "
-                 f"{_list(analysis, 'way2', 'way1', lower['way2'])}, way1 (Heo) less "
+        first = (f"**Split verdict between the 2015 designs**: way2 (Davydov) is lower on "
+                 f"{_list(analysis, 'way2', 'way1', lower['way2'])}; way1 (Heo) on "
                  f"{_list(analysis, 'way1', 'way2', lower['way1'])}.")
         return [first, _costs_sentence(analysis, None, costs)]
     if not lower["way1"] and not lower["way2"]:
@@ -385,7 +385,7 @@ def _way1_vs_way2(analysis: Analysis, harms: list[str], costs: list[str]) -> lis
     winner = "way2" if lower["way2"] else "way1"
     loser = _other(winner)
     same = [m for m in harms if m not in lower[winner]]
-    first = (f"**{WHO[winner]} beats {WHO[loser]}** on the harms of the 2015 thread: less "
+    first = (f"**{WHO[winner]} beats {WHO[loser]}** on the harms of the 2015 thread: lower "
              f"{_list(analysis, winner, loser, lower[winner])}"
              + (f"; no significant difference in {_names(same)}" if same else "") + ".")
     return [first, _costs_sentence(analysis, winner, costs)]
@@ -431,12 +431,13 @@ def _modern(analysis: Analysis, metrics: list[str]) -> str:
     loses = {m: [d for d in olds if _lower(analysis, d, "v6.18", m)] for m in metrics}
     loses = {m: ds for m, ds in loses.items() if ds}
     vs = " and ".join(olds)
-    text = (f"Today's kernel, v6.18, beats both {vs} on {_names(beats)}" if beats
-            else f"Today's kernel, v6.18, beats {vs} together on none of them")
+    both = "both " if len(olds) > 1 else ""
+    text = (f"Today's kernel, v6.18, beats {both}{vs} on {_names(beats)}" if beats
+            else f"Today's kernel, v6.18, beats {both}{vs} on none of these harms and costs")
     if loses:
-        text += "; it does worse on " + "; ".join(f"{_label(m)} (than {' and '.join(ds)})" for m, ds in loses.items())
+        text += "; it is higher on " + ", ".join(f"{_label(m)} (than {' and '.join(ds)})" for m, ds in loses.items())
     else:
-        text += "; it does worse than neither on any of them"
+        text += "; it is higher than neither on any of them"
     cells = analysis.df.groupby("design")["cell_id"].nunique()
     if cells.get("v6.18", 0) < analysis.n_cells:
         text += f" (compared in the {int(cells.get('v6.18', 0))} of {analysis.n_cells} cells it ran: no SLAB in 6.x)"
@@ -464,7 +465,7 @@ def _lower(analysis: Analysis, better: str, than: str, metric: str) -> bool:
 
 
 def _list(analysis: Analysis, better: str, than: str, metrics: list[str], worse: bool = False) -> str:
-    """'overshoot over memory.max (median per cell -12 pages; lower in 9 of 20 cells, higher in 0), ...'."""
+    """'overshoot over memory.max (-12 pages median per cell; lower in 9 of 20 cells, higher in 0), ...'."""
     parts = []
     for m in metrics:
         row = analysis.effect(than, better, m)

@@ -318,9 +318,12 @@ def design_effects(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Met
                    pairs: Iterable[tuple[str, str]] | None = None,
                    resamples: int = EFFECT_RESAMPLES) -> pd.DataFrame:
     """One row per (baseline, candidate, metric), over the cells BOTH designs ran (seeds
-    paired): the number of those cells, each design's mean over them and the pooled change
-    (%), and the median per-cell mean difference with its stratified bootstrap interval and
-    direction (``median_effect``, ``effect_direction``)."""
+    paired) where the metric is not zero in every workload of both (a cell where a harm never
+    happens says nothing about which design has less of it; counting it would pull every
+    median to 0 for a harm that a few blocks of the grid are built to provoke): the number of
+    those cells, each design's mean over them and the pooled change (%), and the median
+    per-cell mean difference with its stratified bootstrap interval and direction
+    (``median_effect``, ``effect_direction``)."""
     values = workload_values(df)
     pairs = list(pairs) if pairs is not None else comparisons(values["design"].unique())
     rows = []
@@ -330,6 +333,9 @@ def design_effects(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Met
         wide = _paired_wide(values, metric.name)
         for baseline, candidate in pairs:
             paired = _pairs(wide, baseline, candidate)
+            if len(paired):
+                occurs = (paired != 0).any(axis=1).groupby(level="cell_id").transform("any")
+                paired = paired[occurs]
             row = {"baseline": baseline, "candidate": candidate, "metric": metric.name,
                    "n_cells": 0, "base_mean": math.nan, "cand_mean": math.nan, "pooled_pct": math.nan,
                    "median_diff": math.nan, "median_lo": math.nan, "median_hi": math.nan, "direction": 0}

@@ -112,7 +112,7 @@ def test_the_verdict_names_a_clear_winner_what_it_pays_and_where_v618_stands():
     text = " ".join(sentences)
     assert 3 <= len(sentences) <= 5
     assert sentences[0].startswith("**way2 (Davydov) beats way1 (Heo)**")
-    assert re.search(r"less peak overshoot over memory.high \(-\d+(\.\d+)? pages median per cell; "
+    assert re.search(r"lower peak overshoot over memory.high \(-\d+(\.\d+)? pages median per cell; "
                      r"lower in 4 of 4 cells, higher in 0\)", sentences[0])
     assert re.match(r"What way2 pays: more syscall p99 latency \(\+\d+(\.\d+)? ns median per cell; "
                     r"higher in 4 of 4 cells", sentences[1])
@@ -120,7 +120,7 @@ def test_the_verdict_names_a_clear_winner_what_it_pays_and_where_v618_stands():
     assert "Holm" in text and "simulator (model" in text
     modern = next(s for s in sentences if s.startswith("Today's kernel"))
     assert "beats both way1 and way2 on peak overshoot over memory.high" in modern
-    assert "worse on reclaim under locks (than way1 and way2)" in modern
+    assert "higher on reclaim under locks (than way1 and way2)" in modern
     assert "no evidence on wrong-node slab objects: zero in every workload" in sentences[-1]
 
 
@@ -139,8 +139,8 @@ def test_a_split_verdict_says_who_is_better_on_what():
 
     sentences = _verdict_of(shift, designs=("v4.3", "way1", "way2"))
     assert sentences[0].startswith("**Split verdict between the 2015 designs**")
-    assert "way2 (Davydov) has less peak overshoot over memory.high" in sentences[0]
-    assert "way1 (Heo) less overshoot over memory.max" in sentences[0]
+    assert "way2 (Davydov) is lower on peak overshoot over memory.high" in sentences[0]
+    assert "; way1 (Heo) on overshoot over memory.max" in sentences[0]
 
 
 def test_one_outlier_cell_does_not_make_a_winner():
@@ -153,4 +153,4 @@ def test_one_outlier_cell_does_not_make_a_winner():
 
     sentences = _verdict_of(shift, designs=("v4.3", "way1", "way2"))
     assert not sentences[0].startswith("**way2 (Davydov) beats")
-    assert "way2 (Davydov) has less peak overshoot" not in sentences[0]
+    assert "way2 (Davydov) is lower on peak overshoot" not in sentences[0]
