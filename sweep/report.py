@@ -156,8 +156,9 @@ COMPARISON_NOTES = {
 def _compared(facts: Facts, base: str, cand: str, metric, show_value: bool, partial: bool):
     """One cell of the comparison table: (text, css class, footnote marks used)."""
     e = facts.effect(base, cand, metric.name)
-    if e is None:
-        return "-", "", set()
+    if e is None:                       # never happens in a cell both ran (or one did not run)
+        ran = set(facts.df.groupby("cell_id")["design"].agg(set).loc[lambda s: s.map({base, cand}.issubset)].index)
+        return ("0 in every cell both ran" if ran else "-"), "", set()
     better, worse, tested = facts.cell_counts(base, cand, metric.name)
     change = fmt.change({"diff_mean": e["cand_mean"] - e["base_mean"], "base_mean": e["base_mean"]}, metric)
     decided = facts.decided(base, cand, metric.name)

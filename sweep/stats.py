@@ -295,11 +295,13 @@ def median_effect(diffs: list[np.ndarray], alpha: float = ALPHA, resamples: int 
     median = float(np.median([d.mean() for d in diffs]))
     rng = np.random.default_rng(seed)
     boot = np.empty((resamples, len(diffs)))
+    by_size: dict[int, list[int]] = {}
     for j, d in enumerate(diffs):
-        if np.ptp(d) == 0:                         # every resample has the same mean
-            boot[:, j] = d[0]
-        else:
-            boot[:, j] = d[rng.integers(0, d.size, (resamples, d.size))].mean(axis=1)
+        by_size.setdefault(d.size, []).append(j)
+    for size, columns in by_size.items():          # cells of one size: resampled in one draw
+        block = np.stack([diffs[j] for j in columns])[None]           # (1, cells, seeds)
+        picks = rng.integers(0, size, (resamples, len(columns), size))
+        boot[:, columns] = np.take_along_axis(block, picks, axis=2).mean(axis=2)
     lo, hi = np.quantile(np.median(boot, axis=1), [alpha / 2, 1 - alpha / 2])
     return median, float(lo), float(hi)
 
@@ -340,8 +342,9 @@ def design_effects(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Met
                    "n_cells": 0, "base_mean": math.nan, "cand_mean": math.nan, "pooled_pct": math.nan,
                    "median_diff": math.nan, "median_lo": math.nan, "median_hi": math.nan, "direction": 0}
             if len(paired):
-                diffs = [(cell[candidate] - cell[baseline]).to_numpy()
-                         for _, cell in paired.groupby(level="cell_id")]
+                cells = paired.index.get_level_values("cell_id")       # sorted: each cell's rows together
+                starts = np.flatnonzero(cells[1:] != cells[:-1]) + 1
+                diffs = np.split((paired[candidate] - paired[baseline]).to_numpy(), starts)
                 median, lo, hi = median_effect(diffs, alpha, resamples)
                 base, cand = float(paired[baseline].mean()), float(paired[candidate].mean())
                 row.update(n_cells=len(diffs), base_mean=base, cand_mean=cand,
