@@ -367,3 +367,15 @@ def test_a_design_missing_from_some_cells_is_called_out():
     n = df["cell_id"].nunique()
     assert f"**way2 ran in {n - 1} of {n} cells**" in text
     assert "v4.3 ran in" not in text and "way1 ran in" not in text
+
+
+def test_python_m_sweep_report_ends_with_the_verdict(tmp_path):
+    """`python -m sweep report DIR`: the verdict is the last thing it prints (issue 21)."""
+    from sweep_helpers import run_cli
+
+    sweep_dir = write_sweep_dir(tmp_path / "sweep", synthetic(reps=4, cells=grid_cells(limits=(32 << 20,))))
+    done = run_cli(["report", sweep_dir], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    verdict = json.loads((sweep_dir / "report" / report.SUMMARY).read_text())["verdict"]
+    assert done.stdout.rstrip().splitlines()[-1] == "Verdict: " + verdict.replace("**", "")
+    assert "report:" in done.stderr                                     # the path, before it
