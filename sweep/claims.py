@@ -297,4 +297,6 @@ def verdict_table(verdicts: list[Verdict]) -> pd.DataFrame:
         "regimes": ", ".join(v.claim.regimes), "verdict": v.verdict, "effect": v.effect,
         "ci_lo": v.ci[0] if v.ci else None, "ci_hi": v.ci[1] if v.ci else None, "unit": v.unit,
         "cells": len(v.cells_tested), "cells_holding": len(v.cells_holding),
-        "cells_against": len(v.cells_against), "reason": v.reason} for v in verdicts])
+        "cells_against": len(v.cells_against), "reason": v.reason,
+        "by_regime": "; ".join(f"{r['regime']}: {r['effect']:.4g} over {r['cells']} cells" for r in v.by_regime)}
+        for v in verdicts])

@@ -231,7 +231,7 @@ def claims_table(facts: Facts, figures) -> tuple[pd.DataFrame, list[str]]:
         rows.append({"claim": c.id, "who": c.who, "says": c.claim,
                      "verdict": f"**{v.verdict}**: {v.reason}" if v.reason else f"**{v.verdict}**",
                      "where it holds": _where_cells(axes, v.cells_holding, len(v.cells_tested)),
-                     "effect (CI)": _effect_text(v, c), "evidence": link})
+                     "median per-cell effect [CI]": _effect_text(v, c), "evidence": link})
         classes.append({"holds": "better", "refuted": "worse"}.get(v.verdict, ""))
     return pd.DataFrame(rows), classes
 
@@ -260,7 +260,12 @@ def _effect_text(v, claim) -> str:
     text = f"{b} - {a}: {fmt.num(v.effect)}"
     if v.ci is not None and all(x is not None and math.isfinite(x) for x in v.ci):
         text += f" [{fmt.num(v.ci[0])}, {fmt.num(v.ci[1])}]"
-    return text + (f" {v.unit}" if v.unit else "")
+    text += f" {v.unit}" if v.unit else ""
+    if getattr(v, "by_regime", None):          # the claim spans regimes: its effect in each
+        text += "; by regime: " + "; ".join(
+            f"{r['regime']} ({r['cells']} cells) {fmt.num(r['effect'])} [{fmt.num(r['ci'][0])}, {fmt.num(r['ci'][1])}]"
+            for r in v.by_regime)
+    return text
 
 
 def caveats(facts: Facts) -> list[str]:

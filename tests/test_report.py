@@ -328,7 +328,12 @@ def test_claims_table_renders_each_verdict_with_its_evidence():
     row = frame.iloc[0]
     assert row["who"] == "Tejun Heo" and row["verdict"] == "**holds**: 2 cells for, none against"
     assert row["where it holds"].startswith("2 of 8 cells: limit 32M x2")
-    assert row["effect (CI)"] == "way2 - way1: 1.5 [0.5, 2.5] requests"
+    assert row["median per-cell effect [CI]"] == "way2 - way1: 1.5 [0.5, 2.5] requests"
+    verdicts[0].by_regime = [{"regime": "high-bound", "cells": 5, "effect": 2.0, "ci": [1.0, 3.0]},
+                             {"regime": "max-bound", "cells": 3, "effect": -1.0, "ci": [-2.0, 0.5]}]
+    frame, _ = report.claims_table(facts, figures)
+    assert frame.iloc[0]["median per-cell effect [CI]"].endswith(
+        "requests; by regime: high-bound (5 cells) 2 [1, 3]; max-bound (3 cells) -1 [-2, 0.5]")
     assert row["evidence"] == "[evidence](#claim-c-1), [figure](#figure-claim-c-1)"      # inside the page
     assert classes == ["better"]
 
