@@ -352,11 +352,12 @@ def parent_params(cfg: Mapping, meta: Mapping) -> dict[str, str]:
     defining = {key: cfg.get(key) for key in IDENTITY_SECTIONS if cfg.get(key) is not None}
     blocks = {str(b.get("name") or i): {k: v for k, v in b.items() if k != "name"}
               for i, b in enumerate(cfg.get("blocks") or []) if isinstance(b, Mapping)}
-    return {**flatten(defining), **flatten(blocks, "blocks."), "model_version": str(meta.get("model_version"))}
+    block_params = {k: v for k, v in flatten(blocks, "blocks.").items() if v != "None"}   # unset in the block
+    return {**flatten(defining), **block_params, "model_version": str(meta.get("model_version"))}
 
 
 def parent_tags(cfg: Mapping, meta: Mapping) -> dict[str, str]:
-    mutable = {key: value for key, value in cfg.items() if key not in IDENTITY_SECTIONS}
+    mutable = {key: value for key, value in cfg.items() if key not in (*IDENTITY_SECTIONS, "blocks")}  # blocks: params
     tags = {f"config.{k}": v for k, v in flatten(mutable).items()}
     facts = {"git_commit": meta.get("git_commit"), "host": meta.get("host"),
              "ray_cpus": meta.get("ray_cpus"), "started": meta.get("started"),
