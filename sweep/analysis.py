@@ -379,7 +379,7 @@ def _way1_vs_way2(analysis: Analysis, harms: list[str], costs: list[str]) -> lis
                  f"{_list(analysis, 'way1', 'way2', lower['way1'])}.")
         return [first, _costs_sentence(analysis, None, costs)]
     if not lower["way1"] and not lower["way2"]:
-        first = ("**No difference between way1 (Heo) and way2 (Davydov)** on any harm the 2015 thread argued "
+        first = ("**No significant difference between way1 (Heo) and way2 (Davydov)** on any harm the 2015 thread argued "
                  f"about: on {_names(harms) or 'none of them'} the median per-cell difference is not significant.")
         return [first, _costs_sentence(analysis, None, costs)]
     winner = "way2" if lower["way2"] else "way1"
@@ -418,6 +418,8 @@ def _how_sure(analysis: Analysis) -> str:
         decided = (f"; {differing} of {tested} cells differ significantly between {pair[0]} and {pair[1]} "
                    f"on at least one harm")
     correction = "Holm" if stats.correction_method(analysis.correction) == "holm" else "Benjamini-Hochberg"
+    if stats.sweep_power_warning(analysis.table, analysis.alpha, analysis.correction):
+        decided += " (too few seeds for a cell to be significant on its own: raise `replications`)"
     return (f"How sure: every cell ran {reps} seeds paired across the designs ({analysis.n_cells} cells)"
             f"{decided} ({correction}-adjusted Wilcoxon/McNemar across cells, alpha {analysis.alpha}), and "
             f"a direction above counts only when the median per-cell difference's {1 - analysis.alpha:.0%} "

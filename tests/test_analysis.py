@@ -126,10 +126,14 @@ def test_the_verdict_names_a_clear_winner_what_it_pays_and_where_v618_stands():
 
 def test_the_verdict_says_when_nothing_differs():
     sentences = _verdict_of(None, designs=("v4.3", "way1", "way2"))
-    assert sentences[0].startswith("**No difference between way1 (Heo) and way2 (Davydov)**")
+    assert sentences[0].startswith("**No significant difference between way1 (Heo) and way2 (Davydov)**")
     assert sentences[1].startswith("Neither pays a significant cost")
     assert not any(s.startswith("Today's kernel") for s in sentences)       # v6.18 not run
     assert re.search(r"\d of 4 cells differ significantly between way1 and way2", sentences[2])
+    assert "too few seeds" not in sentences[2]                           # 16 seeds are enough
+    few = analysis.verdict_sentences(analysis.compute(
+        synthetic(reps=3, cells=FOUR_CELLS), 0.05, "holm"))
+    assert "too few seeds for a cell to be significant on its own" in few[2]
 
 
 def test_a_split_verdict_says_who_is_better_on_what():
