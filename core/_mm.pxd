@@ -60,7 +60,8 @@ cdef struct wl_gen_t:
     int nr_tasks
     int task_node[256]
     double churn_p           # P(a task exits after a kernel entry) = 1 / churn.mean_entries; 0: never
-    int32_t task_life[256]   # how many times the task slot was respawned by churn
+    int32_t task_life[256]   # how many times the task slot was replaced (churn, or an OOM
+                             # kill: gen_task_replaced)
     int nr_nodes
     int64_t entries_left
     int64_t seq
@@ -151,6 +152,7 @@ cdef void mem_cgroup_handle_over_high(mm_t *mm, task_t *t) noexcept nogil
 cdef int64_t calculate_high_delay(int64_t charge_batch, int64_t nr_pages, int64_t max_overage) noexcept nogil
 cdef int memcg_charge_kmem(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask, int64_t nr_pages) noexcept nogil
 cdef int mem_cgroup_try_charge_user(mm_t *mm, task_t *t, uint32_t gfp_mask) noexcept nogil
+cdef bint kmem_opted_out(mm_t *mm, uint32_t gfp_mask) noexcept nogil
 cdef bint memcg_kmem_bypass(mm_t *mm, task_t *t, uint32_t gfp_mask) noexcept nogil
 cdef int obj_cgroup_charge(mm_t *mm, task_t *t, int memcg_id, uint32_t gfp_mask,
                            int64_t size) noexcept nogil
@@ -165,6 +167,7 @@ cdef int slub_calculate_order(int64_t size, int nr_cpus, int slub_max_order) noe
 cdef void slab_calculate_order(int64_t size, int slab_max_order, bint reclaimable,
                                int *order_out, int *num_out) noexcept nogil
 cdef int32_t kmem_cache_create(mm_t *mm, int64_t size, bint reclaimable, int root, int memcg_id) noexcept nogil
+cdef int kmalloc_index(mm_t *mm, int64_t size) noexcept nogil
 cdef int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint32_t gfp_mask,
                                   bint *lazy) noexcept nogil
 cdef int32_t alloc_slab_page(mm_t *mm, task_t *t, int32_t cid, uint32_t page_gfp,
@@ -231,6 +234,7 @@ cdef heap_item_t heap_pop(wl_gen_t *g) noexcept nogil
 # ---- wl_gen.pxi: the workload generator
 cdef void gen_free(wl_gen_t *g) noexcept nogil
 cdef bint gen_next(wl_gen_t *g, wl_event_t *ev) noexcept nogil
+cdef void gen_task_replaced(wl_gen_t *g, int task) noexcept nogil
 cdef void gen_init(wl_gen_t *g, dict s, uint64_t seed, list task_nodes) except *
 
 

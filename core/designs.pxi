@@ -9,7 +9,7 @@ SKIP, SYNC, PUNT = HIGH_SKIP, HIGH_SYNC, HIGH_PUNT
 LEGACY = dict(charge_batch=CHARGE_BATCH, reclaim_retries=MEM_CGROUP_RECLAIM_RETRIES,
               force_dying=1, force_max_event=0, high_sync_over_batch=0, high_throttle=0,
               high_skip_dying=0, high_write_loop=0, obj_charge=0, slub_high_no_kswapd=0,
-              slub_only=0)
+              slub_only=0, charge_only_accounted=0)
 
 POLICIES = {
     # the kernel as shipped: slab charges see SLUB's high-order NOWAIT try and SLAB's
@@ -41,13 +41,14 @@ POLICIES = {
     # (5.4/6.3), kmem charged after the allocation - plus the 5.4 throttle, the 5.18
     # synchronous enforcement beyond one batch, 6.1's batch of 64, 5.9's 16 retries and
     # Davydov's caller's-gfp charging reached through per-object accounting (5.9); dying
-    # tasks are charged like any other (5.16) but skip high reclaim (6.8); SLUB only (6.8)
+    # tasks are charged like any other (5.16) but skip high reclaim (6.8); SLUB only (6.8);
+    # only the allocation sites that opted in (__GFP_ACCOUNT/SLAB_ACCOUNT, 4.5) are charged
     "v6.18": dict(slab_charge_caller_gfp=1, kmem_charge_after_alloc=1, high_wait=PUNT,
                   high_nowait=PUNT, kmem_nofail_uncharged=0, kmem_dying_uncharged=0,
                   bypass_forces=1, force_gfp_high=1, charge_batch=64, reclaim_retries=16,
                   force_dying=0, force_max_event=1, high_sync_over_batch=1, high_throttle=1,
                   high_skip_dying=1, high_write_loop=1, obj_charge=1, slub_high_no_kswapd=1,
-                  slub_only=1),
+                  slub_only=1, charge_only_accounted=1),
 }
 DESIGNS = tuple(POLICIES)
 

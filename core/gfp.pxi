@@ -11,10 +11,13 @@ GFP_FLAGS = {
     "__GFP_RECLAIMABLE": __GFP_RECLAIMABLE, "__GFP_NOACCOUNT": __GFP_NOACCOUNT,
     "__GFP_NOTRACK": __GFP_NOTRACK, "__GFP_NO_KSWAPD": __GFP_NO_KSWAPD,
     "__GFP_OTHER_NODE": __GFP_OTHER_NODE, "__GFP_WRITE": __GFP_WRITE,
+    # 4.5 opt-in to kmem accounting (a model bit, mm_types.pxd); read only under the
+    # policy's charge_only_accounted
+    "__GFP_ACCOUNT": __GFP_ACCOUNT,
     # composites (v4.2)
     "GFP_ATOMIC": GFP_ATOMIC, "GFP_NOWAIT": GFP_NOWAIT, "GFP_NOIO": GFP_NOIO,
     "GFP_NOFS": GFP_NOFS, "GFP_KERNEL": GFP_KERNEL, "GFP_USER": GFP_USER,
-    "GFP_HIGHUSER_MOVABLE": GFP_HIGHUSER_MOVABLE,
+    "GFP_HIGHUSER_MOVABLE": GFP_HIGHUSER_MOVABLE, "GFP_KERNEL_ACCOUNT": GFP_KERNEL | __GFP_ACCOUNT,
     "GFP_TRANSHUGE": GFP_HIGHUSER_MOVABLE | __GFP_COMP | __GFP_NOMEMALLOC | __GFP_NORETRY
                      | __GFP_NOWARN | __GFP_NO_KSWAPD,
 }
@@ -31,8 +34,9 @@ cdef uint32_t GFP_CONSTRAINT_MASK = __GFP_HARDWALL | __GFP_THISNODE
 def gfp(spec):
     """Parse "GFP_KERNEL|__GFP_NOFAIL" (or an int) into the v4.2 bit mask."""
     if isinstance(spec, int) and not isinstance(spec, bool):
-        if spec < 0 or spec >= (1 << 25):
-            raise ValueError(f"gfp: {spec:#x} has bits outside __GFP_BITS_SHIFT (25)")
+        if spec < 0 or spec >= (1 << 26):
+            raise ValueError(f"gfp: {spec:#x} has bits outside __GFP_BITS_SHIFT (25) "
+                             f"and the model's __GFP_ACCOUNT ({__GFP_ACCOUNT:#x})")
         return spec
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"gfp: expected a string like 'GFP_KERNEL|__GFP_NOFAIL', got {spec!r}")

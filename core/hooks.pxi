@@ -124,6 +124,21 @@ cdef class MachineHooks:
         cdef int32_t oid = self._object(handle)
         return page_to_nid(self.mm, self.mm.objs[oid].pfn)
 
+    def _slab_arrays(self, size):
+        """Test hook (SLAB): where the free objects of the root kmalloc cache serving `size`
+        wait - {"cpu": per-CPU array entries, "shared": per-node shared array entries,
+        "alien": {(node, page_node): entries}, "free_objects": per-node list objects}."""
+        if self.mm.allocator != ALLOC_SLAB:
+            raise ValueError("_slab_arrays: the machine's allocator is not slab")
+        check_int("size", size, 1, 1 << 22)
+        cdef int idx = kmalloc_index(self.mm, size), n = self.mm.nr_nodes, i, j
+        cdef kmem_cache_t *s = &self.mm.caches[self.mm.kmalloc_caches[idx]]
+        return {"cpu": [s.ac_avail[i] for i in range(self.mm.nr_cpus)],
+                "shared": [s.shared_avail[i] if s.shared != NULL else 0 for i in range(n)],
+                "alien": {(i, j): s.alien_avail[i * n + j] for i in range(n) for j in range(n)
+                          if s.alien != NULL and i != j},
+                "free_objects": [s.free_objects[i] for i in range(n)]}
+
     def _kmem_cache_create(self, size):
         """Test hook: kmem_cache_create() of a root cache; the new cache's id, -1 when the
         cache table is full (the machine then stops: FATAL_NOMEM)."""

@@ -263,6 +263,9 @@ cdef class Task:
         check_int("arg", arg, 0, 1 << 40)
         if k == REQ_FAULT_ANON and self._t().in_kernel:
             raise ValueError("fault_anon: a user page fault cannot be made inside a syscall")
+        if k == REQ_FAULT_ANON and self._t().lock_held:
+            raise ValueError("fault_anon: a user page fault runs in user mode, where no kernel "
+                             "lock is held (it takes mmap_sem itself); leave Task.lock() first")
         cdef bint entered = False
         if k != REQ_FAULT_ANON and not self._t().in_kernel:
             syscall_enter(self.m.mm, self.tid)
@@ -278,15 +281,21 @@ cdef class Task:
         self.m._check_fatal()
         return result
 
-    def kmalloc(self, size, gfp="GFP_KERNEL", node=None):
+    def kmalloc(self, size, gfp="GFP_KERNEL", node=None, accounted=False):
+        """kmalloc_node(); `accounted` (or a gfp with __GFP_ACCOUNT) marks a site that opted
+        in to kmem accounting - what rows with charge_only_accounted (v6.18) charge. Off by
+        default, as for a plain kmalloc in 6.x (the workload spec's default too)."""
         limit = SLUB_KMALLOC_MAX * 1024 if self.m.allocator == "slub" else SLAB_KMALLOC_MAX
         check_int("size", size, 1, limit)
-        h = self.request("kmalloc" if node is None else "kmalloc_node", size, gfp, node)
+        h = self.request("kmalloc" if node is None else "kmalloc_node", size,
+                         _with_account(gfp, accounted), node)
         return None if h < 0 else h
 
-    def alloc_pages(self, order, gfp="GFP_KERNEL", node=None):
+    def alloc_pages(self, order, gfp="GFP_KERNEL", node=None, accounted=True):
+        """alloc_kmem_pages(): the accounted page API, so `accounted` defaults to True (6.x
+        GFP_KERNEL_ACCOUNT pages: thread stacks, page tables)."""
         check_int("order", order, 0, MAX_ORDER - 1)
-        h = self.request("alloc_pages", order, gfp, node)
+        h = self.request("alloc_pages", order, _with_account(gfp, accounted), node)
         return None if h < 0 else h
 
     def kfree(self, handle):
@@ -339,3 +348,10 @@ cdef uint32_t gfp_parse(spec) except? 0xffffffff:
     return gfp(spec)
 
 
+
+
+def _with_account(gfp, accounted):
+    """The gfp mask of a kmem request, with __GFP_ACCOUNT when the site is accounted."""
+    if not isinstance(accounted, bool):
+        raise ValueError(f"accounted: must be True or False, got {accounted!r}")
+    return gfp_parse(gfp) | (__GFP_ACCOUNT if accounted else 0)

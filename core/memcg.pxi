@@ -382,11 +382,20 @@ cdef int mem_cgroup_try_charge_user(mm_t *mm, task_t *t, uint32_t gfp_mask) noex
     return -1
 
 
+cdef inline bint kmem_opted_out(mm_t *mm, uint32_t gfp_mask) noexcept nogil:
+    """The allocation site is not accounted: 4.2's opt-out (__GFP_NOACCOUNT), or - where
+    only opted-in sites are charged (4.5 a9bb7e620efd, policy charge_only_accounted) - a
+    site without __GFP_ACCOUNT (SLAB_ACCOUNT caches pass it too, slab_common.pxi d_alloc)."""
+    if gfp_mask & __GFP_NOACCOUNT:
+        return True
+    return mm.policy.charge_only_accounted and not (gfp_mask & __GFP_ACCOUNT)
+
+
 cdef bint memcg_kmem_bypass(mm_t *mm, task_t *t, uint32_t gfp_mask) noexcept nogil:
     """The inline checks of memcg_kmem_newpage_charge()/memcg_kmem_get_cache() (§2.4):
     True means "leave this allocation uncharged"."""
-    # interrupts and kernel threads have no memcg of their own; NOACCOUNT callers opted out
-    if t == NULL or t.memcg == ROOT_MEMCG or (gfp_mask & __GFP_NOACCOUNT):
+    # interrupts and kernel threads have no memcg of their own; unaccounted sites opted out
+    if t == NULL or t.memcg == ROOT_MEMCG or kmem_opted_out(mm, gfp_mask):
         return True
     # 4.2: a NOFAIL allocation must not fail, so it skips a charge that could (4.4 forces)
     if (gfp_mask & __GFP_NOFAIL) and mm.policy.kmem_nofail_uncharged:

@@ -81,6 +81,9 @@ cdef dict collect_metrics(mm_t *mm):
     for p, name in enumerate(RECLAIM_PLACES):
         out[f"reclaim_rounds_{name}"] = float(mm.stats[M_RR_BASE + p])
         out[f"reclaim_ns_{name}"] = float(mm.stats[M_RNS_BASE + p])
+    out["reclaim_rounds_mmap_sem"] = float(mm.stats[M_RR_MMAP_SEM])
+    out["reclaim_ns_mmap_sem"] = float(mm.stats[M_RNS_MMAP_SEM])
+    out["slab_charge_reclaim_rounds"] = float(mm.stats[M_SLAB_CHARGE_RECLAIM])
     out["slab_pages_allocated"] = float(mm.stats[M_SLAB_PAGES])
     out["slub_new_slab_attempts"] = float(mm.stats[M_SLUB_NEW_SLAB_ATTEMPTS])
     out["slub_high_order_attempts"] = float(mm.stats[M_SLUB_HIGH_ATTEMPTS])

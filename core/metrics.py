@@ -55,6 +55,10 @@ METRICS = tuple(
     + [f"reclaim_rounds_{p}" for p in RECLAIM_PLACES]
     + [f"reclaim_ns_{p}" for p in RECLAIM_PLACES]
     + [
+        "reclaim_rounds_mmap_sem",  # ... of reclaim_rounds_locked, those under mmap_sem (the
+        "reclaim_ns_mmap_sem",      # user page fault's lock); the rest hold the caller's lock
+        "slab_charge_reclaim_rounds",  # reclaim rounds inside the charges of new slabs' pages
+                                       # (per new slab: / slab_pages_allocated)
         "slab_pages_allocated",     # slabs created (any order)
         "slub_new_slab_attempts",   # allocate_slab() calls: each tries s->oo first
         "slub_high_order_attempts",  # ... of which in caches with oo > min (the NOWAIT try)

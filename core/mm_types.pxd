@@ -55,6 +55,9 @@ cdef enum:
     __GFP_NO_KSWAPD = 0x400000
     __GFP_OTHER_NODE = 0x800000
     __GFP_WRITE = 0x1000000
+    # 4.5 (a9bb7e620efd): the opt-in that replaced __GFP_NOACCOUNT, which took its value
+    # 0x100000; the model keeps both, so the opt-in gets a bit of its own above the 4.2 ones
+    __GFP_ACCOUNT = 0x2000000
     GFP_ATOMIC = 0x20
     GFP_NOWAIT = 0
     GFP_NOIO = 0x10
@@ -169,7 +172,9 @@ cdef struct task_t:
     uint8_t alive
     uint8_t in_kernel
     uint8_t may_oom          # set only around user page faults (§2.3 step 16)
-    uint8_t lock_held
+    uint8_t lock_held        # a lock of the calling kernel code (Task.lock, mix locked_share)
+    uint8_t mmap_sem         # mmap_sem held for read by the user page fault handler (4.x
+                             # do_page_fault; mmap_lock or the per-VMA lock in 6.x)
     uint8_t dying            # fatal signal pending
     uint8_t memdie           # TIF_MEMDIE: OOM victim
     uint8_t killed
@@ -245,6 +250,13 @@ cdef struct kmem_cache_t:
     int32_t ac_limit
     int32_t batchcount
     int64_t free_limit       # SLAB per-node free_limit
+    int32_t *alien           # SLAB, more than one node: n->alien of each node, one array of
+                             # alien_limit slab ids per other node: [(node * nr_nodes + page_node) * limit]
+    int32_t *alien_avail     # ... entries in each, [node * nr_nodes + page_node]
+    int32_t alien_limit      # 12 (alloc_alien_cache), 1 for caches whose limit is 1
+    int32_t *shared          # SLAB n->shared of each node: [node * shared_limit], NULL if none
+    int32_t *shared_avail    # ... entries in each node's
+    int32_t shared_limit     # 8 * batchcount (enable_cpucache: objects <= PAGE_SIZE, > 1 CPU)
 
 cdef enum:                   # what done_restock does about memory.high
     HIGH_SKIP = 0            # nothing (4.2/4.3 for !__GFP_WAIT charges)
@@ -279,6 +291,8 @@ cdef struct policy_t:
     uint8_t slub_high_no_kswapd      # 6.x allocate_slab: the high-order try drops all of
                                      # __GFP_RECLAIM (no kswapd wake-up either)
     uint8_t slub_only                # SLAB removed (6.8): the row refuses allocator slab
+    uint8_t charge_only_accounted    # 4.5+: only __GFP_ACCOUNT / SLAB_ACCOUNT kmem is charged
+                                     # (4.2-4.4: all of a memcg task's kmem but __GFP_NOACCOUNT)
 
 cdef enum:                   # where reclaim ran (core/metrics.py RECLAIM_PLACES)
     RP_CHARGE = 0
@@ -359,6 +373,9 @@ cdef enum:
     M_HIGH_THROTTLES          # memory.high throttle sleeps (5.4+)
     M_HIGH_THROTTLE_NS        # ... their total length
     M_HIGH_SYNC               # 5.18 synchronous memory.high enforcements inside a charge
+    M_RR_MMAP_SEM             # reclaim rounds with mmap_sem held (in a user page fault)
+    M_RNS_MMAP_SEM            # ... their time
+    M_SLAB_CHARGE_RECLAIM     # reclaim rounds in the charge of a new slab's pages (RP_CHARGE)
     M_RR_BASE                 # + RP_*: reclaim rounds by place
     M_RNS_BASE = M_RR_BASE + 5  # + RP_*: reclaim ns by place
     M_ATTEMPTS_BASE = M_RNS_BASE + 5   # + GC_*

@@ -21,8 +21,9 @@ def replay(spec, seed, probe=None, every=1000):
     for kind, task, req_kind, arg, gfp, node, locked, seq, slot in events:
         t = tasks[task]
         if kind == "enter":
-            if not t.alive:
+            if not t.alive:                               # OOM-killed since its last entry
                 t = tasks[task] = machine._respawn(t.tid)
+                events.task_replaced(task)
             t.enter_kernel()
         elif kind == "exit":
             if t.alive and t.in_kernel:

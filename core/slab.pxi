@@ -3,7 +3,10 @@
 # ____cache_alloc (local refill, then cache_grow with gfp_exact_node), ____cache_alloc_node,
 # then fallback_alloc probing every node with __GFP_THISNODE and finally allocating a page
 # with the caller's reclaim bits anywhere (kmem_getpages on numa_mem_id(), no THISNODE).
-# Simplified (docs/model.md): no shared arrays, no alien caches, no periodic cache_reap.
+# Frees of another node's objects go back to that node through the alien caches
+# (cache_free_alien); each node has a shared array between the CPU arrays and its lists.
+# Simplified (docs/model.md): no periodic cache_reap (so no reap_alien or drain_array
+# either: an alien array is flushed only when full, a shared array only by refills).
 
 cdef inline uint32_t gfp_exact_node(uint32_t flags) noexcept nogil:
     """§4.1 (NUMA): the probe mask that drops __GFP_WAIT."""
@@ -77,9 +80,22 @@ cdef bint cache_grow(mm_t *mm, task_t *t, int32_t cid, uint32_t flags, int nodei
     return True
 
 
+cdef inline int transfer_objects(int32_t *to, int32_t *to_avail, int32_t to_limit,
+                                 int32_t *from_, int32_t *from_avail, int max) noexcept nogil:
+    """4.2 transfer_objects(): move up to `max` entries from the end of one array cache
+    to the end of another, as many as both allow; the number moved."""
+    cdef int nr = min(min(from_avail[0], max), to_limit - to_avail[0]), i
+    for i in range(nr):
+        to[to_avail[0] + i] = from_[from_avail[0] - nr + i]
+    to_avail[0] += nr
+    from_avail[0] -= nr
+    return nr
+
+
 cdef int32_t cache_alloc_refill(mm_t *mm, task_t *t, int32_t cid, uint32_t flags) noexcept nogil:
-    """Refill the CPU's array cache with up to batchcount objects of the local node; if
-    there are none, cache_grow(gfp_exact_node(flags)) on the local node and retry."""
+    """Refill the CPU's array cache with up to batchcount objects of the local node - from
+    the node's shared array first, else its lists; if there are none,
+    cache_grow(gfp_exact_node(flags)) on the local node and retry."""
     cdef int cpu = t.cpu, node = t.node, batch
     cdef kmem_cache_t *s
     cdef int32_t sid
@@ -87,6 +103,11 @@ cdef int32_t cache_alloc_refill(mm_t *mm, task_t *t, int32_t cid, uint32_t flags
     while True:
         s = &mm.caches[cid]
         batch = s.batchcount
+        # objects other CPUs of the node flushed: no list walk needed
+        if s.shared != NULL and transfer_objects(s.ac + cpu * s.ac_limit, &s.ac_avail[cpu],
+                                                 s.ac_limit, s.shared + node * s.shared_limit,
+                                                 &s.shared_avail[node], batch):
+            break
         while batch > 0 and s.ac_avail[cpu] < s.ac_limit:
             sid = take_obj_from_node(mm, s, node)
             if sid < 0:
@@ -189,20 +210,64 @@ cdef void free_block(mm_t *mm, kmem_cache_t *s, int32_t sid) noexcept nogil:
         slab_place(mm, s, sid)
 
 
+cdef void __drain_alien_cache(mm_t *mm, kmem_cache_t *s, int idx, int node) noexcept nogil:
+    """Empty one alien array into its objects' node: that node's shared array first
+    (transfer_objects), the rest back to their slabs (free_block)."""
+    cdef int32_t *ac = s.alien + idx * s.alien_limit
+    cdef int i
+    if s.shared != NULL:
+        transfer_objects(s.shared + node * s.shared_limit, &s.shared_avail[node],
+                         s.shared_limit, ac, &s.alien_avail[idx], s.alien_limit)
+    for i in range(s.alien_avail[idx]):
+        free_block(mm, s, ac[i])
+    s.alien_avail[idx] = 0
+
+
+cdef void cache_free_alien(mm_t *mm, kmem_cache_t *s, int node, int32_t sid) noexcept nogil:
+    """4.2 __cache_free_alien(): an object of page_node freed on `node` goes into node's
+    alien array for page_node, flushed to page_node's lists when full - never into this
+    CPU's array cache, whose objects must all be local (they serve local requests)."""
+    cdef int page_node = mm.slabs[sid].node, idx = node * mm.nr_nodes + page_node
+    if s.alien_avail[idx] == s.alien_limit:
+        __drain_alien_cache(mm, s, idx, page_node)
+    s.alien[idx * s.alien_limit + s.alien_avail[idx]] = sid
+    s.alien_avail[idx] += 1
+
+
+cdef void cache_flusharray(mm_t *mm, kmem_cache_t *s, int cpu, int node) noexcept nogil:
+    """A full CPU array gives its oldest batchcount objects to the node's shared array,
+    as many as fit there, else back to their slabs (free_block)."""
+    cdef int32_t *ac = s.ac + cpu * s.ac_limit
+    cdef int i, batch = min(s.batchcount, s.ac_avail[cpu]), room
+    cdef int32_t *shared
+    if s.shared != NULL and s.shared_avail[node] < s.shared_limit:
+        room = s.shared_limit - s.shared_avail[node]
+        batch = min(batch, room)
+        shared = s.shared + node * s.shared_limit + s.shared_avail[node]
+        for i in range(batch):
+            shared[i] = ac[i]
+        s.shared_avail[node] += batch
+    else:
+        for i in range(batch):
+            free_block(mm, s, ac[i])
+    for i in range(s.ac_avail[cpu] - batch):
+        ac[i] = ac[i + batch]
+    s.ac_avail[cpu] -= batch
+
+
 cdef void slab_free(mm_t *mm, int32_t cid, int32_t sid) noexcept nogil:
-    """__cache_free(): into the CPU's array cache; a full array flushes batchcount objects
+    """__cache_free(): an object of another node goes back to it (cache_free_alien);
+    a local one into the CPU's array cache, and a full array is flushed first
     (cache_flusharray)."""
     cdef kmem_cache_t *s = &mm.caches[cid]
     cdef int cpu = mm.tasks[mm.current].cpu if mm.current >= 0 else 0
+    cdef int node = cpu * mm.nr_nodes // mm.nr_cpus          # numa_mem_id() of the CPU
     cdef int32_t *ac = s.ac + cpu * s.ac_limit
-    cdef int i, batch
     mm.now_ns += COST_SLAB_FAST
+    if s.alien != NULL and mm.slabs[sid].node != node:
+        cache_free_alien(mm, s, node, sid)
+        return
     if s.ac_avail[cpu] >= s.ac_limit:
-        batch = min(s.batchcount, s.ac_avail[cpu])
-        for i in range(batch):
-            free_block(mm, s, ac[i])
-        for i in range(s.ac_avail[cpu] - batch):
-            ac[i] = ac[i + batch]
-        s.ac_avail[cpu] -= batch
+        cache_flusharray(mm, s, cpu, node)
     ac[s.ac_avail[cpu]] = sid
     s.ac_avail[cpu] += 1

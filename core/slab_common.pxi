@@ -159,7 +159,7 @@ cdef void slab_calculate_order(int64_t size, int slab_max_order, bint reclaimabl
             break
 
 
-cdef int kmalloc_index(mm_t *mm, int64_t size) noexcept nogil:
+cdef inline int kmalloc_index(mm_t *mm, int64_t size) noexcept nogil:
     """Index into mm.kmalloc_sizes: 65..96 -> 96, 129..192 -> 192, else the next power of
     two, never below the allocator's KMALLOC_MIN_SIZE (§3.6)."""
     cdef int i = mm.kmalloc_first[fls(size - 1)] if size > 1 else 0
@@ -205,6 +205,10 @@ cdef int32_t kmem_cache_create(mm_t *mm, int64_t size, bint reclaimable, int roo
             s.cpu_slab[i] = -1
         s.ac = NULL
         s.ac_avail = NULL
+        s.alien = NULL
+        s.alien_avail = NULL
+        s.shared = NULL
+        s.shared_avail = NULL
     else:
         slab_calculate_order(size, mm.slab_max_order, reclaimable, &order, &num)
         s.oo_order = s.min_order = order
@@ -225,6 +229,24 @@ cdef int32_t kmem_cache_create(mm_t *mm, int64_t size, bint reclaimable, int roo
         s.free_limit = (1 + ncpus_node) * s.batchcount + num
         s.ac = <int32_t *>malloc(mm.nr_cpus * s.ac_limit * sizeof(int32_t))
         s.ac_avail = <int32_t *>calloc(mm.nr_cpus, sizeof(int32_t))
+        # 4.2 alloc_alien_cache(): with more than one node (use_alien_caches), each node
+        # keeps for every other node an array of at most 12 of its objects freed here
+        s.alien_limit = 12 if s.ac_limit > 1 else 1
+        if mm.nr_nodes > 1:
+            s.alien = <int32_t *>malloc(mm.nr_nodes * mm.nr_nodes * s.alien_limit * sizeof(int32_t))
+            s.alien_avail = <int32_t *>calloc(mm.nr_nodes * mm.nr_nodes, sizeof(int32_t))
+        else:
+            s.alien = NULL
+            s.alien_avail = NULL
+        # 4.2 enable_cpucache(): caches of objects up to a page on a machine with more than
+        # one CPU get a per-node shared array of 8 batches (setup_kmem_cache_node)
+        s.shared_limit = 8 * s.batchcount if size <= PAGE_SIZE and mm.nr_cpus > 1 else 0
+        if s.shared_limit:
+            s.shared = <int32_t *>malloc(mm.nr_nodes * s.shared_limit * sizeof(int32_t))
+            s.shared_avail = <int32_t *>calloc(mm.nr_nodes, sizeof(int32_t))
+        else:
+            s.shared = NULL
+            s.shared_avail = NULL
     return cid
 
 
@@ -240,7 +262,7 @@ cdef inline int32_t memcg_kmem_get_cache(mm_t *mm, task_t *t, int32_t root, uint
     if mm.policy.obj_charge:
         return root
     if memcg_kmem_bypass(mm, t, gfp_mask):
-        lazy[0] = t != NULL and t.memcg != ROOT_MEMCG and not (gfp_mask & __GFP_NOACCOUNT)
+        lazy[0] = t != NULL and t.memcg != ROOT_MEMCG and not kmem_opted_out(mm, gfp_mask)
         return root
     idx = root * MAX_MEMCGS + t.memcg
     clone = mm.memcg_cache[idx]
@@ -294,8 +316,11 @@ cdef int32_t alloc_slab_page(mm_t *mm, task_t *t, int32_t cid, uint32_t page_gfp
     """memcg_charge_slab() + alloc_pages for a slab of cache cid, charged to the cache's
     memcg (a root cache's slabs are not charged); the page records that memcg."""
     cdef int memcg_id = mm.caches[cid].memcg
+    cdef int64_t rounds = mm.stats[M_RR_BASE + RP_CHARGE]
     cdef int32_t pfn = memcg_kmem_alloc_pages(mm, t, memcg_id, page_gfp | __GFP_NOTRACK,
                                               charge_gfp, order, node)
+    # the charge-time reclaim a new slab cost (way2 may reclaim twice for one slab, §3.3)
+    mm.stats[M_SLAB_CHARGE_RECLAIM] += mm.stats[M_RR_BASE + RP_CHARGE] - rounds
     if pfn >= 0:
         mm.pg_memcg[pfn] = memcg_id
     return pfn
@@ -458,7 +483,7 @@ cdef int32_t alloc_kmem_pages(mm_t *mm, task_t *t, uint32_t gfp_mask, int order,
         return -1
     mm.pg_flags[pfn] = PG_head | PG_kmem
     mm.pg_memcg[pfn] = memcg_id
-    if bypass and t != NULL and t.memcg != ROOT_MEMCG and not (gfp_mask & __GFP_NOACCOUNT):
+    if bypass and t != NULL and t.memcg != ROOT_MEMCG and not kmem_opted_out(mm, gfp_mask):
         mm.pg_flags[pfn] |= PG_acct_miss
         mm.kmem_miss_pages += nr_pages
         mm.stats[M_CHARGE_BYPASSED_PAGES] += nr_pages
@@ -511,12 +536,14 @@ cdef bint d_alloc(mm_t *mm, task_t *t) noexcept nogil:
     §6.1 experiment; ext4 itself allocates inodes with GFP_NOFS, which would make them
     unreclaimable by their own charges), in SLAB_RECLAIM_ACCOUNT caches. The pair
     stays in the dcache after the task exits, on the list_lru of the memcg of the dentry's
-    slab, until a shrinker with __GFP_FS frees it."""
-    cdef int32_t d = kmem_cache_alloc_node(mm, t, mm.dentry_cache, GFP_KERNEL, NUMA_NO_NODE, -1)
+    slab, until a shrinker with __GFP_FS frees it. Both caches are SLAB_ACCOUNT from 4.5
+    (5d097056c9a0), which the model passes as __GFP_ACCOUNT (read only by 4.5+ rows)."""
+    cdef int32_t d = kmem_cache_alloc_node(mm, t, mm.dentry_cache, GFP_KERNEL | __GFP_ACCOUNT,
+                                           NUMA_NO_NODE, -1)
     cdef int32_t i
     if d < 0:
         return False
-    i = kmem_cache_alloc_node(mm, t, mm.inode_cache, GFP_KERNEL, NUMA_NO_NODE, -1)
+    i = kmem_cache_alloc_node(mm, t, mm.inode_cache, GFP_KERNEL | __GFP_ACCOUNT, NUMA_NO_NODE, -1)
     if i < 0:
         kmem_cache_free(mm, d)
         return False

@@ -8,7 +8,7 @@ import copy
 import difflib
 from collections.abc import Mapping
 
-from core._mm import DESIGNS, design_allocator_error, gfp
+from core._mm import DESIGNS, GFP_FLAGS, design_allocator_error, gfp
 from core.constants import MAX_ORDER, REQUEST_KINDS, check_int, check_machine, parse_size
 from core.constants import ALLOCATORS  # noqa: F401  (re-exported: sweep.claims, sweep.report)
 
@@ -29,6 +29,16 @@ MIX_DEFAULTS = {"name": "custom", "description": "", "burst": 8, "locked_share":
 # the parameter each request kind needs, with its range
 KIND_ARGS = {"kmalloc": ("size",), "kmalloc_node": ("size", "node"), "alloc_pages": ("order",),
              "dentries": ("count",), "read_file": ("pages",), "fault_anon": ("pages",)}
+# `accounted`: whether the allocation site opted in to kmem accounting (__GFP_ACCOUNT, 4.5);
+# read only by rows with charge_only_accounted (v6.18) - the 2015 rows charge every kmem
+# allocation of a memcg task. The default per kind: a plain kmalloc is not accounted in
+# 6.x (driver and internal allocations; GFP_KERNEL_ACCOUNT sites such as pipe buffers or
+# sockets say `accounted: true`); alloc_pages models alloc_kmem_pages, the accounted page
+# API (thread stacks, page tables; 6.x GFP_KERNEL_ACCOUNT). The other kinds are always
+# charged: dentries/inodes come from SLAB_ACCOUNT caches, and user pages are not kmem.
+ACCOUNTED_DEFAULT = {"kmalloc": False, "kmalloc_node": False, "alloc_pages": True}
+ALWAYS_CHARGED = {"dentries": "dentries and inodes come from SLAB_ACCOUNT caches",
+                  "read_file": "page cache pages are user memory", "fault_anon": "anon pages are user memory"}
 
 
 class SpecError(ValueError):
@@ -90,7 +100,8 @@ def _merge(defaults, given):
 
 
 def _request(path, req, nodes):
-    _keys(path, req, ("kind", "weight", "gfp") + tuple(sorted({a for v in KIND_ARGS.values() for a in v})))
+    _keys(path, req, ("kind", "weight", "gfp", "accounted")
+          + tuple(sorted({a for v in KIND_ARGS.values() for a in v})))
     kind = _choice(f"{path}.kind", req.get("kind"), REQUEST_KINDS)
     out = {"kind": kind, "weight": _num(f"{path}.weight", req.get("weight", 1), 0, 1e9)}
     default_gfp = "GFP_KERNEL"
@@ -102,7 +113,8 @@ def _request(path, req, nodes):
     for arg in KIND_ARGS[kind]:
         if arg not in req and arg != "node":
             _fail(f"{path}.{arg}", f"required for kind {kind}")
-    extra = set(req) - {"kind", "weight", "gfp"} - set(KIND_ARGS[kind])
+    out["accounted"] = _accounted(path, req, kind, gfp(out["gfp"]))
+    extra = set(req) - {"kind", "weight", "gfp", "accounted"} - set(KIND_ARGS[kind])
     if extra:
         _fail(f"{path}.{sorted(extra)[0]}", f"not a parameter of kind {kind}; it takes "
               + ", ".join(KIND_ARGS[kind]))
@@ -124,6 +136,23 @@ def _request(path, req, nodes):
     if kind in ("read_file", "fault_anon"):
         out["pages"] = _int(f"{path}.pages", req["pages"], 1, 1 << 20)
     return out
+
+
+def _accounted(path, req, kind, mask):
+    """The request's `accounted` (see ACCOUNTED_DEFAULT); a gfp with __GFP_ACCOUNT (e.g.
+    GFP_KERNEL_ACCOUNT) says true itself."""
+    in_gfp = bool(mask & GFP_FLAGS["__GFP_ACCOUNT"])
+    if kind in ALWAYS_CHARGED:
+        if req.get("accounted", True) is not True:
+            _fail(f"{path}.accounted", f"kind {kind} is always charged ({ALWAYS_CHARGED[kind]}); "
+                  f"`accounted: false` is allowed only for {', '.join(ACCOUNTED_DEFAULT)}")
+        return True
+    value = req.get("accounted", in_gfp or ACCOUNTED_DEFAULT[kind])
+    if not isinstance(value, bool):
+        _fail(f"{path}.accounted", f"must be true or false, got {value!r}")
+    if in_gfp and not value:
+        _fail(f"{path}.accounted", f"false, but gfp {req.get('gfp')!r} has __GFP_ACCOUNT")
+    return value
 
 
 def validate_mix(mix, nodes=1, path="mix"):

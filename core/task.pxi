@@ -193,8 +193,13 @@ cdef int64_t fault_anon(mm_t *mm, int tid, int64_t nr_pages) noexcept nogil:
             return i
         t.in_kernel = True
         mm.now_ns += COST_FAULT
+        # 4.x do_page_fault: the page is allocated and charged with mmap_sem held for read
+        # (6.x: the per-VMA lock, or mmap_lock), so reclaim in here runs under that lock;
+        # it is released before the OOM kill and the return to user (mm_fault_error)
+        t.mmap_sem = True
         pfn = __alloc_pages_nodemask(mm, t, GFP_HIGHUSER_MOVABLE, 0, NUMA_NO_NODE)
         if pfn < 0:                                  # VM_FAULT_OOM from the page allocator
+            t.mmap_sem = False
             out_of_memory(mm, t)
             retries += 1
         else:
@@ -202,6 +207,7 @@ cdef int64_t fault_anon(mm_t *mm, int tid, int64_t nr_pages) noexcept nogil:
             t.may_oom = True
             memcg_id = charge_user_page(mm, t, pfn)
             t.may_oom = False
+            t.mmap_sem = False
             if memcg_id < 0:
                 mem_cgroup_oom_synchronize(mm, t)
                 retries += 1
@@ -309,7 +315,8 @@ cdef int64_t task_request(mm_t *mm, int tid, int kind, int64_t arg, uint32_t gfp
             if fallback and mm.tasks[tid].alive:   # a NOWAIT caller must have a fallback (§6.1)
                 mm.stats[M_NOWAIT_FALLBACK] += 1
                 mm.stats[M_ATTEMPTS_BASE + GC_KERNEL] += 1
-                result = do_request(mm, tid, kind, arg, GFP_KERNEL | (gfp_mask & __GFP_COMP), node)
+                result = do_request(mm, tid, kind, arg,
+                                    GFP_KERNEL | (gfp_mask & (__GFP_COMP | __GFP_ACCOUNT)), node)
                 if request_failed(kind, arg, result):
                     mm.stats[M_FAILURES_BASE + GC_KERNEL] += 1
                     mm.stats[M_ENOMEM] += 1

@@ -181,9 +181,14 @@ cdef int64_t do_try_to_free_pages(mm_t *mm, task_t *t, int target_memcg, int64_t
     mm.stats[M_RECLAIM_RECLAIMED] += sc.nr_reclaimed
     mm.stats[M_RR_BASE + place] += 1
     mm.stats[M_RNS_BASE + place] += elapsed
-    if t != NULL and t.lock_held and place != RP_LOCKED:
+    # "locked": any lock the reclaiming task holds - the calling kernel code's, or mmap_sem
+    # of a user page fault (docs/model.md "Which lock a counted round holds")
+    if t != NULL and (t.lock_held or t.mmap_sem) and place != RP_LOCKED:
         mm.stats[M_RR_BASE + RP_LOCKED] += 1
         mm.stats[M_RNS_BASE + RP_LOCKED] += elapsed
+        if t.mmap_sem:
+            mm.stats[M_RR_MMAP_SEM] += 1
+            mm.stats[M_RNS_MMAP_SEM] += elapsed
     return sc.nr_reclaimed
 
 

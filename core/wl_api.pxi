@@ -32,6 +32,13 @@ cdef class WorkloadEvents:
         if slot >= 0:
             self.g.slot_oid[slot] = <int32_t>handle if handle >= 0 else -1
 
+    def task_replaced(self, int task):
+        """The driver replaced `task` (OOM-killed) by a new one: its scheduled frees are
+        dropped (gen_task_replaced), as run_workload does."""
+        if not 0 <= task < self.g.nr_tasks:
+            raise ValueError(f"task: must be in 0..{self.g.nr_tasks - 1}, got {task}")
+        gen_task_replaced(&self.g, task)
+
     @property
     def request_hash(self):
         return self.g.hash

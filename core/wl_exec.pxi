@@ -21,10 +21,11 @@ cdef int64_t wl_execute(mm_t *mm, wl_gen_t *g, int *tids, wl_trace_t **trace,
             break
         tid = tids[ev.task]
         if ev.type == EV_ENTER:
-            if not mm.tasks[tid].alive:
+            if not mm.tasks[tid].alive:               # OOM-killed since its last entry
                 tid = tids[ev.task] = wl_respawn(mm, tid)
                 if tid < 0:
                     break
+                gen_task_replaced(g, ev.task)
             syscall_enter(mm, tid)
         elif ev.type == EV_EXIT:
             if mm.tasks[tid].alive and mm.tasks[tid].in_kernel:

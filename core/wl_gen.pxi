@@ -21,7 +21,9 @@ cdef void gen_request(wl_gen_t *g, wl_event_t *ev) noexcept nogil:
     ev.task = g.cur_task
     ev.kind = r.kind
     ev.gfp_mask = r.gfp_mask
-    ev.locked = lock_u < g.locked_share
+    # a user page fault runs in user mode, where no kernel lock of the syscall is held (the
+    # fault itself takes mmap_sem, task.pxi fault_anon); the draw is made for every kind
+    ev.locked = lock_u < g.locked_share and r.kind != REQ_FAULT_ANON
     ev.node = -1
     if r.kind == REQ_KMALLOC or r.kind == REQ_KMALLOC_NODE:   # log-uniform size
         ev.arg = min(r.size_max, max(r.size_min, <int64_t>exp(r.log_min + size_u * r.log_span)))
@@ -44,6 +46,13 @@ cdef void gen_request(wl_gen_t *g, wl_event_t *ev) noexcept nogil:
     hash_mix(g, (<uint64_t>ev.kind << 56) ^ (<uint64_t>ev.task << 40) ^ (<uint64_t>ev.locked << 39)
              ^ (<uint64_t>(ev.node + 8) << 32) ^ ev.gfp_mask)
     hash_mix(g, <uint64_t>ev.arg)
+
+
+cdef inline void gen_task_replaced(wl_gen_t *g, int task) noexcept nogil:
+    """The driver replaced `task` by a new one (its predecessor was OOM-killed): the frees
+    scheduled by the old life are dropped like those of a task that exited by churn, so none
+    can hit an object id the new task was given since (the model reuses object ids)."""
+    g.task_life[task] += 1
 
 
 cdef bint grow_faults(wl_gen_t *g) noexcept nogil:
@@ -140,6 +149,9 @@ cdef void gen_init(wl_gen_t *g, dict s, uint64_t seed, list task_nodes) except *
         g.mix[i].kind = REQUEST_KIND[req["kind"]]
         g.mix[i].cum_weight = cum
         g.mix[i].gfp_mask = gfp(req["gfp"])
+        # an accounted kmem site is one whose gfp has __GFP_ACCOUNT (core.spec ACCOUNTED_DEFAULT)
+        if g.mix[i].kind <= REQ_ALLOC_PAGES and req["accounted"]:
+            g.mix[i].gfp_mask |= __GFP_ACCOUNT
         g.mix[i].size_min = req.get("size", {}).get("min", 0)
         g.mix[i].size_max = req.get("size", {}).get("max", 0)
         if g.mix[i].size_min > 0:

@@ -280,7 +280,8 @@ def _by_regime(diffs: dict, regimes: pd.DataFrame, designs, alpha: float) -> lis
 
 def unit_of(metric: str) -> str:
     for suffix, unit in (("_pages", "pages"), ("_ns", "ns"), ("_page_ms", "page*ms"), ("_rate", "ratio"),
-                         ("_per_kentry", "per kernel entry"), ("_objects", "objects")):
+                         ("_per_kentry", "per kernel entry"), ("_per_slab", "per new slab"),
+                         ("_objects", "objects")):
         if metric.endswith(suffix):
             return unit
     from sweep.stats import INDICATORS

@@ -155,6 +155,9 @@ def workload_values(df: pd.DataFrame) -> pd.DataFrame:
     ok["oom_killed"] = ((ok["oom_kills_memcg"] + ok["oom_kills_global"]) > 0).astype(float)
     ok["one"] = 1.0
     ok["slub_order_fallback_rate"] = _per(ok["slub_order_fallbacks"], ok["slub_new_slab_attempts"])
+    # charge-time reclaim rounds per allocate_slab call: way2's second, minimum-order charge
+    # of a slab page the buddy allocator refused after a reclaiming high-order charge
+    ok["slab_charge_reclaim_per_slab"] = _per(ok["slab_charge_reclaim_rounds"], ok["slub_new_slab_attempts"])
     # the core reports a rate without a denominator as 0; here it is undefined (NaN), so
     # a mix without NOWAIT requests is "untestable", not "indistinguishable"
     for rate, denominator in RATE_DENOMINATORS.items():

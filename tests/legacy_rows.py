@@ -5,6 +5,13 @@ tests/fixtures/legacy_rows.json holds these workloads' metrics as computed by th
 *before* the 6.x mechanisms existed (main at 179211c,
 with the i10 metrics merged; the metrics both have are equal). Regenerate only when a change is
 meant to alter the 4.x rows:  PYTHONPATH=. .venv/bin/python tests/legacy_rows.py
+
+Regenerated for issue 20 (branch i20core), whose model fixes change the 4.x rows on purpose:
+SLAB alien caches (remote frees go back to their node) and shared arrays, faults never carry the syscall's
+`locked` flag and reclaim under mmap_sem counts as locked, an OOM-killed task's scheduled
+frees are dropped, and alloc_pages requests carry __GFP_ACCOUNT (which moves the request
+hash; the 4.x rows do not read the bit). Each change has its own test (docs/model.md
+"What changed (issue 20)").
 """
 import json
 import pathlib

@@ -286,6 +286,33 @@ def test_way2_slab_charges_with_caller_gfp_and_stays_on_the_node():
     assert wrong_objects == 0
 
 
+@pytest.mark.parametrize("design", ["v4.3", "way1", "way2", "way2+"])
+def test_slab_caller_thisnode_gets_null_after_only_nowait_probe_charges(design):
+    """Issue 20 point 8 (claim slab-nowait-charge-enomem). A caller that passes
+    __GFP_THISNODE itself (kmalloc_node(GFP_KERNEL | __GFP_THISNODE, node)): 4.2 mm/slab.c
+    ____cache_alloc_node() finds no free object on the node and grows with
+    gfp_exact_node(flags), which drops __GFP_WAIT; when that fails, fallback_alloc()
+    returns NULL at once for a __GFP_THISNODE caller (no probe of other nodes, no page
+    with the caller's reclaim bits). With v4.3/way1 the probe's charge is NOWAIT and fails
+    at memory.max without reclaim, so the GFP_KERNEL caller gets NULL though page cache
+    could be reclaimed; way2 charges with the caller's gfp and reclaims (§4.6)."""
+    m = machine(design, nodes=2, mem_mib=512, allocator="slab", slub_max_order=1)
+    task = m.spawn("/a", cpu=0)
+    warm_kmalloc(m, task, 1024, node=1)
+    m.write("/a", "memory.max", "32M")
+    task.read_file(MB(40))                      # at memory.max, all of it reclaimable
+    before = m.metrics()
+    with task.syscall():
+        handles = [task.kmalloc(1024, "GFP_KERNEL|__GFP_THISNODE", node=1) for _ in range(2048)]
+    delta = metrics_delta(before, m.metrics())
+    assert all(h is None or m.node_of(h) == 1 for h in handles)    # never another node
+    if core.POLICIES[design]["slab_charge_caller_gfp"]:
+        assert None not in handles and delta["reclaim_rounds_charge"] > 0
+    else:
+        assert None in handles and delta["slab_node_probe_failures"] > 0
+        assert delta["reclaim_rounds_charge"] == 0 and delta["enomem_user_visible"] > 0
+
+
 # ---- NOWAIT, ATOMIC, NOFAIL and dying tasks over memory.max -------------------------------
 
 def at_max(design):
@@ -474,3 +501,29 @@ def test_request_stream_is_common_to_all_designs_and_depends_on_the_seed():
     hashes = {request_hash(d, 7) for d in DESIGNS}
     assert len(hashes) == 1                      # common random numbers (workload-spec)
     assert request_hash("way2", 8) not in hashes
+
+
+def test_nowait_large_kmallocs_charge_and_their_overage_shows_at_syscall_exit():
+    """Issue 20 point 6: a mix can make GFP_NOWAIT requests that each reach the memcg -
+    kmalloc above KMALLOC_MAX_CACHE_SIZE (8 KiB, SLUB) is 4.2 kmalloc_large() ->
+    alloc_kmem_pages(), charged per page with the caller's gfp - and the overage over
+    memory.high at the syscall's return is measured (overshoot_high_syscall_peak_pages).
+    4.2/4.3 done_restock skips memory.high for a charge without __GFP_WAIT, so back-to-back
+    NOWAIT charges run over high unchecked (Heo, §2.7); 4.4 punts the overage to the
+    return to user, where it is reclaimed before the syscall ends."""
+    mix = {"name": "nowait-large", "burst": 32, "lifetime": {"mean": 1000},
+           "requests": [{"kind": "kmalloc", "gfp": "GFP_NOWAIT", "size": {"min": 16384, "max": 65536},
+                         "accounted": True},
+                        {"kind": "alloc_pages", "gfp": "GFP_NOWAIT", "order": 1},
+                        {"kind": "read_file", "pages": 16}]}
+    out = {}
+    for design in ("v4.3", "way1"):
+        spec = {"machine": {"nodes": 1, "mem_mib": 256, "cpus": 2}, "design": design,
+                "cgroup": {"max": "64M", "high": "16M"}, "tasks": 2, "mix": mix,
+                "length": {"kernel_entries": 300}}
+        out[design] = core.run_workload(spec, 1)
+    assert out["v4.3"]["alloc_nowait_attempts"] > 0
+    assert out["v4.3"]["events_high"] > 0        # the GFP_KERNEL page cache charges see high
+    assert out["way1"]["reclaim_rounds_return_to_user"] > 0
+    assert (out["v4.3"]["overshoot_high_syscall_peak_pages"]
+            > out["way1"]["overshoot_high_syscall_peak_pages"])

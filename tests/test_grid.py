@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import pathlib
 
 import pytest
 import yaml
@@ -211,3 +212,18 @@ def test_shards_and_workload_keys_work_across_blocks(blocked):
     # and the results store do not care which block asked for it
     plain = cells_for(write_config(blocked[0].parent / "plain", {"grid": {"limit": ["32M"], "mix": ["kernel"]}}))
     assert {c.key for c in plain} <= {c.key for c in cells}
+
+
+def test_the_default_grid_holds_the_claims_cells_at_a_bounded_cost():
+    """Issue 20: Heo's NOWAIT claims get nowait-charge at three memory.high ratios (32M has a
+    small LRU, 128M a large one) and nowait-burst at memory.max with no memory.high (16M,
+    32M); the sweep grows by at most ~30 % over the 5,504 workloads it had before."""
+    path = pathlib.Path(__file__).resolve().parent.parent / "configs" / "grid.yaml"
+    cfg = config.load(path)
+    cells = grid.build_cells(cfg, config.load_mixes(cfg, path))
+    mib = [(c.axes["mix"], int(c.axes["limit"]) >> 20, c.axes["high"]) for c in cells]
+    assert {(32, h) for h in (0.5, 0.75, 0.9)} | {(128, h) for h in (0.5, 0.75, 0.9)} <= {
+        (limit, high) for mix, limit, high in mib if mix == "nowait-charge"}
+    assert {limit for mix, limit, high in mib if mix == "nowait-burst" and high == float("inf")} == {16, 32}
+    workloads = sum(len(c.specs) for c in cells) * cfg.replications
+    assert workloads <= 1.3 * 5504

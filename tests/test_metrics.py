@@ -354,3 +354,29 @@ def test_run_workload_syscall_latency_sees_way1_punt_like_way2_sync_reclaim():
     assert 0.8 < way1["reclaim_ns_return_to_user"] / way2["reclaim_ns_charge"] < 1.25
     assert way2["latency_kernel_p99_ns"] > 5 * way1["latency_kernel_p99_ns"]
     assert 0.8 < way1["syscall_latency_p99_ns"] / way2["syscall_latency_p99_ns"] < 1.25
+
+
+@pytest.mark.parametrize("design", core.DESIGNS)
+def test_slab_charge_reclaim_rounds_counts_the_reclaim_of_new_slabs_charges(design):
+    """Issue 20 point 8 (way2-double-reclaim-fragmentation): the charge-time reclaim rounds
+    spent on new slabs, so a sweep can derive rounds per new slab (/ slab_pages_allocated).
+    At memory.max full of page cache, a syscall of kmalloc-2048 charges nothing but slab
+    pages in the 2015 rows (memcg_charge_slab, §3.1), so every charge-time round is one of
+    them; under v6.18 slab pages are never charged (obj_cgroup, 5.9 §3.4): the objects'
+    charges reclaim, the slabs' never."""
+    m = core.Machine(nodes=1, mem_mib=256, cpus=2, allocator="slub", design=design)
+    m.mkdir("/a")
+    task = m.spawn("/a", cpu=0)
+    warm_kmalloc(m, task, 2048)
+    m.write("/a", "memory.max", "8M")
+    task.read_file(MB(12))
+    before = m.metrics()
+    with task.syscall():
+        for _ in range(MB(2) // 2048):
+            assert task.kmalloc(2048, accounted=True) is not None
+    delta = metrics_delta(before, m.metrics())
+    assert delta["slab_pages_allocated"] > 0 and delta["reclaim_rounds_charge"] > 0
+    if core.POLICIES[design]["obj_charge"]:
+        assert delta["slab_charge_reclaim_rounds"] == 0
+    else:
+        assert delta["slab_charge_reclaim_rounds"] == delta["reclaim_rounds_charge"]

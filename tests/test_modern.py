@@ -27,7 +27,7 @@ from kernel_selftest import (
 MODERN = "v6.18"
 NEW_FIELDS = ("charge_batch", "reclaim_retries", "force_dying", "force_max_event",
               "high_sync_over_batch", "high_throttle", "high_skip_dying", "high_write_loop",
-              "obj_charge", "slub_high_no_kswapd", "slub_only")
+              "obj_charge", "slub_high_no_kswapd", "slub_only", "charge_only_accounted")
 
 
 def machine(design=MODERN, **kw):
@@ -93,7 +93,7 @@ def test_objects_are_charged_in_bytes_and_slab_pages_never():
     full = 128 + OBJCG_PTR_SIZE                     # kmalloc(100) -> kmalloc-128 + objcg ptr
     with task.syscall():
         for n in range(1, 100):
-            assert task.kmalloc(100) is not None
+            assert task.kmalloc(100, accounted=True) is not None
             assert m.stat("/a")["slab"] == n * full
             # the byte stock is refilled a page at a time: exactly the pages the bytes need
             assert m.objcg_pages("/a") == -(-n * full // PAGE_SIZE)
@@ -110,11 +110,11 @@ def test_the_byte_stock_takes_frees_back_and_returns_whole_pages():
     m = machine()
     task = m.spawn("/a", cpu=0)
     with task.syscall():
-        handles = [task.kmalloc(1000) for _ in range(200)]       # kmalloc-1024: 1032 bytes
+        handles = [task.kmalloc(1000, accounted=True) for _ in range(200)]       # kmalloc-1024: 1032 bytes
     pages_before = m.objcg_pages("/a")
     task.kfree(handles.pop())
     with task.syscall():
-        handles.append(task.kmalloc(1000))           # consume_obj_stock: no page charged
+        handles.append(task.kmalloc(1000, accounted=True))           # consume_obj_stock: no page charged
     assert m.objcg_pages("/a") == pages_before
     for handle in handles:
         task.kfree(handle)
@@ -131,12 +131,44 @@ def test_switching_memcg_on_a_cpu_drains_the_byte_stock():
     for _ in range(20):
         for task in (a, b):
             with task.syscall():
-                task.kmalloc(300)
+                task.kmalloc(300, accounted=True)
             for cg in ("/a", "/b"):
                 assert obj_bytes_consistent(m, cg)
     # the sub-page rest of a drained stock waits in objcg->nr_charged_bytes
     assert sum(m.objcg_bytes("/a")) + sum(m.objcg_bytes("/b")) == \
         (m.objcg_pages("/a") + m.objcg_pages("/b")) * PAGE_SIZE
+
+
+@pytest.mark.parametrize("design", core.DESIGNS)
+def test_only_accounted_sites_are_charged_in_the_modern_row(design):
+    """Issue 20 point 4. 4.5 a9bb7e620efd ("memcg: only account kmem allocations marked as
+    __GFP_ACCOUNT") made kmem accounting opt-in: in 6.x slab_pre_alloc_hook() /
+    memcg_slab_post_alloc_hook() charge only __GFP_ACCOUNT or SLAB_ACCOUNT allocations,
+    __memcg_kmem_charge_page() only __GFP_ACCOUNT pages. In 4.2-4.4 every kmem allocation
+    of a memcg task with kmem accounting active was charged (only __GFP_NOACCOUNT opted
+    out), so the 2015 rows charge a plain kmalloc too."""
+    m = machine(design)
+    task = m.spawn("/a", cpu=0)
+    before = usage(m)
+    with task.syscall():
+        for _ in range(64):
+            assert task.kmalloc(2048) is not None                   # a driver's kmalloc
+            assert task.kmalloc(16384) is not None                  # kmalloc_large
+            assert task.alloc_pages(0, accounted=False) is not None  # a driver's page
+    plain = usage(m) - before
+    with task.syscall():
+        for _ in range(64):
+            assert task.kmalloc(2048, "GFP_KERNEL_ACCOUNT") is not None
+            assert task.alloc_pages(0) is not None                  # alloc_kmem_pages
+        task.create_dentries(64)                                   # SLAB_ACCOUNT caches
+    accounted = usage(m) - before - plain
+    # 64 * (2 KiB + 16 KiB + 4 KiB) were allocated each way, far more than one batch
+    assert accounted >= 64 * (2048 + PAGE_SIZE)
+    if core.POLICIES[design]["charge_only_accounted"]:
+        assert plain == 0
+    else:   # the kmalloc-2048 objects of this short burst go to the root cache while the
+            # memcg's clone is created (§2.4); the page-backed ones are charged at once
+        assert plain >= 64 * (16384 + PAGE_SIZE)
 
 
 def test_a_failed_object_charge_frees_the_object_again():
@@ -148,7 +180,7 @@ def test_a_failed_object_charge_frees_the_object_again():
     fill_with_kmem(m, task, "/a")
     slab_before, events = m.stat("/a")["slab"], m.events("/a")
     with task.syscall():
-        assert task.kmalloc(512, "GFP_NOWAIT") is None       # no headroom for NOWAIT (§6.4 5)
+        assert task.kmalloc(512, "GFP_NOWAIT", accounted=True) is None       # no headroom for NOWAIT (§6.4 5)
     assert m.stat("/a")["slab"] == slab_before
     assert m.events("/a") == events                          # step 4 nomem: no max event
     assert usage(m) <= MB(4)
@@ -164,7 +196,7 @@ def fallbacks_at_the_memcg_boundary(design):
     before = m.metrics()
     with task.syscall():
         for _ in range(MB(2) // 2048):
-            task.kmalloc(2048, "GFP_KERNEL")
+            task.kmalloc(2048, "GFP_KERNEL", accounted=True)
     return metrics_delta(before, m.metrics())
 
 
@@ -375,7 +407,7 @@ def test_slub_high_order_try_does_not_wake_kswapd():
         before = m.metrics()
         with task.syscall():
             for _ in range(64):                        # kmalloc-2048: oo order 3, min order 0
-                assert task.kmalloc(2048, "GFP_KERNEL") is not None
+                assert task.kmalloc(2048, "GFP_KERNEL", accounted=True) is not None
         delta = metrics_delta(before, m.metrics())
         assert delta["slub_high_order_attempts"] > 0 and delta["slub_order_fallbacks"] > 0
         woken[design] = delta["kswapd_wakeups"]

@@ -287,3 +287,68 @@ def test_slub_takes_remote_partial_slabs_only_beyond_min_partial(partial_slabs, 
         assert m.node_of(local.kmalloc(512, "GFP_KERNEL")) == expected_node
         # a node given: only that node's list, then a new slab there
         assert m.node_of(local.kmalloc(512, "GFP_KERNEL", node=0)) == 0
+
+
+def test_slab_frees_a_remote_object_back_to_its_node():
+    """Issue 20 point 3. 4.2 mm/slab.c __cache_free() -> cache_free_alien(): an object whose
+    page is on another node than the freeing CPU's (numa_mem_id()) goes into that node's
+    alien array (__cache_free_alien), flushed to its own node's lists by
+    __drain_alien_cache() -> free_block() when full (12 entries, alloc_alien_cache) - never
+    into the CPU's array cache, which serves local requests. So a node-0 request with
+    __GFP_THISNODE is never handed the node-1 object just freed on node 0."""
+    m = core.Machine(nodes=2, mem_mib=64, cpus=2, allocator="slab")
+    task = m.spawn("/", cpu=0)                                # CPU 0 is on node 0
+    with task.syscall():
+        remote = task.kmalloc(64, node=1)
+    assert m.node_of(remote) == 1
+    task.kfree(remote)                                        # freed on node 0
+    wrong = m.metrics()["slab_wrong_node_objects"]
+    with task.syscall():
+        local = task.kmalloc(64, "GFP_KERNEL|__GFP_THISNODE", node=0)
+    assert local is not None and m.node_of(local) == 0
+    assert m.metrics()["slab_wrong_node_objects"] == wrong
+
+
+def test_slab_alien_array_flushes_to_the_remote_node_when_full():
+    """__cache_free_alien(): the 13th remote free finds the 12-entry alien array full and
+    drains it to node 1's lists first (free_block); node 1 then serves its own CPU's
+    requests from those objects without growing a new slab."""
+    m = core.Machine(nodes=2, mem_mib=64, cpus=2, allocator="slab")
+    near, far = m.spawn("/", cpu=0), m.spawn("/", cpu=1)     # nodes 0 and 1
+    with near.syscall():
+        remote = [near.kmalloc(4096, node=1) for _ in range(13)]   # kmalloc-4096: 1 per slab
+    assert {m.node_of(h) for h in remote} == {1}
+    slabs = m.metrics()["slab_pages_allocated"]
+    for h in remote:
+        near.kfree(h)                          # 12 wait in the alien array, then all go back
+    arrays = m._slab_arrays(4096)
+    # the 12 went into node 1's shared array (transfer_objects), the 13th waits
+    assert arrays["alien"][(0, 1)] == 1 and arrays["shared"][1] == 12
+    with far.syscall():
+        again = [far.kmalloc(4096) for _ in range(12)]
+    assert {m.node_of(h) for h in again} == {1}
+    assert m.metrics()["slab_pages_allocated"] == slabs   # the freed objects were reused
+
+
+def test_slab_shared_array_passes_objects_between_cpus_of_a_node():
+    """4.2 mm/slab.c: a full CPU array gives its oldest batchcount objects to the node's
+    shared array (cache_flusharray), which holds 8 batches of a cache of objects up to a
+    page on an SMP machine (enable_cpucache); cache_alloc_refill on another CPU of the node
+    takes a batch from there (transfer_objects) before it looks at the slab lists."""
+    m = core.Machine(nodes=1, mem_mib=64, cpus=2, allocator="slab")
+    a, b = m.spawn("/", cpu=0), m.spawn("/", cpu=1)
+    with a.syscall():
+        handles = [a.kmalloc(64) for _ in range(240)]
+    before = m._slab_arrays(64)
+    for h in handles:                          # kmalloc-64: limit 120, batchcount 60
+        a.kfree(h)
+    after = m._slab_arrays(64)
+    # every object is in CPU 0's array or, flushed a batch at a time, in the shared array
+    assert after["cpu"][0] + after["shared"][0] == before["cpu"][0] + 240
+    assert after["shared"][0] >= 60 and after["shared"][0] % 60 == 0
+    assert after["free_objects"] == before["free_objects"]      # nothing went to the lists
+    with b.syscall():
+        b.kmalloc(64)
+    taken = m._slab_arrays(64)
+    assert taken["shared"][0] == after["shared"][0] - 60           # one batch to CPU 1
+    assert taken["cpu"][1] == 59 and taken["free_objects"] == after["free_objects"]

@@ -5,11 +5,14 @@ and the model runs the same C request function whether driven by run_workload or
 event, by core.replay through core.Machine (one model, two drivers)."""
 import copy
 import pathlib
+import sys
 
 import pytest
 import yaml
 
 import core
+from core._mm import build_workload_machine
+from core.constants import REQUEST_KINDS
 
 MIXES = pathlib.Path(__file__).resolve().parent.parent / "configs" / "mixes"
 MIX_NAMES = ("kernel", "nofs", "nowait-burst", "atomic", "nofail", "numa-remote", "dentry-find")
@@ -200,3 +203,109 @@ def test_no_user_fault_of_a_long_entry_is_dropped():
     assert sorted(seqs) == list(range(len(seqs)))
     assert core.run_workload(spec, 3)["requests"] == len(seqs)
 
+
+
+class _FreeChecker:
+    """The event stream of core.replay, checking each free it hands out: a free whose
+    object id now belongs to another request of the same task (the id was reused) and that
+    replay would execute (the object's owner is the task) is counted as stale. With
+    `drop_on_replace` False, replacing a task does not drop its scheduled frees."""
+
+    def __init__(self, events, state, drop_on_replace):
+        self.events, self.state, self.drop = events, state, drop_on_replace
+        self.made_by, self.last_seq, self.last_kind, self.stale = {}, None, None, 0
+
+    def __iter__(self):
+        for ev in self.events:
+            kind, task, req_kind, arg, gfp, node, locked, seq, slot = ev
+            if kind == "request":
+                self.last_seq, self.last_kind = seq, REQUEST_KINDS[req_kind]
+            elif kind == "free" and arg >= 0:
+                machine, tasks = self.state["machine"], self.state["tasks"]
+                t = tasks[task]
+                if t.alive and machine._owner(arg) == t.tid and self.made_by.get(arg) != seq:
+                    self.stale += 1
+            yield ev
+
+    def set_result(self, slot, result):
+        if result >= 0 and self.last_kind in ("kmalloc", "kmalloc_node", "alloc_pages"):
+            self.made_by[result] = self.last_seq
+        self.events.set_result(slot, result)
+
+    def task_replaced(self, task):
+        if self.drop:
+            self.events.task_replaced(task)
+
+    @property
+    def request_hash(self):
+        return self.events.request_hash
+
+
+def _stale_frees(monkeypatch, spec, seed, drop_on_replace):
+    replay_mod = sys.modules["core.replay"]         # core.replay the name is the function
+    state, checkers = {}, []
+
+    def build(s):
+        state["machine"], state["tasks"] = build_workload_machine(s)
+        return state["machine"], state["tasks"]
+
+    def events(s, seed):
+        checkers.append(_FreeChecker(core.workload_events(s, seed), state, drop_on_replace))
+        return checkers[-1]
+
+    monkeypatch.setattr(replay_mod, "build_workload_machine", build)
+    monkeypatch.setattr(replay_mod, "workload_events", events)
+    out = replay_mod.replay(spec, seed)
+    return checkers[0].stale, out
+
+
+def test_frees_of_an_oom_killed_task_never_hit_its_replacements_objects(monkeypatch):
+    """Issue 20 point 5. A task OOM-killed in a user fault (4.2 mem_cgroup_oom_synchronize,
+    §2.3 step 16) exits and frees everything (do_exit); its replacement reuses the freed
+    object ids. The frees the generator had scheduled for the dead task must be dropped
+    (gen_task_replaced bumps task_life, as churn does), or one of them frees an object the
+    new task was just given. The scenario is first shown to have that hazard."""
+    anon = {"name": "anon", "burst": 4, "lifetime": {"mean": 64},
+            "requests": [{"kind": "fault_anon", "weight": 1, "pages": 64},
+                         {"kind": "kmalloc", "weight": 6, "size": {"min": 64, "max": 64}}]}
+    spec = small_spec(cgroup={"max": "4M"}, mix=anon, tasks=1, length={"kernel_entries": 400})
+    hazard, _ = _stale_frees(monkeypatch, spec, 1, drop_on_replace=False)
+    assert hazard > 0                          # without the fix: stale frees hit new objects
+    stale, out = _stale_frees(monkeypatch, spec, 1, drop_on_replace=True)
+    assert out["oom_kills_memcg"] >= 2 and stale == 0
+    # run_workload's executor drops them too: its metrics equal the checked replay's
+    assert core.run_workload(spec, 1) == out
+
+
+def test_accounted_defaults_per_kind_and_bad_values_name_the_field():
+    """Issue 20 point 4: `accounted` per request, read only by rows that charge opted-in
+    sites alone (v6.18). Defaults: kmalloc not accounted (6.x), alloc_pages accounted
+    (alloc_kmem_pages), dentries and user pages always charged."""
+    reqs = [{"kind": "kmalloc", "size": {"min": 64}}, {"kind": "kmalloc_node", "size": {"min": 64}},
+            {"kind": "alloc_pages", "order": 0}, {"kind": "dentries", "count": 1},
+            {"kind": "kmalloc", "gfp": "GFP_KERNEL_ACCOUNT", "size": {"min": 64}},
+            {"kind": "alloc_pages", "order": 0, "accounted": False}]
+    got = [r["accounted"] for r in core.validate_mix({"requests": reqs}, nodes=2)["requests"]]
+    assert got == [False, False, True, True, True, False]
+    bad = [({"kind": "kmalloc", "size": {"min": 64}, "accounted": "yes"}, "must be true or false"),
+           ({"kind": "fault_anon", "pages": 1, "accounted": False}, "always charged"),
+           ({"kind": "kmalloc", "gfp": "GFP_KERNEL_ACCOUNT", "size": {"min": 64}, "accounted": False},
+            "has __GFP_ACCOUNT")]
+    for req, message in bad:
+        with pytest.raises(core.SpecError, match=message) as err:
+            core.validate_mix({"requests": [req]})
+        assert str(err.value).startswith("mix.requests[0].accounted: ")
+
+
+def test_accounted_sites_decide_what_the_modern_row_charges_in_a_workload():
+    """The same kmalloc mix charges the memcg under v6.18 only when its site is accounted;
+    the 2015 rows charge it either way."""
+    def max_events(design, accounted):
+        m = {"name": "k", "requests": [{"kind": "kmalloc", "size": {"min": 256, "max": 4096},
+                                        "accounted": accounted}],
+             "lifetime": {"mean": 4000, "long_lived_share": 0.5}}
+        out = core.run_workload(small_spec(design=design, mix=m, cgroup={"max": "4M"},
+                                           length={"kernel_entries": 1000}), 1)
+        return out["events_max"]               # charges that hit memory.max
+    assert max_events("v6.18", False) == 0 < max_events("v6.18", True)
+    assert max_events("way2", False) == max_events("way2", True) > 0
