@@ -36,7 +36,7 @@ from sweep.store import DiskFault, Store, disk_fault
 SIGN_CONVENTION = ("Differences are candidate - baseline (in 'way2 vs v4.3' way2 is the candidate), "
                    "in the metric's unit; every compared metric is lower-is-better, so a negative "
                    "difference means the candidate is better. Relative changes (%) have the same sign.")
-TABLES = ("table", "aggregates", "regimes", "pooled")     # Analysis fields cached as Parquet
+TABLES = ("table", "aggregates", "regimes", "pooled", "effects")   # Analysis fields cached as Parquet
 VERDICTS_FILE = "verdicts.json"
 PACKAGE_MIXES = Path(__file__).resolve().parent.parent / "configs" / "mixes"
 LIBRARIES = ("numpy", "pandas", "scipy", "statsmodels")
@@ -50,6 +50,7 @@ class Analysis:
     regimes: pd.DataFrame           # regime.classify
     verdicts: list                  # claims.Verdict per claim of the folder's registry
     pooled: pd.DataFrame            # stats.pooled_means
+    effects: pd.DataFrame           # stats.design_effects: per pair and metric, over the cells both ran
     alpha: float
     correction: str
     counts: pd.DataFrame = field(init=False)    # stats.summarize_verdicts(table)
@@ -79,6 +80,57 @@ class Analysis:
         part = self.metric_counts(metric)
         return bool(len(part)) and bool((part["better"] + part["worse"]).sum() > 0)
 
+    def effect(self, baseline: str, candidate: str, metric: str):
+        """The ``effects`` row of a pair and metric (either order of the pair is accepted:
+        then the signs are flipped so the row reads "candidate - baseline"), None if absent."""
+        e = self.effects
+        for base, cand, flip in ((baseline, candidate, 1), (candidate, baseline, -1)):
+            rows = e[(e["baseline"] == base) & (e["candidate"] == cand) & (e["metric"] == metric)]
+            if len(rows) and rows.iloc[0]["n_cells"] > 0:
+                row = rows.iloc[0].to_dict()
+                if flip < 0:
+                    lo, hi = -row["median_hi"], -row["median_lo"]
+                    row.update(baseline=baseline, candidate=candidate, base_mean=row["cand_mean"],
+                               cand_mean=row["base_mean"], median_diff=-row["median_diff"], median_lo=lo,
+                               median_hi=hi, direction=-row["direction"],
+                               pooled_pct=stats.pct_change(row["cand_mean"], row["base_mean"]))
+                return row
+        return None
+
+    def cell_counts(self, baseline: str, candidate: str, metric: str) -> tuple[int, int, int]:
+        """(cells where candidate is significantly better, worse, cells compared) of a pair,
+        either order."""
+        c = self.counts
+        if c.empty:
+            return 0, 0, 0
+        for base, cand, flip in ((baseline, candidate, False), (candidate, baseline, True)):
+            rows = c[(c["baseline"] == base) & (c["candidate"] == cand) & (c["metric"] == metric)]
+            if len(rows):
+                r = rows.iloc[0]
+                tested = int(r["better"] + r["worse"] + r["indistinguishable"])
+                better, worse = int(r["better"]), int(r["worse"])
+                return (worse, better, tested) if flip else (better, worse, tested)
+        return 0, 0, 0
+
+    def decided(self, baseline: str, candidate: str, metric: str) -> int:
+        """-1 / +1 when the candidate is decidedly lower / higher than the baseline: the median
+        per-cell difference's interval excludes 0 (``stats.effect_direction``) AND more cells
+        are significantly on that side than on the other (so a direction the report states
+        is never one the cell counts contradict); else 0."""
+        row = self.effect(baseline, candidate, metric)
+        if row is None or not row["direction"]:
+            return 0
+        better, worse, _ = self.cell_counts(baseline, candidate, metric)
+        side = (worse > better) - (better > worse)
+        return int(row["direction"]) if side == row["direction"] else 0
+
+    def model_version(self) -> str:
+        versions = sorted(set(self.df["model_version"].dropna().astype(str))) if "model_version" in self.df else []
+        if versions:
+            return ", ".join(versions)
+        import core
+        return str(core.MODEL_VERSION)
+
     def metrics_shown(self) -> list:
         return [m for m in stats.KEY_METRICS if len(self.pooled_of(m.name))]
 
@@ -90,7 +142,7 @@ class Analysis:
         net = {}
         for row in self.counts.itertuples(index=False):
             net.setdefault(f"{row.candidate}_vs_{row.baseline}", {})[row.metric] = int(row.better - row.worse)
-        return {"answer": answer_sentences(self), "sign_convention": SIGN_CONVENTION,
+        return {"verdict": verdict_text(self), "answer": answer_sentences(self), "sign_convention": SIGN_CONVENTION,
                 "designs": self.designs, "cells": self.n_cells, "headline": list(stats.HEADLINE),
                 "pooled": pooled, "net_cells": net,
                 "claims": [{"id": v.claim.id, "who": v.claim.who, "claim": v.claim.claim, "verdict": v.verdict,
@@ -132,7 +184,8 @@ def compute(df: pd.DataFrame, alpha: float, correction: str, claims_path: Path |
     return Analysis(df=df, table=stats.compare_cells(df, alpha=alpha, correction=correction),
                     aggregates=stats.aggregate(df, alpha), regimes=regimes,
                     verdicts=evaluate_claims(claims_path, df, regimes, alpha),
-                    pooled=stats.pooled_means(df, alpha), alpha=alpha, correction=correction)
+                    pooled=stats.pooled_means(df, alpha), effects=stats.design_effects(df, alpha),
+                    alpha=alpha, correction=correction)
 
 
 def evaluate_claims(path: Path | None, df: pd.DataFrame, regimes: pd.DataFrame, alpha: float) -> list:
@@ -279,3 +332,174 @@ def _metric_sentence(analysis: Analysis, metric) -> str:
 def pooled_inline(analysis: Analysis, metric) -> str:
     pooled = analysis.pooled_of(metric.name)
     return ", ".join(f"{d} {fmt.mean(pooled.loc[d, 'mean'], metric)}" for d in pooled.index)
+
+
+# ---------------------------------------------------------------- the verdict: three to five sentences
+
+# the harms the 2015 thread argued about and the costs of avoiding them: the rows of the
+# report's comparison table and what the verdict weighs (each a stats.KEY_METRICS name)
+HARMS = {"enomem": "user-visible ENOMEM",
+         "overshoot_high_peak_pages": "peak overshoot over memory.high",
+         "overshoot_high_integral_page_ms": "overshoot over memory.high over time",
+         "overshoot_max_peak_pages": "overshoot over memory.max",
+         "reclaim_rounds_locked": "reclaim under locks",
+         "slub_order_fallback_rate": "SLUB order fallbacks",
+         "slab_wrong_node_objects": "wrong-node slab objects",
+         "nowait_failure_rate": "GFP_NOWAIT failures",
+         "atomic_failure_rate": "GFP_ATOMIC failures"}
+COSTS = {"syscall_latency_p99_ns": "syscall p99 latency",
+         "charge_forced_pages": "pages force-charged past memory.max"}
+WHO = {"way1": "way1 (Heo)", "way2": "way2 (Davydov)", "v4.3": "v4.3 (as shipped)",
+       "way2+": "way2+", "v6.18": "v6.18"}
+
+
+def verdict_text(analysis: Analysis) -> str:
+    """The verdict as one paragraph (``verdict_sentences`` joined)."""
+    return " ".join(verdict_sentences(analysis))
+
+
+def verdict_sentences(analysis: Analysis) -> list[str]:
+    """Three to five sentences written from the comparison (``effects``: the median per-cell
+    difference of each pair over the cells both ran) and the claims: who wins way1 vs way2 on
+    the thread's harms, what the winner pays, how sure, where v6.18 stands, and what it rests
+    on - with the simulator and model version named, and harms without evidence said so."""
+    shown = [m for m in (*HARMS, *COSTS) if len(analysis.pooled_of(m))]
+    harms = [m for m in HARMS if m in shown and not analysis.all_zero(m)]
+    costs = [m for m in COSTS if m in shown]
+    sentences = []
+    if {"way1", "way2"} <= set(analysis.designs):
+        sentences += _way1_vs_way2(analysis, harms, costs)
+    else:
+        sentences.append(f"This sweep ran {', '.join(analysis.designs)}, not both way1 and way2, so it cannot "
+                         f"say which 2015 design wins.")
+    sentences.append(_how_sure(analysis))
+    if "v6.18" in analysis.designs:
+        sentences.append(_modern(analysis, harms + costs))
+    sentences.append(_rests_on(analysis, [m for m in HARMS if m in shown and m not in harms]))
+    return sentences
+
+
+def _way1_vs_way2(analysis: Analysis, harms: list[str], costs: list[str]) -> list[str]:
+    lower = {d: [m for m in harms if _lower(analysis, d, _other(d), m)] for d in ("way1", "way2")}
+    if lower["way1"] and lower["way2"]:
+        first = (f"**Split verdict between the 2015 designs**: way2 (Davydov) is lower on "
+                 f"{_list(analysis, 'way2', 'way1', lower['way2'])}; way1 (Heo) on "
+                 f"{_list(analysis, 'way1', 'way2', lower['way1'])}.")
+        return [first, _costs_sentence(analysis, None, costs)]
+    if not lower["way1"] and not lower["way2"]:
+        first = ("**No significant difference between way1 (Heo) and way2 (Davydov)** on any harm the 2015 thread argued "
+                 f"about: on {_names(harms) or 'none of them'} the median per-cell difference is not significant.")
+        return [first, _costs_sentence(analysis, None, costs)]
+    winner = "way2" if lower["way2"] else "way1"
+    loser = _other(winner)
+    same = [m for m in harms if m not in lower[winner]]
+    first = (f"**{WHO[winner]} beats {WHO[loser]}** on the harms of the 2015 thread: lower "
+             f"{_list(analysis, winner, loser, lower[winner])}"
+             + (f"; no significant difference in {_names(same)}" if same else "") + ".")
+    return [first, _costs_sentence(analysis, winner, costs)]
+
+
+def _costs_sentence(analysis: Analysis, winner: str | None, costs: list[str]) -> str:
+    if winner is None:
+        paid = {d: [m for m in costs if _lower(analysis, _other(d), d, m)] for d in ("way1", "way2")}
+        if not paid["way1"] and not paid["way2"]:
+            return f"Neither pays a significant cost in {_names(costs) or 'the costs measured'}."
+        return " ".join(f"{WHO[d]} pays in {_list(analysis, _other(d), d, paid[d], worse=True)}."
+                        for d in ("way1", "way2") if paid[d])
+    loser = _other(winner)
+    paid = [m for m in costs if _lower(analysis, loser, winner, m)]
+    if not paid:
+        return (f"It pays nothing measurable for it: {_names(costs) or 'no cost metric'} show no significant "
+                f"per-cell difference against {loser}.")
+    return f"What {winner} pays: more {_list(analysis, loser, winner, paid, worse=True)}."
+
+
+def _how_sure(analysis: Analysis) -> str:
+    reps = fmt.value_range(analysis.df.groupby("cell_id")["replication"].nunique())
+    pair = ("way1", "way2") if {"way1", "way2"} <= set(analysis.designs) else (analysis.pairs[0] if analysis.pairs else None)
+    decided = ""
+    if pair is not None:
+        t = analysis.table
+        rows = t[(t["baseline"] == pair[0]) & (t["candidate"] == pair[1]) & t["metric"].isin(list(HARMS))]
+        tested = rows[rows["verdict"] != "untestable"]["cell_id"].nunique()
+        differing = rows[rows["verdict"].isin(["better", "worse"])]["cell_id"].nunique()
+        decided = (f"; {differing} of {tested} cells differ significantly between {pair[0]} and {pair[1]} "
+                   f"on at least one harm")
+    correction = "Holm" if stats.correction_method(analysis.correction) == "holm" else "Benjamini-Hochberg"
+    if stats.sweep_power_warning(analysis.table, analysis.alpha, analysis.correction):
+        decided += " (too few seeds for a cell to be significant on its own: raise `replications`)"
+    return (f"How sure: every cell ran {reps} seeds paired across the designs ({analysis.n_cells} cells)"
+            f"{decided} ({correction}-adjusted Wilcoxon/McNemar across cells, alpha {analysis.alpha}), and "
+            f"a direction above counts only when the median per-cell difference's {1 - analysis.alpha:.0%} "
+            f"bootstrap interval excludes 0 and more cells are significantly on its side than against it; all figures come from the kmemcg-sweep simulator "
+            f"(model {analysis.model_version()}), not from a kernel.")
+
+
+def _modern(analysis: Analysis, metrics: list[str]) -> str:
+    olds = [d for d in ("way1", "way2") if d in analysis.designs] or [d for d in analysis.designs if d != "v6.18"]
+    beats = [m for m in metrics if all(_lower(analysis, "v6.18", d, m) for d in olds)]
+    loses = {m: [d for d in olds if _lower(analysis, d, "v6.18", m)] for m in metrics}
+    loses = {m: ds for m, ds in loses.items() if ds}
+    vs = " and ".join(olds)
+    both = "both " if len(olds) > 1 else ""
+    text = (f"Today's kernel, v6.18, beats {both}{vs} on {_names(beats)}" if beats
+            else f"Today's kernel, v6.18, beats {both}{vs} on none of these harms and costs")
+    if loses:
+        text += "; it is higher on " + ", ".join(f"{_label(m)} (than {' and '.join(ds)})" for m, ds in loses.items())
+    else:
+        text += "; it is higher than neither on any of them"
+    cells = analysis.df.groupby("design")["cell_id"].nunique()
+    if cells.get("v6.18", 0) < analysis.n_cells:
+        text += f" (compared in the {int(cells.get('v6.18', 0))} of {analysis.n_cells} cells it ran: no SLAB in 6.x)"
+    return text + "."
+
+
+def _rests_on(analysis: Analysis, no_evidence: list[str]) -> str:
+    decided = [v for v in analysis.verdicts if v.verdict in ("holds", "refuted")]
+    if analysis.verdicts:
+        rest = len(analysis.verdicts) - len(decided)
+        text = ("It rests on the claims " + ", ".join(f"{v.claim.id} ({v.verdict})" for v in decided)
+                + (f"; the other {rest} of {len(analysis.verdicts)} are inconclusive or untestable" if rest else "")
+                if decided else f"None of the thread's {len(analysis.verdicts)} claims is decided")
+    else:
+        text = "No claims registry was evaluated"
+    if no_evidence:
+        text += (f"; the sweep holds no evidence on {_names(no_evidence)}: zero in every workload under every "
+                 f"design")
+    return text + "."
+
+
+def _lower(analysis: Analysis, better: str, than: str, metric: str) -> bool:
+    """Is ``better`` decidedly lower than ``than`` (``Analysis.decided``)?"""
+    return analysis.decided(than, better, metric) < 0
+
+
+def _list(analysis: Analysis, better: str, than: str, metrics: list[str], worse: bool = False) -> str:
+    """'overshoot over memory.max (-12 pages median per cell; lower in 9 of 20 cells, higher in 0), ...'."""
+    parts = []
+    for m in metrics:
+        row = analysis.effect(than, better, m)
+        b, w, n = analysis.cell_counts(than, better, m)
+        metric = stats.METRICS_BY_NAME[m]
+        value = row["median_diff"] * (-1 if worse else 1)
+        shown = f"{value * 100:+.1f} pp" if metric.binary else f"{fmt.num(value)}"
+        if not metric.binary and not shown.startswith("-"):
+            shown = "+" + shown
+        unit = "" if metric.binary else f" {claims_mod.unit_of(m)}"
+        counts = (f"higher in {b} of {n} cells, lower in {w}" if worse
+                  else f"lower in {b} of {n} cells, higher in {w}")
+        parts.append(f"{_label(m)} ({shown}{unit} median per cell; {counts})")
+    return ", ".join(parts)
+
+
+def _label(metric: str) -> str:
+    return HARMS.get(metric) or COSTS.get(metric) or metric
+
+
+def _names(metrics: list[str]) -> str:
+    names = [_label(m) for m in metrics]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1] if names else ""
+
+
+def _other(design: str) -> str:
+    return "way1" if design == "way2" else "way2"

@@ -7,18 +7,23 @@ it can be tested (an axis filter; a missing axis means any value) and the regime
 pair (same seed) over the claim's cells whose regime, under both designs, is one of the
 claim's, with the paired tests of ``sweep.stats``:
 
-  holds         the pooled mean paired difference is in the expected direction (bootstrap CI
-                excludes 0) and no cell is significantly against it (Holm across the cells)
-  refuted       the pooled difference is significantly in the other direction
-  inconclusive  anything else: no significant pooled effect, or cells disagree
+  holds         the effect - the median over the cells of each cell's mean paired difference -
+                is in the claimed direction with its stratified bootstrap interval
+                (``stats.median_effect``) excluding 0, and no cell is significantly against
+                it (Wilcoxon, Holm across the cells)
+  refuted       the same, the other way
+  inconclusive  anything else: no significant effect, or cells significantly on both sides
   untestable    the registry says why, or no cell of the sweep is in the claim's regimes
+
+Every comparison uses the cells both designs ran (v6.18 runs no SLAB cell).  A median cannot
+have the opposite sign of a strict majority of the cells, so neither can an effect or a
+verdict.  ``VERDICT_RULE`` is this rule in one sentence, as the report prints it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -30,6 +35,12 @@ REQUIRED = ("id", "who", "claim", "metric", "compare", "expect")
 EXPECT = ("a<b", "a>b")
 FILTER_AXES = ("block", *GRID_AXES)
 VERDICTS = ("holds", "refuted", "inconclusive", "untestable")
+VERDICT_RULE = ("A claim **holds** when the median over its cells of the per-cell mean paired difference "
+                "is in the claimed direction with its {confidence} interval (seeds resampled within each "
+                "cell) excluding 0 and no cell is significantly against it ({correction}-adjusted Wilcoxon "
+                "across the claim's cells, alpha {alpha}), is **refuted** when the same holds the other "
+                "way, and is **inconclusive** otherwise; only cells where both designs ran, in the "
+                "claim's regimes, count.")
 CLAIMS_FILE = "claims.yaml"     # the copy of the registry a run leaves in its sweep folder
 
 
@@ -55,9 +66,10 @@ class Verdict:
     cells_tested: list[str]
     cells_holding: list[str]
     cells_against: list[str]
-    effect: float | None            # pooled mean paired difference b - a, in the metric's unit
-    ci: tuple[float, float] | None
+    effect: float | None            # median over cells of the mean paired difference b - a (metric's unit)
+    ci: tuple[float, float] | None  # its stratified bootstrap interval
     unit: str
+    by_regime: list = field(default_factory=list)   # [{regime, cells, effect, ci}] when it spans regimes
 
 
 # ---------------------------------------------------------------- the registry file
@@ -201,7 +213,7 @@ def _verdict(claim: Claim, values: pd.DataFrame, regimes: pd.DataFrame, alpha: f
     from sweep import stats
     from statsmodels.stats.multitest import multipletests
 
-    unit = _unit(claim.metric)
+    unit = unit_of(claim.metric)
     if claim.untestable:
         return Verdict(claim, "untestable", claim.untestable, [], [], [], None, None, unit)
     cells = testable_cells(claim, regimes)
@@ -233,27 +245,40 @@ def _verdict(claim: Claim, values: pd.DataFrame, regimes: pd.DataFrame, alpha: f
     p_holm = multipletests(p, alpha=alpha, method="holm")[1]
     holding = [c for c, q, d in zip(tested, p_holm, direction) if q < alpha and d == sign]
     against = [c for c, q, d in zip(tested, p_holm, direction) if q < alpha and d == -sign]
-    base = np.concatenate([pairs[c][0] for c in tested])
-    cand = np.concatenate([pairs[c][1] for c in tested])
-    effect = float(np.mean(cand - base))
-    lo, hi = stats.bootstrap_ci(base, cand, alpha)
-    expected = (lo > 0) if sign > 0 else (hi < 0)
-    opposite = (hi < 0) if sign > 0 else (lo > 0)
+    diffs = {c: pairs[c][1] - pairs[c][0] for c in tested}
+    effect, lo, hi = stats.median_effect(list(diffs.values()), alpha)
+    found = stats.effect_direction(effect, lo, hi) * sign      # +1: as claimed, -1: the other way
     n = len(tested)
-    if expected and not against:
-        verdict = "holds"
-        reason = f"{b} - {a} = {effect:.4g} {unit} pooled over {n} cells; {len(holding)} cells significant alone"
-    elif opposite and not holding:
-        verdict = "refuted"
-        reason = f"the difference goes the other way: {b} - {a} = {effect:.4g} {unit} over {n} cells"
+    counts = f"{len(holding)} of {n} cells significantly for, {len(against)} against"
+    median = f"median per-cell {b} - {a} = {effect:.4g} {unit} [{lo:.4g}, {hi:.4g}]"
+    if found > 0 and not against:
+        verdict, reason = "holds", f"{median}; {counts}"
+    elif found < 0 and not holding:
+        verdict, reason = "refuted", f"the difference goes the other way: {median}; {counts}"
     else:
-        verdict = "inconclusive"
-        reason = (f"{b} - {a} = {effect:.4g} {unit} over {n} cells (CI {lo:.4g}..{hi:.4g}); "
-                  f"{len(holding)} cells for, {len(against)} against")
-    return Verdict(claim, verdict, reason, tested, holding, against, effect, (lo, hi), unit)
+        verdict, reason = "inconclusive", f"{median}; {counts}"
+    return Verdict(claim, verdict, reason, tested, holding, against, effect, (lo, hi), unit,
+                   by_regime=_by_regime(diffs, regimes, claim.compare, alpha))
 
 
-def _unit(metric: str) -> str:
+def _by_regime(diffs: dict, regimes: pd.DataFrame, designs, alpha: float) -> list[dict]:
+    """The effect per regime of the claim's cells when they span more than one (a cell's
+    regime: the heavier of its two designs' regimes, in REGIMES order)."""
+    from sweep import stats
+
+    pair = regimes[regimes["cell_id"].isin(list(diffs)) & regimes["design"].isin(designs)]
+    heavier = pair.groupby("cell_id")["regime"].agg(lambda r: max(r, key=REGIMES.index))
+    if heavier.nunique() < 2:
+        return []
+    out = []
+    for name in (r for r in REGIMES if r in set(heavier)):
+        cells = sorted(heavier.index[heavier == name])
+        effect, lo, hi = stats.median_effect([diffs[c] for c in cells], alpha)
+        out.append({"regime": name, "cells": len(cells), "effect": effect, "ci": [lo, hi]})
+    return out
+
+
+def unit_of(metric: str) -> str:
     for suffix, unit in (("_pages", "pages"), ("_ns", "ns"), ("_page_ms", "page*ms"), ("_rate", "ratio"),
                          ("_per_kentry", "per kernel entry"), ("_per_slab", "per new slab"),
                          ("_objects", "objects")):
@@ -272,4 +297,6 @@ def verdict_table(verdicts: list[Verdict]) -> pd.DataFrame:
         "regimes": ", ".join(v.claim.regimes), "verdict": v.verdict, "effect": v.effect,
         "ci_lo": v.ci[0] if v.ci else None, "ci_hi": v.ci[1] if v.ci else None, "unit": v.unit,
         "cells": len(v.cells_tested), "cells_holding": len(v.cells_holding),
-        "cells_against": len(v.cells_against), "reason": v.reason} for v in verdicts])
+        "cells_against": len(v.cells_against), "reason": v.reason,
+        "by_regime": "; ".join(f"{r['regime']}: {r['effect']:.4g} over {r['cells']} cells" for r in v.by_regime)}
+        for v in verdicts])

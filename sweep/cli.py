@@ -345,7 +345,27 @@ def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = T
             print(f"{'report' if step == 'report' else 'tracking'} failed: {type(err).__name__}: {err}\n"
                   f"  results are safe in {sweep_dir.results}; retry with: {redo}", file=sys.stderr)
             status = POSTPROCESS
+    if report or log:
+        _print_verdict(sweep_dir, cfg)
     return status
+
+
+def _print_verdict(sweep_dir: SweepDir, cfg) -> None:
+    """The verdict (sweep.analysis.verdict_text), the last thing a run prints: from the
+    report's summary.json when it is current, else from the cached analysis."""
+    import json
+
+    from sweep import analysis, report
+
+    try:
+        if report.is_current(sweep_dir, cfg):
+            text = json.loads((sweep_dir.report_dir / report.SUMMARY).read_text())["verdict"]
+        else:
+            text = analysis.verdict_text(analysis.load(sweep_dir, cfg))
+    except Exception as err:     # the steps above said what failed; the verdict is not worth a crash
+        print(f"verdict: not available ({type(err).__name__}: {err})", file=sys.stderr)
+        return
+    print("\nVerdict: " + text.replace("**", ""))
 
 
 def _build_report(sweep_dir: SweepDir, cfg) -> None:

@@ -107,6 +107,75 @@ class Facts(Analysis):
 
 # ---------------------------------------------------------------- tables of the first screen
 
+def comparison_table(facts: Facts) -> tuple[pd.DataFrame, list[list[str]], list[str]]:
+    """The first screen's table, in the form of mmtests' compare-kernels: the thread's harms
+    and costs as rows (``analysis.HARMS``, ``COSTS``), the designs as columns in time order;
+    the baseline raw, every other design as its mean and change against the baseline over
+    the cells both ran, '*' when the median per-cell difference is significant, and the cells
+    where it is better / worse; then way2 against way1, the 2015 question.  Returns the
+    frame, the cell classes and the footnotes the marks in it need."""
+    import core
+
+    designs = [d for d in core.DESIGNS if d in facts.designs]
+    baseline = designs[0] if designs else None
+    pairs = [(baseline, d) for d in designs[1:]]
+    if {"way1", "way2"} <= set(designs):
+        pairs.append(("way1", "way2"))
+    cells_of = facts.df.groupby("design")["cell_id"].nunique()
+    rows, classes, notes = [], [], set()
+    for name in (*analysis.HARMS, *analysis.COSTS):
+        metric = stats.METRICS_BY_NAME.get(name)
+        if metric is None or not len(facts.pooled_of(name)) or facts.all_zero(name):
+            continue
+        kind = "harm" if name in analysis.HARMS else "cost"
+        row, cls = {"lower is better": f"{metric.label} ({kind})"}, [""]
+        pooled = facts.pooled_of(name)
+        row[baseline] = fmt.mean(pooled.loc[baseline, "mean"], metric) if baseline in pooled.index else "-"
+        cls.append("")
+        for base, cand in pairs:
+            label = cand if base == baseline else f"{cand} vs {base}"
+            text, css, marks = _compared(facts, base, cand, metric, show_value=base == baseline,
+                                         partial=min(cells_of.get(base, 0), cells_of.get(cand, 0)) < facts.n_cells)
+            row[label], notes = text, notes | marks
+            cls.append(css)
+        rows.append(row)
+        classes.append(cls)
+    footnotes = [COMPARISON_NOTES[mark] for mark in ("†", "‡") if mark in notes]
+    return pd.DataFrame(rows), classes, footnotes
+
+
+COMPARISON_NOTES = {
+    "†": ("† the pooled change and the cell counts point in opposite directions: a few cells with large "
+          "values dominate the pooled mean, so the pooled figure is not the comparison - the cell counts "
+          "and the median per-cell difference ('*') are."),
+    "‡": ("‡ over the cells both designs ran only (a design that skips cells, such as v6.18 without SLAB, "
+          "is never compared in them)."),
+}
+
+
+def _compared(facts: Facts, base: str, cand: str, metric, show_value: bool, partial: bool):
+    """One cell of the comparison table: (text, css class, footnote marks used)."""
+    e = facts.effect(base, cand, metric.name)
+    if e is None:                       # never happens in a cell both ran (or one did not run)
+        ran = set(facts.df.groupby("cell_id")["design"].agg(set).loc[lambda s: s.map({base, cand}.issubset)].index)
+        return ("0 in every cell both ran" if ran else "-"), "", set()
+    better, worse, tested = facts.cell_counts(base, cand, metric.name)
+    change = fmt.change({"diff_mean": e["cand_mean"] - e["base_mean"], "base_mean": e["base_mean"]}, metric)
+    decided = facts.decided(base, cand, metric.name)
+    star = " *" if decided else ""
+    marks = set()
+    pooled_sign = (e["cand_mean"] > e["base_mean"]) - (e["cand_mean"] < e["base_mean"])
+    net = (worse > better) - (better > worse)                    # +1: worse in more cells
+    counts = f"{better} better, {worse} worse of {tested}"
+    if pooled_sign and net and pooled_sign != net:
+        counts, marks = f"**{counts}** †", marks | {"†"}
+    if partial:
+        counts, marks = counts + " ‡", marks | {"‡"}
+    value = f"{fmt.mean(e['cand_mean'], metric)} " if show_value else ""
+    css = {-1: "better", 1: "worse"}.get(decided, "")
+    return f"{value}{change}{star}<br>{counts}", css, marks
+
+
 def summary_table(facts: Facts) -> tuple[pd.DataFrame, list[list[str]]]:
     """Metrics x designs (pooled mean [CI], the lowest in bold) and, per pair, the cells
     where the candidate is better / worse.  Metrics zero everywhere are left to one line."""
@@ -158,17 +227,21 @@ def claims_table(facts: Facts, figures) -> tuple[pd.DataFrame, list[str]]:
         c = v.claim
         link = f"[evidence](#{claim_anchor(c.id)})"
         if c.id in figures.claims:
-            link += f", [figure]({figures.claims[c.id].file})"
+            link += f", [figure](#{figure_anchor(c.id)})"
         rows.append({"claim": c.id, "who": c.who, "says": c.claim,
                      "verdict": f"**{v.verdict}**: {v.reason}" if v.reason else f"**{v.verdict}**",
                      "where it holds": _where_cells(axes, v.cells_holding, len(v.cells_tested)),
-                     "effect (CI)": _effect_text(v, c), "evidence": link})
+                     "median per-cell effect [CI]": _effect_text(v, c), "evidence": link})
         classes.append({"holds": "better", "refuted": "worse"}.get(v.verdict, ""))
     return pd.DataFrame(rows), classes
 
 
 def claim_anchor(claim_id: str) -> str:
     return "claim-" + re.sub(r"[^a-z0-9]+", "-", str(claim_id).lower()).strip("-")
+
+
+def figure_anchor(claim_id: str) -> str:
+    return "figure-" + claim_anchor(claim_id)
 
 
 def _where_cells(axes: pd.DataFrame, cells: list, tested: int) -> str:
@@ -187,7 +260,12 @@ def _effect_text(v, claim) -> str:
     text = f"{b} - {a}: {fmt.num(v.effect)}"
     if v.ci is not None and all(x is not None and math.isfinite(x) for x in v.ci):
         text += f" [{fmt.num(v.ci[0])}, {fmt.num(v.ci[1])}]"
-    return text + (f" {v.unit}" if v.unit else "")
+    text += f" {v.unit}" if v.unit else ""
+    if getattr(v, "by_regime", None):          # the claim spans regimes: its effect in each
+        text += "; by regime: " + "; ".join(
+            f"{r['regime']} ({r['cells']} cells) {fmt.num(r['effect'])} [{fmt.num(r['ci'][0])}, {fmt.num(r['ci'][1])}]"
+            for r in v.by_regime)
+    return text
 
 
 def caveats(facts: Facts) -> list[str]:
@@ -252,6 +330,7 @@ class Heading:
 class Para:
     text: str
     warning: bool = False
+    css: str = ""
 
 
 @dataclass
@@ -270,6 +349,7 @@ class Table:
 class Image:
     file: str
     alt: str
+    anchor: str = ""            # links point here: an anchor inside the report, not the file
 
 
 @dataclass
@@ -298,10 +378,15 @@ SECTIONS = [("claims-evidence", "The claims: evidence"), ("differences", "Where 
 
 def report_blocks(facts: Facts, figures) -> Document:
     name = sweep_name(facts.cfg, facts.meta)
-    blocks = [Heading(1, f"kmemcg-sweep report: {name}"), Para(one_line_facts(facts)),
-              Heading(2, "The answer", "answer"), Bullets(analysis.answer_sentences(facts))]
+    blocks = [Heading(1, f"kmemcg-sweep report: {name}"), Para(analysis.verdict_text(facts), css="verdict")]
+    compared, compared_classes, footnotes = comparison_table(facts)
+    if len(compared):
+        blocks.append(Table(compared, cell_class=compared_classes))
+    blocks += [Raw(FIRST_SCREEN_END), Para(comparison_legend(facts) + " " + " ".join(footnotes)),
+               Para(one_line_facts(facts)),
+               Heading(2, "The answer, metric by metric", "answer"), Bullets(analysis.answer_sentences(facts))]
     if figures.summary:
-        blocks.append(Image(figures.summary.file, figures.summary.caption))
+        blocks.append(Image(figures.summary.file, figures.summary.caption, anchor="fig-summary"))
     frame, classes = summary_table(facts)
     blocks += [Heading(2, "Summary", "summary"), Para(
         f"Pooled mean over every successful workload [{1 - facts.alpha:.0%} CI]; the lowest (best) in "
@@ -315,7 +400,7 @@ def report_blocks(facts: Facts, figures) -> Document:
         blocks.append(Para(f"Zero in every workload under every design: {', '.join(zero)}."))
     blocks += claims_section(facts, figures)
     blocks += [Heading(2, "Caveats", "caveats"), Bullets(caveats(facts) or ["none"])]
-    blocks += [Raw(FIRST_SCREEN_END), Heading(2, "Contents", "contents"),
+    blocks += [Heading(2, "Contents", "contents"),
                Bullets([f"[{title}](#{anchor})" for anchor, title in SECTIONS])]
     blocks += evidence_section(facts, figures)
     blocks += differences_section(facts, figures)
@@ -324,11 +409,12 @@ def report_blocks(facts: Facts, figures) -> Document:
     blocks += [Heading(2, "Run facts", "run-facts"), Table(run_facts(facts.df, facts.cfg, facts.meta))]
     appendix = per_cell_blocks(facts)
     blocks += [Heading(2, "Per-cell tables", "per-cell"), Para(
-        f"Every cell, metric and design in mmtests' layout: [{APPENDIX}]({APPENDIX}) (in report.html: "
-        f"the collapsed sections below).")]
+        f"Every cell, metric and design in mmtests' layout: in report.html the [collapsed sections "
+        f"below](#per-cell-tables); beside report.md, the file {APPENDIX}.")]
     return Document(main=blocks, appendix=[Heading(1, f"Per-cell tables: {name}"),
                                            Para(SIGN_CONVENTION)] + appendix,
-                    appendix_html=[Details(summary, part) for summary, part in _details(appendix)])
+                    appendix_html=[Raw('<a id="per-cell-tables"></a>')]
+                    + [Details(summary, part) for summary, part in _details(appendix)])
 
 
 def claims_section(facts: Facts, figures) -> list:
@@ -339,7 +425,27 @@ def claims_section(facts: Facts, figures) -> list:
                        f"`claims` entry names one)")
         return blocks + [Para(f"No claims were evaluated: {reason}.")]
     frame, classes = claims_table(facts, figures)
-    return blocks + [Table(frame, classes)]
+    return blocks + [Para(verdict_rule(facts)), Table(frame, classes)]
+
+
+def verdict_rule(facts: Facts) -> str:
+    """The verdict rule in one sentence, with the counts it gave on this sweep."""
+    rule = claims_mod.VERDICT_RULE.format(confidence=f"{1 - facts.alpha:.0%} stratified bootstrap",
+                                          correction=_correction_name(facts.correction), alpha=facts.alpha)
+    tally = pd.Series([v.verdict for v in facts.verdicts]).value_counts()
+    tested = sum(len(v.cells_tested) for v in facts.verdicts)
+    return (f"{rule} On this sweep: " + ", ".join(f"{int(tally[v])} {v}" for v in claims_mod.VERDICTS if v in tally)
+            + f" of {len(facts.verdicts)} claims, over {tested} claim-cells.")
+
+
+def comparison_legend(facts: Facts) -> str:
+    return ("The table above: each design's mean over the cells it shares with the baseline and the change "
+            "against it in those cells (% of the baseline mean; pp for the ENOMEM share); '*' = decided: the "
+            f"median per-cell paired difference has a {1 - facts.alpha:.0%} stratified bootstrap interval "
+            "excluding 0 and more cells are significantly on its side than against it (green: lower, i.e. "
+            "better; red: higher); 'b better, w worse of n' = the cells where the design is "
+            f"significantly better / worse ({_correction_name(facts.correction)}-adjusted across cells, alpha "
+            f"{facts.alpha}) of the n compared. Metrics zero in every workload are left out.")
 
 
 def one_line_facts(facts: Facts) -> str:
@@ -371,7 +477,7 @@ def evidence_section(facts: Facts, figures) -> list:
                  f"effect: {_effect_text(v, c)}"]
         blocks += [Heading(3, f"{c.id}: {c.claim}", claim_anchor(c.id)), Bullets(items)]
         if c.id in figures.claims:
-            blocks.append(Image(figures.claims[c.id].file, figures.claims[c.id].caption))
+            blocks.append(Image(figures.claims[c.id].file, figures.claims[c.id].caption, figure_anchor(c.id)))
     return blocks
 
 
@@ -569,7 +675,8 @@ def to_markdown(blocks: list) -> str:
         elif isinstance(block, Table):
             parts.append(_markdown_table(block.frame))
         elif isinstance(block, Image):
-            parts.append(f"![{block.alt}]({block.file})")
+            anchor = f'<a id="{block.anchor}"></a>\n' if block.anchor else ""
+            parts.append(f"{anchor}![{block.alt}]({block.file})")
         elif isinstance(block, Details):
             parts.append(to_markdown(block.blocks).rstrip("\n"))
         elif isinstance(block, Raw):
@@ -600,6 +707,7 @@ th { background: #eee; } td:first-child { text-align: left; }
 td.text { text-align: left; max-width: 32em; }
 tr.better td, td.better { background: #e3f5e1; } tr.worse td, td.worse { background: #fbe3e1; }
 td.best { font-weight: bold; }
+p.verdict { font-size: 15px; line-height: 1.4; max-width: 1350px; margin: 0.4em 0 0.6em; }
 p.warning { background: #fff4ce; border-left: 4px solid #e0a800; padding: 0.5em; }
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 figure { margin: 0.5em 0; } figcaption { font-size: 12px; color: #555; }
@@ -622,19 +730,21 @@ def _html_block(block, images_from: Path | None) -> str:
         anchor = f" id='{html.escape(block.anchor)}'" if block.anchor else ""
         return f"<h{block.level}{anchor}>{_inline(block.text)}</h{block.level}>"
     if isinstance(block, Para):
-        return f"<p class='{'warning' if block.warning else ''}'>{_inline(block.text)}</p>"
+        css = " ".join(c for c in ("warning" if block.warning else "", block.css) if c)
+        return f"<p class='{css}'>{_inline(block.text)}</p>"
     if isinstance(block, Bullets):
         return "<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.items) + "</ul>"
     if isinstance(block, Table):
         return _html_table(block)
     if isinstance(block, Image):
-        return (f"<figure><img src='{_image_src(block.file, images_from)}' alt='{html.escape(block.alt)}'>"
+        anchor = f" id='{html.escape(block.anchor)}'" if block.anchor else ""
+        return (f"<figure{anchor}><img src='{_image_src(block.file, images_from)}' alt='{html.escape(block.alt)}'>"
                 f"<figcaption>{html.escape(block.alt)}</figcaption></figure>")
     if isinstance(block, Details):
         inner = "\n".join(_html_block(b, images_from) for b in block.blocks)
         return f"<details><summary>{html.escape(block.summary)}</summary>{inner}</details>"
     if isinstance(block, Raw):
-        return block.markdown if block.markdown.startswith("<!--") else f"<p>{_inline(block.markdown)}</p>"
+        return block.markdown if block.markdown.startswith(("<!--", "<a id=")) else f"<p>{_inline(block.markdown)}</p>"
     raise TypeError(f"unknown block {block!r}")
 
 
@@ -655,6 +765,7 @@ def _inline(text: str) -> str:
     out = html.escape(str(text), quote=False)
     out = _CODE.sub(r"<code>\1</code>", out)
     out = _BOLD.sub(r"<b>\1</b>", out)
+    out = out.replace("&lt;br&gt;", "<br>")           # a line break inside a table cell
     return _LINK.sub(lambda m: f"<a href='{html.escape(m.group(2))}'>{m.group(1)}</a>", out)
 
 

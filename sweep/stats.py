@@ -278,6 +278,86 @@ def compare_pair(base: np.ndarray, cand: np.ndarray, metric: Metric, alpha: floa
     return row
 
 
+# ---------------------------------------------------------------- across cells: a per-cell summary
+
+EFFECT_RESAMPLES = 999                 # stratified bootstrap of the median per-cell difference
+
+
+def median_effect(diffs: list[np.ndarray], alpha: float = ALPHA, resamples: int = EFFECT_RESAMPLES,
+                  seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+    """(median, lo, hi): the median over cells of each cell's mean paired difference, and its
+    (1 - alpha) percentile interval from a stratified bootstrap (seeds resampled within each
+    cell; the cells are the grid's design points, so they are kept, not resampled).
+
+    Why the median of per-cell means and not the mean over all pairs: cells are not alike (one
+    cell can hold most of a pooled sum), and a median cannot have the opposite sign of a strict
+    majority of the cells - one outlier cell cannot flip it."""
+    diffs = [np.asarray(d, dtype=float) for d in diffs if len(d)]
+    if not diffs:
+        return (math.nan, math.nan, math.nan)
+    median = float(np.median([d.mean() for d in diffs]))
+    rng = np.random.default_rng(seed)
+    boot = np.empty((resamples, len(diffs)))
+    by_size: dict[int, list[int]] = {}
+    for j, d in enumerate(diffs):
+        by_size.setdefault(d.size, []).append(j)
+    for size, columns in by_size.items():          # cells of one size: resampled in one draw
+        block = np.stack([diffs[j] for j in columns])[None]           # (1, cells, seeds)
+        picks = rng.integers(0, size, (resamples, len(columns), size))
+        boot[:, columns] = np.take_along_axis(block, picks, axis=2).mean(axis=2)
+    lo, hi = np.quantile(np.median(boot, axis=1), [alpha / 2, 1 - alpha / 2])
+    return median, float(lo), float(hi)
+
+
+def effect_direction(median: float, lo: float, hi: float) -> int:
+    """+1 / -1 when the median per-cell difference and its whole interval are above / below
+    0 (the sign of the median itself decides: it is what a reader repeats), else 0."""
+    if median > 0 and lo > 0:
+        return 1
+    if median < 0 and hi < 0:
+        return -1
+    return 0
+
+
+def design_effects(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Metric] = KEY_METRICS,
+                   pairs: Iterable[tuple[str, str]] | None = None,
+                   resamples: int = EFFECT_RESAMPLES) -> pd.DataFrame:
+    """One row per (baseline, candidate, metric), over the cells BOTH designs ran (seeds
+    paired) where the metric is not zero in every workload of both (a cell where a harm never
+    happens says nothing about which design has less of it; counting it would pull every
+    median to 0 for a harm that a few blocks of the grid are built to provoke): the number of
+    those cells, each design's mean over them and the pooled change (%), and the median
+    per-cell mean difference with its stratified bootstrap interval and direction
+    (``median_effect``, ``effect_direction``)."""
+    values = workload_values(df)
+    pairs = list(pairs) if pairs is not None else comparisons(values["design"].unique())
+    rows = []
+    for metric in metrics:
+        if metric.name not in values:
+            continue
+        wide = _paired_wide(values, metric.name)
+        for baseline, candidate in pairs:
+            paired = _pairs(wide, baseline, candidate)
+            if len(paired):
+                occurs = (paired != 0).any(axis=1).groupby(level="cell_id").transform("any")
+                paired = paired[occurs]
+            row = {"baseline": baseline, "candidate": candidate, "metric": metric.name,
+                   "n_cells": 0, "base_mean": math.nan, "cand_mean": math.nan, "pooled_pct": math.nan,
+                   "median_diff": math.nan, "median_lo": math.nan, "median_hi": math.nan, "direction": 0}
+            if len(paired):
+                cells = paired.index.get_level_values("cell_id")       # sorted: each cell's rows together
+                starts = np.flatnonzero(cells[1:] != cells[:-1]) + 1
+                diffs = np.split((paired[candidate] - paired[baseline]).to_numpy(), starts)
+                median, lo, hi = median_effect(diffs, alpha, resamples)
+                base, cand = float(paired[baseline].mean()), float(paired[candidate].mean())
+                row.update(n_cells=len(diffs), base_mean=base, cand_mean=cand,
+                           pooled_pct=pct_change(base, cand), median_diff=median, median_lo=lo,
+                           median_hi=hi, direction=effect_direction(median, lo, hi))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["baseline", "candidate", "metric", "n_cells", "base_mean", "cand_mean",
+                                       "pooled_pct", "median_diff", "median_lo", "median_hi", "direction"])
+
+
 # ---------------------------------------------------------------- the whole sweep
 
 def compare_cells(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Metric] = KEY_METRICS,

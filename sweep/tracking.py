@@ -67,14 +67,24 @@ CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKO
               "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 HEALTH_TIMEOUT_S = 5
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}   # classic runs UI
+DESIGN_NAMES = {"v4.3": "v4.3 is the kernel as shipped", "way1": "way1 Tejun Heo's design (merged in 4.4)",
+                "way2": "way2 Vladimir Davydov's", "way2+": "way2+ Davydov's variant that also punts NOWAIT overage",
+                "v6.18": "v6.18 today's kernel (per-object charging; no SLAB)"}
 EXPERIMENT_DESCRIPTION = (
     "Which memcg kmem-charging design of the September 2015 thread causes more user-visible "
     "ENOMEM, overshoot over memory.high/max, reclaim (and reclaim under locks), SLUB order "
-    "fallbacks and wrong-node slabs, and where? v4.3 is the kernel as shipped, way1 Tejun Heo's "
-    "design (merged in 4.4), way2 Vladimir Davydov's. Each sweep folder is one parent run: its "
-    "description gives the answer and the verdict on each claim of the thread, and its artifact "
-    "report.html the evidence. Child runs are one per (cell, design), named design first; "
-    "filter tags.`kmemcg.design` or group by it (docs/tracking.md has a runs-table recipe).")
+    "fallbacks and wrong-node slabs, and where? Simulated (kmemcg-sweep), not measured on a kernel. "
+    "Designs run here: {designs}. Each sweep folder is one parent run: its description opens with "
+    "the verdict and gives each claim of the thread its verdict, and its artifact report.html the "
+    "evidence. Child runs are one per (cell, design), named design first; filter "
+    "tags.`kmemcg.design` or group by it (docs/tracking.md has a runs-table recipe); the metrics "
+    "under 0_headline/ sort first.")
+# every logged metric is lower-is-better, and so is every difference: negative = better
+SIGN_NOTE = ("Sign convention of every metric: lower is better; differences are candidate - baseline, so "
+             "negative = better (net_worse_cells = cells worse minus cells better).")
+HEADLINE_PREFIX = "0_headline/"              # digits sort before letters: the chart view shows these first
+SIGNIFICANT_DIGITS = 4                       # a mean of 16 workloads means nothing past that
+CLAIM_LINE_MAX = 160                         # one line per claim in the parent description
 
 
 class TrackingUnavailable(RuntimeError):
@@ -146,7 +156,7 @@ def _unavailable(uri: str, sweep_dir: Path, err: Exception) -> str:
 
 def _log(client: MlflowClient, sweep_dir: SweepDir, cfg: dict, meta: dict, found: Analysis) -> str:
     aggregates, comparisons, summary = found.aggregates, found.table, found.summary()
-    experiment_id = ensure_experiment(client, experiment_name(cfg))
+    experiment_id = ensure_experiment(client, experiment_name(cfg), _time_order(found.designs))
     sweep_id = sweep_identity(cfg, meta, sweep_dir.path)
     existing = find_runs(client, experiment_id, sweep_id)
     sweep_times = (_ms(meta.get("started")), _ms(meta.get("finished")))
@@ -160,9 +170,11 @@ def _log(client: MlflowClient, sweep_dir: SweepDir, cfg: dict, meta: dict, found
     parent_id = upsert_run(client, experiment_id, existing.get(""), parent)
     times = cell_times(found.df)
     regime_of = _regime_lookup(found.regimes)
+    labels = child_labels(found.df)
     for (cell_id, design), row in aggregates.set_index(["cell_id", "design"]).iterrows():
         child = child_content(parent_id, sweep_id, cell_id, design, row, comparisons,
-                              regime_of.get((cell_id, design)), times.get((cell_id, design), sweep_times))
+                              regime_of.get((cell_id, design)), times.get((cell_id, design), sweep_times),
+                              label=labels.get(cell_id))
         upsert_run(client, experiment_id, existing.get(child.tags[CHILD_KEY_TAG]), child)
     _upload(client, parent_id, sweep_dir)
     _finish(client, parent_id, existing.get(""), parent.times[1], always=True)
@@ -183,6 +195,7 @@ def upsert_run(client: MlflowClient, experiment_id: str, run, content: RunConten
     (Params are immutable in MLflow; the ones a run already has are never re-sent.)
     Every value is logged at ``step`` 0: one point per metric, not a history of dots."""
     tags = {**content.tags, "mlflow.runName": content.name}
+    content.metrics = {k: rounded(v) for k, v in content.metrics.items()}
     if run is None:
         run_id = client.create_run(experiment_id, start_time=content.times[0], run_name=content.name,
                                    tags=content.tags).info.run_id
@@ -207,16 +220,25 @@ def experiment_name(cfg: Mapping) -> str:
     return (cfg.get("tracking") or {}).get("experiment") or DEFAULT_EXPERIMENT
 
 
-def ensure_experiment(client: MlflowClient, name: str) -> str:
-    """The experiment, created if needed, tagged for the classic runs UI, with a description."""
+def experiment_description(designs) -> str:
+    return EXPERIMENT_DESCRIPTION.format(designs="; ".join(DESIGN_NAMES.get(d, d) for d in designs))
+
+
+def ensure_experiment(client: MlflowClient, name: str, designs=("v4.3", "way1", "way2")) -> str:
+    """The experiment, created if needed, tagged for the classic runs UI, with a description
+    naming the designs run (those of this sweep and of the ones logged before it)."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
-        experiment_id = client.create_experiment(name, tags={**EXPERIMENT_KIND,
-                                                             "mlflow.note.content": EXPERIMENT_DESCRIPTION})
+        experiment_id = client.create_experiment(name, tags={
+            **EXPERIMENT_KIND, "mlflow.note.content": experiment_description(designs),
+            "kmemcg.designs": ",".join(designs)})
         return experiment_id
     if experiment.lifecycle_stage == "deleted":
         client.restore_experiment(experiment.experiment_id)
-    wanted = {**EXPERIMENT_KIND, "mlflow.note.content": EXPERIMENT_DESCRIPTION}
+    known = [d for d in (experiment.tags.get("kmemcg.designs") or "").split(",") if d]
+    designs = list(dict.fromkeys([*known, *designs]))
+    wanted = {**EXPERIMENT_KIND, "mlflow.note.content": experiment_description(designs),
+              "kmemcg.designs": ",".join(designs)}
     for key, value in changed(wanted, experiment.tags).items():
         client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
@@ -274,21 +296,43 @@ def find_runs(client: MlflowClient, experiment_id: str, sweep_id: str) -> dict[s
             return found
 
 
-def child_name(design: str, row) -> str:
+def _time_order(designs) -> list[str]:
+    import core
+
+    return [d for d in core.DESIGNS if d in designs] + [d for d in designs if d not in core.DESIGNS]
+
+
+def child_labels(results: pd.DataFrame) -> dict[str, str]:
+    """cell_id -> a label unique within the sweep: the block (when the sweep has blocks), then
+    the report's cell label (limit, order, nodes, mix; memory.high, allocator, CPUs and
+    fragmentation where they vary); a cell_id suffix only if two cells still read the same."""
+    from sweep.plots import cell_labels
+
+    labels = cell_labels(results)
+    axes = stats.cell_axes(results)
+    if "block" in axes and axes["block"].notna().any():
+        labels = {c: f"{axes.loc[c, 'block']} · {text.split(' [')[0]}" for c, text in labels.items()}
+    seen = pd.Series(labels).value_counts()
+    return {c: f"{text} ({c})" if seen[text] > 1 else text for c, text in labels.items()}
+
+
+def child_name(design: str, row, label: str | None = None) -> str:
     """Design first, so a cell's designs differ where the runs table cuts names short."""
-    return f"{design} · {fmt.cell_label(row)}"
+    return f"{design} · {label or fmt.cell_label(row)}"
 
 
 def child_content(parent_id: str, sweep_id: str, cell_id: str, design: str, row,
-                  comparisons: pd.DataFrame, regime: str | None = None, times=(None, None)) -> RunContent:
+                  comparisons: pd.DataFrame, regime: str | None = None, times=(None, None),
+                  label: str | None = None) -> RunContent:
     mine = comparisons[(comparisons["cell_id"] == cell_id) & (comparisons["candidate"] == design)]
     tags = {SWEEP_ID_TAG: sweep_id, CHILD_KEY_TAG: f"{cell_id}/{design}", ROLE_TAG: "child",
             "mlflow.parentRunId": parent_id, "kmemcg.cell_id": cell_id, "kmemcg.design": design,
             **verdict_tags(mine)}
     if regime:
         tags["kmemcg.regime"] = regime
-    return RunContent(name=child_name(design, row), params=child_params(cell_id, design, row),
-                      metrics={**child_metrics(row), **comparison_metrics(mine)}, tags=tags, times=times)
+    return RunContent(name=child_name(design, row, label), params=child_params(cell_id, design, row),
+                      metrics={**headline_metrics(row, mine), **child_metrics(row), **comparison_metrics(mine)},
+                      tags=tags, times=times)
 
 
 def _upload(client: MlflowClient, run_id: str, sweep_dir: SweepDir) -> None:
@@ -322,12 +366,17 @@ def _log_artifacts(client: MlflowClient, run_id: str, sweep_dir: SweepDir) -> No
 # ---------------------------------------------------------------- what goes into each run
 
 def parent_params(cfg: Mapping, meta: Mapping) -> dict[str, str]:
+    """The sections that define the sweep, and each block's own axes and workload
+    (``blocks.<name>.grid.limit``): the blocks, not the top-level defaults, define the cells."""
     defining = {key: cfg.get(key) for key in IDENTITY_SECTIONS if cfg.get(key) is not None}
-    return {**flatten(defining), "model_version": str(meta.get("model_version"))}
+    blocks = {str(b.get("name") or i): {k: v for k, v in b.items() if k != "name"}
+              for i, b in enumerate(cfg.get("blocks") or []) if isinstance(b, Mapping)}
+    block_params = {k: v for k, v in flatten(blocks, "blocks.").items() if v != "None"}   # unset in the block
+    return {**flatten(defining), **block_params, "model_version": str(meta.get("model_version"))}
 
 
 def parent_tags(cfg: Mapping, meta: Mapping) -> dict[str, str]:
-    mutable = {key: value for key, value in cfg.items() if key not in IDENTITY_SECTIONS}
+    mutable = {key: value for key, value in cfg.items() if key not in (*IDENTITY_SECTIONS, "blocks")}  # blocks: params
     tags = {f"config.{k}": v for k, v in flatten(mutable).items()}
     facts = {"git_commit": meta.get("git_commit"), "host": meta.get("host"),
              "ray_cpus": meta.get("ray_cpus"), "started": meta.get("started"),
@@ -341,9 +390,9 @@ def parent_tags(cfg: Mapping, meta: Mapping) -> dict[str, str]:
 
 def parent_metrics(summary: Mapping, aggregates: pd.DataFrame) -> dict[str, float]:
     """About 20 headline numbers: cells and workloads; ``pooled/<design>/<metric>`` (mean
-    over every workload) and ``net_cells/<candidate>_vs_<baseline>/<metric>`` (cells
-    better minus cells worse) for the headline metrics, and the net over all compared
-    metrics per pair (``net_cells/<pair>/all``)."""
+    over every workload) and ``net_worse_cells/<candidate>_vs_<baseline>/<metric>`` (cells
+    worse minus cells better: negative = better, like every other metric) for the headline
+    metrics, and the net over all compared metrics per pair (``net_worse_cells/<pair>/all``)."""
     metrics = {"cells": float(aggregates["cell_id"].nunique()),
                "workloads": float(aggregates["n_workloads"].sum()),
                "workloads_failed": float(aggregates["n_errors"].sum())}
@@ -355,15 +404,36 @@ def parent_metrics(summary: Mapping, aggregates: pd.DataFrame) -> dict[str, floa
     for pair, values in (summary.get("net_cells") or {}).items():
         for metric in headline:
             if metric in values:
-                metrics[f"net_cells/{pair}/{metric}"] = float(values[metric])
-        metrics[f"net_cells/{pair}/all"] = float(sum(values.values()))
+                metrics[f"net_worse_cells/{pair}/{metric}"] = -float(values[metric])
+        metrics[f"net_worse_cells/{pair}/all"] = -float(sum(values.values()))
     return metrics
 
 
 def child_params(cell_id: str, design: str, row) -> dict[str, str]:
-    return {"cell_id": cell_id, "design": design, "limit": fmt.format_size(row["limit"]),
-            "high": fmt.format_high(row["high"]), "order": str(int(row["order"])),
-            "nodes": str(int(row["nodes"])), "mix": str(row["mix"])}
+    """The cell's id, design and every axis value it has (block and optional axes included)."""
+    params = {"cell_id": cell_id, "design": design, "limit": fmt.format_size(row["limit"]),
+              "high": fmt.format_high(row["high"]), "order": str(int(row["order"])),
+              "nodes": str(int(row["nodes"])), "mix": str(row["mix"])}
+    for axis in stats.AXES:
+        value = row.get(axis) if hasattr(row, "get") else None
+        if axis not in params and value is not None and not (isinstance(value, float) and math.isnan(value)):
+            params[axis] = f"{value:g}" if isinstance(value, float) else str(value)
+    return params
+
+
+def headline_metrics(row, comparisons: pd.DataFrame) -> dict[str, float]:
+    """The few numbers a reader compares first (``0_headline/``, sorted before the rest):
+    the cell's ENOMEM share and the means of the headline metrics, and the change of each
+    against the baseline (% of its mean, negative = better)."""
+    out = {}
+    for name in stats.HEADLINE:
+        column = "rate/enomem_workloads" if name == "enomem" else f"mean/{name}"
+        if column in row:
+            out[f"{HEADLINE_PREFIX}{name}"] = row[column]
+    for r in comparisons[comparisons["metric"].isin(stats.HEADLINE)].itertuples(index=False):
+        if r.baseline == stats.BASELINE:
+            out[f"{HEADLINE_PREFIX}{r.metric}_change_pct_vs_{r.baseline}"] = r.pct_change
+    return out
 
 
 def child_metrics(row) -> dict[str, float]:
@@ -389,26 +459,41 @@ def comparison_metrics(rows: pd.DataFrame) -> dict[str, float]:
     return metrics
 
 
+def rounded(value, digits: int = SIGNIFICANT_DIGITS):
+    """``value`` to ``digits`` significant digits (None and non-finite values as they are)."""
+    if value is None:
+        return None
+    value = float(value)
+    return float(f"{value:.{digits}g}") if math.isfinite(value) and value else value
+
+
 def verdict_tags(rows: pd.DataFrame) -> dict[str, str]:
     """verdict/vs_<baseline>/<metric> = better | worse | indistinguishable | untestable."""
     return {f"verdict/vs_{row.baseline}/{row.metric}": str(row.verdict) for row in rows.itertuples(index=False)}
 
 
 def parent_note(summary: Mapping, found: Analysis) -> str:
-    """The parent run's description: the answer first, then each claim's verdict."""
-    lines = [f"**The answer** ({summary['cells']} cells; designs {', '.join(summary['designs'])})", ""]
-    lines += [f"- {sentence}" for sentence in summary.get("answer") or ["no comparisons (a single design)"]]
-    claims = summary.get("claims") or []
-    if claims:
-        lines += ["", "**Claims of the 2015 thread**", ""]
-        lines += [f"- {c['id']} ({c['who']}): **{c['verdict']}**"
-                  + (f" - {_clip(c['reason'], 200)}" if c.get("reason") else "") for c in claims]
+    """The parent run's description, within MLflow's limit by construction: the verdict, one
+    line per claim (each clipped to CLAIM_LINE_MAX), the sign convention and a pointer to
+    report.html.  The per-metric answer and the claims' full reasons are in report.html and
+    report/summary.json (artifacts)."""
+    head = [summary.get("verdict") or "No verdict: the sweep ran a single design.", ""]
+    tail = []
     warning = stats.sweep_power_warning(found.table, found.alpha, found.correction)
     if warning:
-        lines += ["", f"**Warning**: {warning}"]
-    lines += ["", f"Sign convention: {summary['sign_convention']}",
-              "", "The evidence: artifact report.html (self-contained; per-cell tables collapsed at its end)."]
-    return _clip("\n".join(lines), MAX_TAG_VAL_LENGTH)
+        tail += ["", _clip(f"**Warning**: {warning}", 600)]
+    tail += ["", SIGN_NOTE, "", "The evidence: artifact report.html (self-contained: the comparison table, "
+             "each claim's evidence, per-cell tables at its end); the per-metric answer: report/summary.json."]
+    claims = summary.get("claims") or []
+    middle = []
+    if claims:
+        middle = [f"**The {len(claims)} claims of the 2015 thread** (verdict rule and evidence: report.html)", ""]
+        # every claim gets a line, shortened so that all of them fit beside the verdict
+        room = MAX_TAG_VAL_LENGTH - len("\n".join(head + middle + tail)) - 2 * len(claims)
+        width = min(CLAIM_LINE_MAX, room // len(claims))
+        middle += [_clip(f"- {c['id']}: **{c['verdict']}**" + (f" - {c['reason']}" if c.get("reason") else ""),
+                         max(width, len(f"- {c['id']}: **{c['verdict']}**"))) for c in claims]
+    return "\n".join(head + middle + tail)
 
 
 def ui_url(base: str, experiment_id: str, run_id: str | None = None, artifact: str | None = None) -> str:

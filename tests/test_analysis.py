@@ -1,6 +1,7 @@
 """sweep.analysis: the statistics of a sweep folder are computed once and shared by the
 report and MLflow; a change to what they are computed from computes them again."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,3 +89,72 @@ def test_a_killed_writers_half_written_cache_is_removed(tmp_path):
     analysis.load(sweep_dir)
     assert not killed.exists() and writing.exists()
     assert len([p for p in sweep_dir.analysis_dir.iterdir() if not p.name.startswith(".")]) == 1
+
+
+# ---------------------------------------------------------------- the verdict (issue 21.1)
+
+FOUR_CELLS = grid_cells(limits=(32 << 20,))
+
+
+def _verdict_of(shift, designs=("v4.3", "way1", "way2", "v6.18"), zero=()):
+    df = synthetic(designs=designs, reps=16, cells=FOUR_CELLS, shift=shift)
+    for metric in zero:
+        df[metric] = 0.0
+    return analysis.verdict_sentences(analysis.compute(df, 0.05, "holm"))
+
+
+def test_the_verdict_names_a_clear_winner_what_it_pays_and_where_v618_stands():
+    def shift(cell, design):
+        return {"way2": {"overshoot_high_peak_pages": -60.0, "syscall_latency_p99_ns": 60.0},
+                "v6.18": {"overshoot_high_peak_pages": -120.0, "reclaim_rounds_locked": 60.0}}.get(design, {})
+
+    sentences = _verdict_of(shift, zero=("slab_wrong_node_objects",))
+    text = " ".join(sentences)
+    assert 3 <= len(sentences) <= 5
+    assert sentences[0].startswith("**way2 (Davydov) beats way1 (Heo)**")
+    assert re.search(r"lower peak overshoot over memory.high \(-\d+(\.\d+)? pages median per cell; "
+                     r"lower in 4 of 4 cells, higher in 0\)", sentences[0])
+    assert re.match(r"What way2 pays: more syscall p99 latency \(\+\d+(\.\d+)? ns median per cell; "
+                    r"higher in 4 of 4 cells", sentences[1])
+    assert "16 seeds paired" in text and "4 of 4 cells differ significantly between way1 and way2" in text
+    assert "Holm" in text and "simulator (model" in text
+    modern = next(s for s in sentences if s.startswith("Today's kernel"))
+    assert "beats both way1 and way2 on peak overshoot over memory.high" in modern
+    assert "higher on reclaim under locks (than way1 and way2)" in modern
+    assert "no evidence on wrong-node slab objects: zero in every workload" in sentences[-1]
+
+
+def test_the_verdict_says_when_nothing_differs():
+    sentences = _verdict_of(None, designs=("v4.3", "way1", "way2"))
+    assert sentences[0].startswith("**No significant difference between way1 (Heo) and way2 (Davydov)**")
+    assert sentences[1].startswith("Neither pays a significant cost")
+    assert not any(s.startswith("Today's kernel") for s in sentences)       # v6.18 not run
+    assert re.search(r"\d of 4 cells differ significantly between way1 and way2", sentences[2])
+    assert "too few seeds" not in sentences[2]                           # 16 seeds are enough
+    few = analysis.verdict_sentences(analysis.compute(
+        synthetic(reps=3, cells=FOUR_CELLS), 0.05, "holm"))
+    assert "too few seeds for a cell to be significant on its own" in few[2]
+
+
+def test_a_split_verdict_says_who_is_better_on_what():
+    def shift(cell, design):
+        return {"way2": {"overshoot_high_peak_pages": -60.0},
+                "way1": {"overshoot_max_peak_pages": -60.0}}.get(design, {})
+
+    sentences = _verdict_of(shift, designs=("v4.3", "way1", "way2"))
+    assert sentences[0].startswith("**Split verdict between the 2015 designs**")
+    assert "way2 (Davydov) is lower on peak overshoot over memory.high" in sentences[0]
+    assert "; way1 (Heo) on overshoot over memory.max" in sentences[0]
+
+
+def test_one_outlier_cell_does_not_make_a_winner():
+    """way2 far lower in one of four cells, a little higher in the other three: the pooled
+    mean favours way2, the cells do not - the verdict names no winner on that harm."""
+    def shift(cell, design):
+        if design != "way2":
+            return {}
+        return {"overshoot_high_peak_pages": -400.0 if cell["nodes"] == 1 and cell["mix"] == "kernel" else 3.0}
+
+    sentences = _verdict_of(shift, designs=("v4.3", "way1", "way2"))
+    assert not sentences[0].startswith("**way2 (Davydov) beats")
+    assert "way2 (Davydov) is lower on peak overshoot" not in sentences[0]

@@ -129,6 +129,104 @@ def test_verdicts_follow_the_paired_differences():
     assert table["verdict"].tolist() == ["holds", "refuted"] and table["cells"].tolist() == [2, 2]
 
 
+# ---------------------------------------------------------------- issue 20.9: no pooling across unlike cells
+
+def paired(cell, values_by_design, metric="nowait_failures", **axes):
+    """Rows of one cell: ``metric`` per seed under each design of ``values_by_design``."""
+    out = []
+    for design, values in values_by_design.items():
+        for seed, value in enumerate(values):
+            out.append({**dict.fromkeys(METRICS, 0.0), "cell_id": cell, "design": design, "seed": seed,
+                        "replication": seed, "status": "ok", "mix": "kernel", "limit": 32.0 * 2**20,
+                        "high": float("inf"), "order": 3, "nodes": 1, metric: float(value),
+                        "events_max": 1.0, **axes})
+    return out
+
+
+def test_one_outlier_cell_cannot_flip_a_claims_effect():
+    """Four cells where way2 is a little higher, one where it is far lower: the pooled mean
+    paired difference (-196) says the opposite of four of five cells; the claim's effect
+    (the median per-cell difference) keeps their sign, and the outlier, significant against
+    the claim on its own, keeps the verdict from "holds" - never "refuted"."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(4):
+        base = rng.integers(10, 20, 16)
+        rows += paired(f"c{i}", {"way1": base, "way2": base + 2 + rng.integers(0, 2, 16)})
+    base = rng.integers(1000, 1100, 16)
+    rows += paired("outlier", {"way1": base, "way2": base - 1000})
+    df = pd.DataFrame(rows)
+    pooled = (df[df.design == "way2"]["nowait_failures"].mean() - df[df.design == "way1"]["nowait_failures"].mean())
+    assert pooled < 0
+    v = verdict(claims.Claim(**{**GOOD, "compare": ("way1", "way2"), "regimes": ("max-bound",)}), df)
+    assert v.effect > 0 and v.ci[0] > 0                         # the sign of the majority of cells
+    assert v.cells_against == ["outlier"] and len(v.cells_holding) == 4
+    assert v.verdict == "inconclusive"
+    without = verdict(claims.Claim(**{**GOOD, "compare": ("way1", "way2"), "regimes": ("max-bound",)}),
+                      df[df.cell_id != "outlier"])
+    assert without.verdict == "holds"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_no_effect_has_the_opposite_sign_of_the_majority_of_its_cells(seed):
+    """Random cells of random size and spread: the effect's sign is the sign of most per-cell
+    mean differences, and a decided verdict never goes against that majority."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    n_cells = int(rng.integers(3, 8))
+    for i in range(n_cells):
+        base = rng.integers(0, 50, 16)
+        shift = rng.normal(0, 1) * 10 ** rng.uniform(0, 3)
+        rows += paired(f"c{i}", {"way1": base, "way2": base + shift + rng.normal(0, 3, 16)})
+    df = pd.DataFrame(rows)
+    v = verdict(claims.Claim(**{**GOOD, "compare": ("way1", "way2"), "regimes": ("max-bound",)}), df)
+    means = df.pivot_table(index=["cell_id", "seed"], columns="design", values="nowait_failures")
+    per_cell = (means["way2"] - means["way1"]).groupby(level="cell_id").mean()
+    majority = np.sign((per_cell > 0).sum() - (per_cell < 0).sum())
+    if (per_cell > 0).sum() * 2 > n_cells or (per_cell < 0).sum() * 2 > n_cells:
+        assert np.sign(v.effect) == majority
+        if v.verdict == "holds":
+            assert majority > 0
+        if v.verdict == "refuted":
+            assert majority < 0
+
+
+def test_a_claim_compares_only_the_cells_both_designs_ran():
+    """v6.18 runs no SLAB cell: the SLAB cells, where way2 is far higher, are not compared;
+    in the cells both ran v6.18 is higher, so "v6.18 lower than way2" is refuted."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for i in range(3):
+        base = rng.integers(10, 20, 16)
+        rows += paired(f"slub{i}", {"way2": base, "v6.18": base + 5}, allocator="slub")
+        rows += paired(f"slab{i}", {"way2": base + 5000}, allocator="slab")
+    df = pd.DataFrame(rows)
+    v = verdict(claims.Claim(**{**GOOD, "compare": ("v6.18", "way2"), "where": {}, "regimes": ("max-bound",)}), df)
+    assert v.cells_tested == ["slub0", "slub1", "slub2"]
+    assert v.effect == pytest.approx(-5) and v.verdict == "refuted"
+
+
+def test_a_claim_spanning_regimes_shows_its_effect_per_regime():
+    rows = []
+    for i in range(3):
+        rows += paired(f"max{i}", {"way1": [5] * 16, "way2": [9] * 16})
+        rows += paired(f"high{i}", {"way1": [5] * 16, "way2": [4] * 16}, events_max=0.0, events_high=1.0,
+                       overshoot_high_peak_pages=10.0)
+    df = pd.DataFrame(rows)
+    v = verdict(claims.Claim(**{**GOOD, "compare": ("way1", "way2"), "regimes": ("high-bound", "max-bound")}), df)
+    by = {r["regime"]: r for r in v.by_regime}
+    assert set(by) == {"high-bound", "max-bound"}
+    assert by["max-bound"]["effect"] == 4 and by["high-bound"]["effect"] == -1
+    assert by["max-bound"]["cells"] == 3
+
+
+def test_the_verdict_rule_is_one_sentence():
+    rule = claims.VERDICT_RULE.format(confidence="95%", correction="Holm", alpha=0.05)
+    assert rule.count(". ") == 0 and rule.endswith(".")
+    for word in ("holds", "refuted", "inconclusive", "median"):
+        assert word in rule
+
+
 # ---------------------------------------------------------------- the mechanisms the claims name
 # (issue 20, points 6-8): each plants one claim's mechanism in a small scenario
 

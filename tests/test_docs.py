@@ -151,3 +151,13 @@ def test_axis_table_names_functions_that_exist(row):
             name = name.split(".")[-1]
             where = [p.name for p in defined_in(name, CORE)]
             assert file in where, f"{row[0]}: `{name}()` is said to be in {file}, found in {where}"
+
+
+def test_the_config_table_of_sweep_md_gives_the_real_default_designs():
+    """docs/sweep.md's `designs` row states sweep.config's default list (issue 21.5)."""
+    from sweep.config import SweepSchema
+
+    lines = (ROOT / "docs" / "sweep.md").read_text().splitlines()
+    row = next(line for line in lines if line.startswith("| `designs` |"))
+    default = row.split("|")[2].strip().split("`")[1]
+    assert default == "[" + ", ".join(SweepSchema().designs) + "]"

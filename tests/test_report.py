@@ -75,25 +75,42 @@ def test_heatmaps_are_drawn_at_a_legible_resolution(built):
     assert dpi >= 120
 
 
-def test_first_screen_holds_answer_summary_claims_and_caveats_under_30kb(built):
+def test_first_screen_holds_the_verdict_and_the_comparison_table_only(built):
     _, out = built
     markdown = (out / "report.md").read_text()
     assert markdown.startswith("# kmemcg-sweep report: planted")
     first = report.first_screen(markdown)
     assert len(first.encode()) < 30_000
-    order = [first.index(h) for h in ("## The answer", "## Summary", "## Claims from the 2015 thread",
-                                      "## Caveats")]
-    assert order == sorted(order)
-    assert "![" in first.split("## Summary")[0]                         # the summary figure at the top
+    blocks = [b for b in first.strip().split("\n\n") if b]
+    assert len(blocks) == 3                                             # title, verdict, table
+    summary = json.loads((out / report.SUMMARY).read_text())
+    assert blocks[1] == summary["verdict"] and blocks[2].startswith("| lower is better |")
     rest = markdown[len(first):]
-    assert rest.lstrip().startswith(report.FIRST_SCREEN_END) and "## Contents" in rest
+    order = [rest.index(h) for h in ("## The answer, metric by metric", "## Summary",
+                                     "## Claims from the 2015 thread", "## Caveats", "## Contents")]
+    assert order == sorted(order)
+    assert "![" in rest.split("## Summary")[0]                          # the summary figure
     for anchor, _ in report.SECTIONS:
         assert f'<a id="{anchor}"></a>' in rest and f"(#{anchor})" in rest
 
 
+def test_the_comparison_table_puts_the_designs_in_time_order_against_the_baseline(built):
+    _, out = built
+    header, rows = _first_table((out / "report.md").read_text(), "# kmemcg-sweep report")
+    assert header == ["lower is better", "v4.3", "way1", "way2", "way2 vs way1"]
+    by_metric = {r[0]: r for r in rows}
+    planted = by_metric["peak overshoot over memory.high (pages) (harm)"]
+    assert re.fullmatch(r"[\d.]+", planted[1])                          # the baseline: raw
+    assert re.match(r"[\d.]+ -\d+\.\d% \*<br>2 better, 0 worse of 8", planted[3])   # way2: value, change, *
+    assert re.match(r"-\d+\.\d% \*<br>2 better, 0 worse of 8", planted[4])
+    assert "*" not in planted[2]                                        # way1: nothing planted
+    assert [r[0].rsplit(" (", 1)[1] for r in rows][-2:] == ["cost)", "cost)"]
+    assert not any("slab_wrong_node_pages" in r[0] for r in rows)
+
+
 def test_the_answer_states_the_effect_and_the_null_result_with_numbers(built):
     _, out = built
-    answer = report.first_screen((out / "report.md").read_text()).split("## The answer")[1].split("##")[0]
+    answer = (out / "report.md").read_text().split("## The answer")[1].split("##")[0]
     planted = next(line for line in answer.splitlines() if "peak overshoot over memory.high" in line)
     assert "lowest under way2" in planted
     assert "way2 is better than v4.3 in 2 of 8 cells, worse in 0" in planted
@@ -121,7 +138,7 @@ def test_summary_table_puts_the_designs_on_one_row(built):
 def test_per_cell_tables_are_in_the_appendix_in_mmtests_layout(built):
     _, out = built
     markdown = (out / "report.md").read_text()
-    assert "(lower is better)" not in markdown and f"]({report.APPENDIX})" in markdown
+    assert "(lower is better)" not in markdown and f"the file {report.APPENDIX}" in markdown
     appendix = (out / report.APPENDIX).read_text()
     header, rows = _first_table(appendix, "[overshoot_high_peak_pages]")
     assert header[:5] == ["cell", "n", "v4.3", "way1", "way2"]
@@ -147,6 +164,18 @@ def test_html_is_one_self_contained_file_with_collapsed_cells(built):
     assert "<details><summary>" in page                                 # per-cell tables, collapsed
     assert page.index("<details>") > page.index("id='contents'")
     assert "class='better'" in page and "<b>" in page                   # verdict colours, bold best
+
+
+def test_every_link_of_report_html_is_an_anchor_inside_it(built):
+    """Links to figures and to the per-cell tables work in MLflow's artifact viewer and in a
+    copy of report.html alone: each is '#id' and the id exists in the page."""
+    _, out = built
+    page = (out / "report.html").read_text()
+    links = re.findall(r"<a href='([^']+)'", page)
+    assert links and all(link.startswith("#") for link in links), [x for x in links if not x.startswith("#")]
+    ids = set(re.findall(r"id='([^']+)'", page)) | set(re.findall(r'id="([^"]+)"', page))
+    assert {link[1:] for link in links} <= ids
+    assert "#per-cell-tables" in links
 
 
 def test_change_never_prints_infinity():
@@ -176,7 +205,7 @@ def test_run_facts_come_from_sweep_json(built):
     markdown = (out / "report.md").read_text()
     assert "| git commit | 0123abc |" in markdown
     assert "| workloads | 384 (381 ok, 3 errors) |" in markdown       # 8 cells x 3 x 16
-    assert "384 workloads (381 ok) in 8 cells" in report.first_screen(markdown)
+    assert "384 workloads (381 ok) in 8 cells" in markdown
 
 
 def test_where_designs_differ_places_the_planted_cells(built):
@@ -218,7 +247,7 @@ def test_failed_workloads_are_counted_not_compared(built):
     assert table[("L64M-o3-n2-kernel", "v4.3", "way2", "enomem")] == 16
     rates = _table_rows((out / report.APPENDIX).read_text(), "## Rates per design")
     assert ["64M o3 n2 kernel", "way1", "13 / 16"] in [r[:3] for r in rates]
-    caveats = report.first_screen((out / "report.md").read_text()).split("## Caveats")[1]
+    caveats = (out / "report.md").read_text().split("## Caveats")[1]
     assert "**Failed workloads**: 3 of 384" in caveats
 
 
@@ -279,7 +308,8 @@ def _facts(df, table=None, verdicts=()):
     """The report's facts of a results table, without a sweep folder (no regimes)."""
     table = stats.compare_cells(df, resamples=0) if table is None else table
     return report.Facts(df, table, stats.aggregate(df), pd.DataFrame(columns=["cell_id", "design", "regime"]),
-                        list(verdicts), stats.pooled_means(df, 0.05), 0.05, "holm")
+                        list(verdicts), stats.pooled_means(df, 0.05), stats.design_effects(df, resamples=99),
+                        0.05, "holm")
 
 
 def test_claims_table_renders_each_verdict_with_its_evidence():
@@ -298,8 +328,13 @@ def test_claims_table_renders_each_verdict_with_its_evidence():
     row = frame.iloc[0]
     assert row["who"] == "Tejun Heo" and row["verdict"] == "**holds**: 2 cells for, none against"
     assert row["where it holds"].startswith("2 of 8 cells: limit 32M x2")
-    assert row["effect (CI)"] == "way2 - way1: 1.5 [0.5, 2.5] requests"
-    assert row["evidence"] == "[evidence](#claim-c-1), [figure](claim_c-1.png)"
+    assert row["median per-cell effect [CI]"] == "way2 - way1: 1.5 [0.5, 2.5] requests"
+    verdicts[0].by_regime = [{"regime": "high-bound", "cells": 5, "effect": 2.0, "ci": [1.0, 3.0]},
+                             {"regime": "max-bound", "cells": 3, "effect": -1.0, "ci": [-2.0, 0.5]}]
+    frame, _ = report.claims_table(facts, figures)
+    assert frame.iloc[0]["median per-cell effect [CI]"].endswith(
+        "requests; by regime: high-bound (5 cells) 2 [1, 3]; max-bound (3 cells) -1 [-2, 0.5]")
+    assert row["evidence"] == "[evidence](#claim-c-1), [figure](#figure-claim-c-1)"      # inside the page
     assert classes == ["better"]
 
 
@@ -337,3 +372,15 @@ def test_a_design_missing_from_some_cells_is_called_out():
     n = df["cell_id"].nunique()
     assert f"**way2 ran in {n - 1} of {n} cells**" in text
     assert "v4.3 ran in" not in text and "way1 ran in" not in text
+
+
+def test_python_m_sweep_report_ends_with_the_verdict(tmp_path):
+    """`python -m sweep report DIR`: the verdict is the last thing it prints (issue 21)."""
+    from sweep_helpers import run_cli
+
+    sweep_dir = write_sweep_dir(tmp_path / "sweep", synthetic(reps=4, cells=grid_cells(limits=(32 << 20,))))
+    done = run_cli(["report", sweep_dir], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    verdict = json.loads((sweep_dir / "report" / report.SUMMARY).read_text())["verdict"]
+    assert done.stdout.rstrip().splitlines()[-1] == "Verdict: " + verdict.replace("**", "")
+    assert "report:" in done.stderr                                     # the path, before it

@@ -378,3 +378,47 @@ def test_each_list_is_declared_once_and_the_others_follow_it():
     assert set(config.CELL_AXES) == set(config.GRID_AXES) | {"block"} == set(claims.FILTER_AXES)
     assert sorted(fmt.WHERE_ORDER) == sorted(config.REQUIRED_AXES)
     assert stats.correction_method("bh") == "fdr_bh" and set(config.CORRECTIONS) == {"holm", "bh", "fdr_bh"}
+
+
+# ---------------------------------------------------------------- issue 20.9: per-cell summaries
+
+def test_median_effect_keeps_the_majority_sign_and_its_interval_covers_it():
+    rng = np.random.default_rng(2)
+    diffs = [rng.normal(2, 1, 16) for _ in range(4)] + [rng.normal(-500, 1, 16)]
+    median, lo, hi = stats.median_effect(diffs)
+    assert np.mean(np.concatenate(diffs)) < 0                 # the pooled mean: the outlier's sign
+    assert 1 < lo <= median <= hi < 3
+    assert stats.effect_direction(median, lo, hi) == 1
+    same = [np.zeros(16), np.zeros(16)]
+    assert stats.median_effect(same) == (0.0, 0.0, 0.0) and stats.effect_direction(0.0, 0.0, 0.0) == 0
+
+
+def test_design_effects_compare_each_pair_over_the_cells_both_ran():
+    """v6.18 skips the SLAB cells, where way2's wrong-node count is huge: pooled over "all
+    cells" v6.18 looks lowest; over the cells both ran it is higher in every one."""
+    rows = []
+    for i in range(3):
+        for seed in range(16):
+            common = {"status": "ok", "seed": seed, "replication": seed}
+            rows.append({"cell_id": f"slub{i}", "design": "way2", "slab_wrong_node_objects": 10.0 + seed, **common})
+            rows.append({"cell_id": f"slub{i}", "design": "v6.18", "slab_wrong_node_objects": 20.0 + seed, **common})
+            rows.append({"cell_id": f"slab{i}", "design": "way2", "slab_wrong_node_objects": 9000.0, **common})
+    df = _with_metrics(pd.DataFrame(rows))
+    pooled = stats.pooled_means(df)
+    pooled = pooled[pooled.metric == "slab_wrong_node_objects"].set_index("design")["mean"]
+    assert pooled["v6.18"] < pooled["way2"]
+    effects = stats.design_effects(df, pairs=[("way2", "v6.18")],
+                                   metrics=[stats.METRICS_BY_NAME["slab_wrong_node_objects"]])
+    row = effects.iloc[0]
+    assert row["n_cells"] == 3 and row["median_diff"] == 10 and row["direction"] == 1
+    assert row["base_mean"] == pytest.approx(17.5) and row["pooled_pct"] > 0
+
+
+def _with_metrics(df: pd.DataFrame) -> pd.DataFrame:
+    """Every core metric column the statistics read, 0 where the test does not set it."""
+    from core.metrics import METRICS
+
+    for name in METRICS:
+        if name not in df:
+            df[name] = 0.0
+    return df.fillna({name: 0.0 for name in METRICS})

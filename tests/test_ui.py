@@ -1,7 +1,8 @@
 """The MLflow UI in a real browser: headless Debian Chromium (driven over the DevTools pipe,
 tests/browser.py) against ``mlflow ui`` on loopback, reading the ./mlflow.db a sweep logged
 to by default.  What a new user sees after ``make run``: the runs table, the parent run's
-description (the answer and each claim's verdict), and report.html with its figures.
+description (the verdict and each claim's), and report.html with the verdict and the
+comparison table on its first screen.
 
 ``python tests/test_ui.py WORKDIR OUTDIR`` takes the documentation's screenshots
 (docs/img/) from the mlflow.db in WORKDIR (e.g. after ``make run``)."""
@@ -79,18 +80,52 @@ def test_experiment_page_opens_on_the_runs_table(ui, browser, tmp_path):
     assert (tmp_path / "runs.png").stat().st_size > 10_000
 
 
-def test_parent_description_names_each_design_and_the_verdict_on_each_claim(ui, browser):
+def first_sentence(sweep_dir) -> str:
+    """The verdict's first sentence as a browser shows it (Markdown bold rendered)."""
+    return analysis.verdict_sentences(analysis.load(sweep_dir))[0].replace("**", "")
+
+
+def test_parent_description_opens_with_the_verdict_and_gives_every_claim_its_verdict(ui, browser):
     url, experiment_id, parent_id, _, sweep_dir = ui
     browser.open(tracking.ui_url(url, experiment_id, parent_id))
-    text = browser.wait_for("document.body.innerText.includes('The answer') && document.body.innerText",
+    first = first_sentence(sweep_dir)
+    text = browser.wait_for(f"document.body.innerText.includes({json.dumps(first[:60])}) && document.body.innerText",
                             timeout=90)
+    browser.click_text("Show more")                  # the UI folds a long description
+    time.sleep(1)
+    text = browser.text()
+    assert " ".join(first.split()) in " ".join(text.split())             # the verdict's first sentence
     for design in ("v4.3", "way1", "way2"):
         assert design in text
     claims = analysis.load(sweep_dir).summary()["claims"]
     assert len(claims) >= 5
     for claim in claims:
-        assert f"{claim['id']} ({claim['who']}): {claim['verdict']}" in text, claim["id"]
+        assert f"{claim['id']}: {claim['verdict']}" in text, claim["id"]
     assert "0123abc" in text                                             # the sweep's git commit
+
+
+def first_screen_layout(b: Browser, page: Path) -> dict:
+    """What report.html shows in a 1400x1000 window: the blocks above the comparison table's
+    bottom edge, and where that edge is."""
+    b.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
+    b.open(page.resolve().as_uri())
+    b.wait_for("document.readyState === 'complete' && document.querySelector('table') !== null")
+    return b.js("""(() => {
+        const table = document.querySelector('table');
+        const above = Array.from(document.body.children).filter(e => e.getBoundingClientRect().top
+                                                                     < table.getBoundingClientRect().top);
+        return {bottom: table.getBoundingClientRect().bottom, rows: table.rows.length,
+                above: above.map(e => e.tagName + (e.className ? '.' + e.className : '')),
+                verdict: document.querySelector('p.verdict').innerText};
+    })()""")
+
+
+def test_report_first_screen_holds_the_verdict_and_the_comparison_table(ui, browser):
+    _, _, _, _, sweep_dir = ui
+    layout = first_screen_layout(browser, sweep_dir / "report" / "report.html")
+    assert layout["above"] == ["H1", "P.verdict"]                         # nothing else above them
+    assert layout["bottom"] <= 1000 and layout["rows"] >= 6              # the whole table on screen
+    assert layout["verdict"].startswith(first_sentence(sweep_dir)[:60])
 
 
 def test_report_html_in_the_artifact_viewer_shows_its_images(ui, browser, tmp_path):
@@ -155,12 +190,10 @@ def take_screenshots(workdir: Path, outdir: Path) -> None:
         b.screenshot(outdir / "mlflow-runs-table.png")
         b.call("Emulation.setDeviceMetricsOverride", width=1500, height=1100, deviceScaleFactor=1, mobile=False)
         b.open(tracking.ui_url(url, experiment_id, parent.info.run_id))
-        b.wait_for("document.body.innerText.includes('The answer')", timeout=90)
+        opening = parent.data.tags["mlflow.note.content"].replace("**", "")[:40]
+        b.wait_for(f"document.body.innerText.includes({json.dumps(opening)})", timeout=90)
         close_assistant(b)
         b.click_text("Show more")
-        time.sleep(1)
-        b.js("Array.from(document.querySelectorAll('h1, h2, h3, h4, p, strong, b'))"
-             ".find(e => e.innerText.startsWith('The answer')).scrollIntoView()")
         time.sleep(2)
         b.screenshot(outdir / "mlflow-parent-run.png")
         b.open(tracking.ui_url(url, experiment_id, parent.info.run_id, artifact="report.html"))
