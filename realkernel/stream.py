@@ -45,10 +45,11 @@ def gfp_class(mask):
 def linux_gfp(mask):
     """(kmemreq gfp code, flags) of a 4.x mask: the same request in 6.1's terms - GFP_NOWAIT
     and GFP_ATOMIC by __GFP_WAIT/__GFP_HIGH, GFP_NOFS by __GFP_FS, __GFP_NOFAIL and
-    __GFP_THISNODE kept, and __GFP_ACCOUNT unless the mask has __GFP_NOACCOUNT (in 4.x
-    every kmem allocation of a memcg task was charged; 6.1 charges only __GFP_ACCOUNT)."""
+    __GFP_THISNODE kept, and __GFP_ACCOUNT where the model's request has it (an accounted
+    site: the mix's `accounted`, core/spec.py; 6.1 charges only such sites, as the model's
+    rows with charge_only_accounted do)."""
     cls = gfp_class(mask & ~G["__GFP_NOFAIL"])
-    flags = 0 if mask & G["__GFP_NOACCOUNT"] else F_ACCOUNT
+    flags = F_ACCOUNT if mask & G["__GFP_ACCOUNT"] else 0
     if mask & G["__GFP_NOFAIL"]:
         flags |= F_NOFAIL
     if mask & G["__GFP_THISNODE"]:
