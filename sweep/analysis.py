@@ -428,11 +428,11 @@ def _how_sure(analysis: Analysis) -> str:
     correction = "Holm" if stats.correction_method(analysis.correction) == "holm" else "Benjamini-Hochberg"
     if stats.sweep_power_warning(analysis.table, analysis.alpha, analysis.correction):
         decided += " (too few seeds for a cell to be significant on its own: raise `replications`)"
-    return (f"How sure: every cell ran {reps} seeds paired across the designs ({analysis.n_cells} cells)"
-            f"{decided} ({correction}-adjusted Wilcoxon/McNemar across cells, alpha {analysis.alpha}), and "
-            f"a direction above counts only when the median per-cell difference's {1 - analysis.alpha:.0%} "
-            f"bootstrap interval excludes 0 and more cells are significantly on its side than against it; all figures come from the kmemcg-sweep simulator "
-            f"(model {analysis.model_version()}), not from a kernel.")
+    return (f"How sure: {reps} seeds per cell, paired across the designs, in {analysis.n_cells} cells{decided} "
+            f"({correction}-adjusted, alpha {analysis.alpha}); a direction counts only where the median "
+            f"per-cell difference's {1 - analysis.alpha:.0%} interval excludes 0 and more cells are "
+            f"significant for it than against; every figure is simulated (the kmemcg-sweep simulator, "
+            f"model {analysis.model_version()}), not measured on a kernel.")
 
 
 def _modern(analysis: Analysis, metrics: list[str]) -> str:
@@ -475,20 +475,15 @@ def _lower(analysis: Analysis, better: str, than: str, metric: str) -> bool:
 
 
 def _list(analysis: Analysis, better: str, than: str, metrics: list[str], worse: bool = False) -> str:
-    """'overshoot over memory.max (-12 pages median per cell; lower in 9 of 20 cells, higher in 0), ...'."""
+    """'overshoot over memory.max (lower in 9 of 20 cells, higher in 0), ...': names and cell
+    counts only, so the sentence can be repeated; the values are in the comparison table
+    right below the verdict."""
     parts = []
     for m in metrics:
-        row = analysis.effect(than, better, m)
         b, w, n = analysis.cell_counts(than, better, m)
-        metric = stats.METRICS_BY_NAME[m]
-        value = row["median_diff"] * (-1 if worse else 1)
-        shown = f"{value * 100:+.1f} pp" if metric.binary else f"{fmt.num(value)}"
-        if not metric.binary and not shown.startswith("-"):
-            shown = "+" + shown
-        unit = "" if metric.binary else f" {claims_mod.unit_of(m)}"
         counts = (f"higher in {b} of {n} cells, lower in {w}" if worse
                   else f"lower in {b} of {n} cells, higher in {w}")
-        parts.append(f"{_label(m)} ({shown}{unit} median per cell; {counts})")
+        parts.append(f"{_label(m)} ({counts})")
     return ", ".join(parts)
 
 

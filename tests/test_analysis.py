@@ -112,12 +112,10 @@ def test_the_verdict_names_a_clear_winner_what_it_pays_and_where_v618_stands():
     text = " ".join(sentences)
     assert 3 <= len(sentences) <= 5
     assert sentences[0].startswith("**way2 (Davydov) beats way1 (Heo)**")
-    assert re.search(r"lower peak overshoot over memory.high \(-\d+(\.\d+)? pages median per cell; "
-                     r"lower in 4 of 4 cells, higher in 0\)", sentences[0])
-    assert re.match(r"What way2 pays: more syscall p99 latency \(\+\d+(\.\d+)? ns median per cell; "
-                    r"higher in 4 of 4 cells", sentences[1])
-    assert "16 seeds paired" in text and "4 of 4 cells differ significantly between way1 and way2" in text
-    assert "Holm" in text and "simulator (model" in text
+    assert "lower peak overshoot over memory.high (lower in 4 of 4 cells, higher in 0)" in sentences[0]
+    assert sentences[1].startswith("What way2 pays: more syscall p99 latency (higher in 4 of 4 cells")
+    assert "16 seeds per cell, paired" in text and "4 of 4 cells differ significantly between way1 and way2" in text
+    assert "Holm" in text and "simulated (the kmemcg-sweep simulator, model" in text
     modern = next(s for s in sentences if s.startswith("Today's kernel"))
     assert "beats both way1 and way2 on peak overshoot over memory.high" in modern
     assert "higher on reclaim under locks (than way1 and way2)" in modern

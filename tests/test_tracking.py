@@ -117,7 +117,7 @@ def test_parent_description_starts_with_the_verdict_and_lists_every_claim(logged
     note = client.get_run(parent_id).data.tags["mlflow.note.content"]
     summary = analysis.load(sweep_dir).summary()
     assert note.startswith(summary["verdict"] + "\n")
-    assert "simulator (model" in summary["verdict"]
+    assert "simulated (the kmemcg-sweep simulator, model" in summary["verdict"]
     assert summary["claims"]
     for claim in summary["claims"]:
         assert f"- {claim['id']}: **{claim['verdict']}**" in note
