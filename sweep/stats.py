@@ -326,9 +326,12 @@ def design_effects(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Met
     paired) where the metric is not zero in every workload of both (a cell where a harm never
     happens says nothing about which design has less of it; counting it would pull every
     median to 0 for a harm that a few blocks of the grid are built to provoke): the number of
-    those cells, each design's mean over them and the pooled change (%), and the median
-    per-cell mean difference with its stratified bootstrap interval and direction
-    (``median_effect``, ``effect_direction``)."""
+    those cells and the median per-cell mean difference with its stratified bootstrap
+    interval and direction (``median_effect``, ``effect_direction``); and each design's mean
+    and the pooled change (%) over ALL the cells both ran (zero-harm cells included), so a
+    design's mean is on the same footing as the baseline's raw mean beside it in the
+    comparison table (the mean over only the cells where a harm happens would look many
+    times the baseline's)."""
     values = workload_values(df)
     pairs = list(pairs) if pairs is not None else comparisons(values["design"].unique())
     rows = []
@@ -337,7 +340,7 @@ def design_effects(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Met
             continue
         wide = _paired_wide(values, metric.name)
         for baseline, candidate in pairs:
-            paired = _pairs(wide, baseline, candidate)
+            paired = shared = _pairs(wide, baseline, candidate)
             if len(paired):
                 occurs = (paired != 0).any(axis=1).groupby(level="cell_id").transform("any")
                 paired = paired[occurs]
@@ -349,7 +352,7 @@ def design_effects(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Met
                 starts = np.flatnonzero(cells[1:] != cells[:-1]) + 1
                 diffs = np.split((paired[candidate] - paired[baseline]).to_numpy(), starts)
                 median, lo, hi = median_effect(diffs, alpha, resamples)
-                base, cand = float(paired[baseline].mean()), float(paired[candidate].mean())
+                base, cand = float(shared[baseline].mean()), float(shared[candidate].mean())
                 row.update(n_cells=len(diffs), base_mean=base, cand_mean=cand,
                            pooled_pct=pct_change(base, cand), median_diff=median, median_lo=lo,
                            median_hi=hi, direction=effect_direction(median, lo, hi))
