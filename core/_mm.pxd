@@ -142,10 +142,12 @@ cdef void kswapd_balance_node(mm_t *mm, int node) noexcept nogil
 cdef bint out_of_memory(mm_t *mm, task_t *t) noexcept nogil
 cdef bint mem_cgroup_oom_synchronize(mm_t *mm, task_t *t) noexcept nogil
 cdef bint mem_cgroup_oom(mm_t *mm, task_t *t, int memcg_id, int64_t nr_pages) noexcept nogil
+cdef bint task_is_dying(task_t *t) noexcept nogil
 
 
 # ---- memcg.pxi: memory cgroups: charging, stocks, memory.high (mm/memcontrol.c)
 cdef bint mem_cgroup_is_descendant(mm_t *mm, int memcg_id, int root) noexcept nogil
+cdef int64_t mem_cgroup_margin(mm_t *mm, int memcg_id) noexcept nogil
 cdef void memcg_usage_add(mm_t *mm, int memcg_id, int64_t nr_pages) noexcept nogil
 cdef void page_counter_uncharge(mm_t *mm, int memcg_id, int64_t nr_pages) noexcept nogil
 cdef void drain_all_stock(mm_t *mm, int root) noexcept nogil
