@@ -27,15 +27,22 @@ STREAMS = REPO / "realkernel" / "streams"
 ATOMIC_FILL = yaml.safe_load((STREAMS / "atomic-fill.yaml").read_text())
 KERNEL_FILL = dict(yaml.safe_load((STREAMS / "kernel-fill.yaml").read_text()),
                    length={"kernel_entries": 1})
+# two tasks whose first entry is task 0's (seed chosen for it): kreplay's later children
+# must not hold task 0's command pipe, or its exit at the end of the stream never comes
+TWO_TASKS = dict(yaml.safe_load((STREAMS / "kernel.yaml").read_text()), length={"kernel_entries": 30},
+                 mix=yaml.safe_load((REPO / "configs" / "mixes" / "kernel.yaml").read_text()))
+TWO_TASKS_SEED = 4611686018427387905
 
 pytestmark = pytest.mark.realkernel
 
 
 @pytest.fixture(scope="session")
 def linux():
-    """ONE boot: test_kmem, then the atomic-fill stream and one entry of kernel-fill."""
+    """ONE boot: test_kmem, then the atomic-fill stream, one entry of kernel-fill and a short
+    two-task kernel stream."""
     return realkernel.run(realkernel.Setup(cpus=2, nodes=2, mem_mib=1024, timeout_s=600),
-                          selftests=["test_kmem"], traces=[(ATOMIC_FILL, 1), (KERNEL_FILL, 1)])
+                          selftests=["test_kmem"],
+                          traces=[(ATOMIC_FILL, 1), (KERNEL_FILL, 1), (TWO_TASKS, TWO_TASKS_SEED)])
 
 
 # ---- on the real kernel ---------------------------------------------------------------------
@@ -70,6 +77,19 @@ def test_replay_runs_every_request_of_the_stream(linux):
     assert metrics["kernel_entries"] == model["kernel_entries"]
     assert metrics["alloc_atomic_attempts"] == model["alloc_atomic_attempts"]
     assert raw["kills"] == 0
+
+
+def test_a_stream_of_two_tasks_runs_to_its_end_whichever_task_enters_first(linux):
+    """Every task's child exits when kreplay closes its command pipe, which only works if no
+    other child holds that pipe too (a sweep's 63-bit seeds made task 0 enter first, and the
+    guest hung until its timeout)."""
+    events = list(core.workload_events(TWO_TASKS, TWO_TASKS_SEED))
+    assert next(e for e in events if e[0] == "enter")[1] == 0            # task 0 enters first
+    assert {e[1] for e in events if e[0] == "enter"} == {0, 1}
+    raw, metrics = linux["raw"][2], linux["streams"][2]
+    model = core.run_workload(TWO_TASKS, TWO_TASKS_SEED)
+    assert metrics["requests"] == model["requests"] > 0
+    assert metrics["kernel_entries"] == model["kernel_entries"] == 30
 
 
 def test_atomic_charges_are_forced_past_max_on_linux_as_in_the_model(linux):

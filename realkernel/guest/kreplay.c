@@ -41,6 +41,8 @@ struct task {
 static const char *datafile;
 static long data_pages, data_off, dentry_seq;
 static char page[4096];			/* pread's buffer */
+static struct task *tasks;		/* every workload task, for spawn() */
+static int ntasks;
 
 static void die(const char *what)
 {
@@ -182,6 +184,15 @@ static void spawn(struct task *t, int task)
 	if (t->pid < 0)
 		die("fork");
 	if (t->pid == 0) {
+		struct task *o;
+		/* drop the other tasks' ends this child inherited: a child holding another task's
+		 * command pipe keeps that task from ever seeing EOF when kreplay closes it (churn,
+		 * the end of the stream), and reap() would wait for it forever */
+		for (o = tasks; o < tasks + ntasks; o++)
+			if (o != t && o->pid) {
+				close(o->cmd);
+				close(o->res);
+			}
 		close(cmd[1]);
 		child(cmd[0], res[1], t, task);
 	}
@@ -232,11 +243,10 @@ static void print_hex(const void *buf, size_t len)
 int main(int argc, char **argv)
 {
 	struct kmemreq_req *reqs = malloc(KMEMREQ_MAX_BATCH * sizeof(*reqs));
-	struct task *tasks;
 	uint32_t hdr[2];
 	long entries = 0, kills = 0;
 	struct stat st;
-	int ntasks, i;
+	int i;
 	FILE *stream;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
