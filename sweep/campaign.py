@@ -31,7 +31,7 @@ from typing import Protocol
 
 import core
 from sweep import grid, interrupt, plan
-from sweep.config import is_adaptive
+from sweep.config import is_adaptive, is_kernel_row
 from sweep.grid import Cell, Workload
 from sweep.outdir import SweepDir, now, run_record
 from sweep.progress import Progress
@@ -223,16 +223,20 @@ def _run_missing(cfg, missing, store, executor, summary, seconds_per_workload, l
     the per-workload time used for chunking."""
     progress = Progress(len(missing), label=label)
     store_chunk = lambda ws, rs: _store_results(store, ws, rs, summary, progress)   # noqa: E731
+    on_kernel = [w for w in missing if is_kernel_row(w.design)]    # a boot per chunk: never timed
+    missing = [w for w in missing if not is_kernel_row(w.design)]
     try:
-        if seconds_per_workload is None:
+        if seconds_per_workload is None and missing:
             calibration = plan.calibrate(missing, stop=interrupt.stop_requested)
             store_chunk(calibration.workloads, calibration.results)
             seconds_per_workload = calibration.seconds_per_workload
             ran = {w.key for w in calibration.workloads}
             missing = [w for w in missing if w.key not in ran]
         check_stop()
-        if missing:
-            chunks = plan.chunks(missing, seconds_per_workload, cfg.ray.chunk_seconds)
+        if missing or on_kernel:
+            chunks = plan.kernel_chunks(on_kernel)
+            if missing:
+                chunks += plan.chunks(missing, seconds_per_workload, cfg.ray.chunk_seconds)
             executor.start(progress.writer)     # its messages must not land in the bar
             progress.restart_clock()
             grace = max(2.0, 4 * cfg.ray.chunk_seconds)
@@ -299,4 +303,4 @@ def result_row(w: Workload, result: dict) -> dict:
     return {"key": w.key, "cell_id": w.cell.cell_id, "design": w.design, "replication": w.replication,
             "seed": w.seed, "status": result["status"], "error": result["error"], **w.cell.axes,
             **result["metrics"], "elapsed_s": result["elapsed_s"], "worker": result["worker"],
-            "model_version": core.MODEL_VERSION, "finished_at": time.time()}
+            "model_version": result.get("version") or core.MODEL_VERSION, "finished_at": time.time()}

@@ -245,7 +245,9 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False, claims
           + (f" (adaptive up to {cfg.stats.max_replications})" if config.is_adaptive(cfg) else ""))
     print(f"cells: {len(cells):,}")
     for design, n in grid.skipped_designs(cfg, cells).items():
-        print(f"{design}: not run in {plural(n, 'cell')} (no such allocator in that kernel: SLAB was removed in 6.8)")
+        why = (next(c.refused[design] for c in cells if design in c.refused) if config.is_kernel_row(design)
+               else "no such allocator in that kernel: SLAB was removed in 6.8")
+        print(f"{design}: not run in {plural(n, 'cell')} ({why})")
     print(f"workloads: {len(workloads):,} ({len(workloads) - len(missing):,} stored in {sweep_dir.results}, "
           f"{len(missing):,} to run)")
     if missing:
@@ -265,6 +267,13 @@ def _dry_run(cfg, cells, sweep_dir: SweepDir, shard, fresh: bool = False, claims
 
 
 def _print_estimate(cfg, missing, cpus: int, where: str, local: bool = False) -> None:
+    on_kernel = [w for w in missing if config.is_kernel_row(w.design)]
+    if on_kernel:       # never timed here: a boot takes longer than the calibration budget
+        print(f"real kernel: {plural(len(on_kernel), 'workload')} in "
+              f"{plural(len(plan.kernel_chunks(on_kernel)), 'boot')} (~6-15 s each under TCG, plus the streams)")
+    missing = [w for w in missing if not config.is_kernel_row(w.design)]
+    if not missing:
+        return plan.Calibration(0.0, [], [], lower_bound=True)
     calibration = plan.calibrate(missing)
     spw = calibration.seconds_per_workload
     chunks = plan.chunks(missing, spw, cfg.ray.chunk_seconds)
@@ -292,6 +301,7 @@ def _print_regime_estimate(workloads, calibration, claims, n_cells: int) -> None
     if calibration.lower_bound:     # not one workload finished within the budget: none can be sampled
         print("regime estimate: skipped (no calibration workload finished within its budget)")
         return
+    workloads = [w for w in workloads if not config.is_kernel_row(w.design)]    # no boot in a dry run
     regimes, sampled = plan.sample_regimes(workloads, done=list(zip(calibration.workloads, calibration.results)))
     if not sampled:
         return

@@ -35,6 +35,42 @@ OPTIONAL_AXIS_FIELDS = {("machine", "allocator"): "allocator", ("machine", "cpus
                         ("background", "fragment"): "fragment"}
 
 
+# Design rows that are a real kernel, not the model: row name -> the model row of the same
+# kernel.  Such a row runs each workload's request stream on that kernel under qemu
+# (realkernel/, through sweep.worker); its specs are checked as the model row's.  Debian's
+# 6.1 is built with SLUB only; realkernel.setup_for gives the guest max(1 GiB, mem_mib) and
+# realkernel.Setup wants at most 64 vCPUs and 256 MiB per NUMA node.
+KERNEL_ROWS = {"linux-6.1": "v6.1"}
+KERNEL_ALLOCATORS = {"linux-6.1": ("slub",)}
+GUEST_MAX_CPUS, GUEST_MIN_MIB, GUEST_MIB_PER_NODE = 64, 1024, 256
+
+
+def is_kernel_row(design: str) -> bool:
+    return design in KERNEL_ROWS
+
+
+def model_row(design: str) -> str:
+    """The model design whose spec checks apply to ``design`` (itself for a model row)."""
+    return KERNEL_ROWS.get(design, design)
+
+
+def kernel_row_error(design: str, machine: Mapping) -> str | None:
+    """Why a real-kernel row cannot run a cell of this (validated) machine, or None."""
+    if not is_kernel_row(design):
+        return None
+    allocator, nodes, cpus = machine["allocator"], int(machine["nodes"]), int(machine["cpus"])
+    if allocator not in KERNEL_ALLOCATORS[design]:
+        return (f"{design} is a real kernel built with {', '.join(KERNEL_ALLOCATORS[design])} only "
+                f"(no {allocator})")
+    if cpus > GUEST_MAX_CPUS:
+        return f"{design} runs under qemu with at most {GUEST_MAX_CPUS} vCPUs, got cpus={cpus}"
+    guest_mib = max(GUEST_MIN_MIB, int(machine["mem_mib"]))
+    if guest_mib < GUEST_MIB_PER_NODE * nodes:
+        return (f"{design} runs under qemu with {GUEST_MIB_PER_NODE} MiB per NUMA node at least: nodes={nodes} "
+                f"needs workload.machine.mem_mib >= {GUEST_MIB_PER_NODE * nodes}")
+    return None
+
+
 class ConfigError(ValueError):
     """A bad sweep config; the message starts with the YAML path of the bad value."""
 
@@ -371,7 +407,7 @@ def _in_range(path: str, value, low, high) -> None:
 def _check_designs(designs: ListConfig) -> None:
     import core  # the design names live in the simulator
 
-    allowed = tuple(core.DESIGNS)
+    allowed = (*core.DESIGNS, *KERNEL_ROWS)
     if len(designs) == 0:
         raise ConfigError(f"designs: must list at least one design; allowed: {', '.join(allowed)}")
     for i, name in enumerate(designs):

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from core.constants import size_bytes
 from sweep import config
-from sweep.config import GRID_AXES, ConfigError, block_configs, unknown_key_message
+from sweep.config import GRID_AXES, ConfigError, is_kernel_row, kernel_row_error, model_row, block_configs, unknown_key_message
 
 # workload-spec fields that a grid axis (or the design list) sets: never pinned
 AXIS_FIELDS = {
@@ -43,6 +43,7 @@ class Cell:
                         # mix, allocator, cpus, fragment (the last three from the spec)
     specs: dict         # design -> normalised workload spec (designs that exist for the
                         # cell's allocator: a 6.x row has no SLAB cells)
+    refused: dict = None  # real-kernel row -> why it cannot run this cell (sweep.config)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ def _refuse_designs_without_cells(cfg: DictConfig, cells: list[Cell]) -> None:
 
     for i, design in enumerate(cfg.designs):
         if cells and not any(design in cell.specs for cell in cells):
+            if is_kernel_row(design):
+                raise ConfigError(f"designs[{i}]: {cells[0].refused[design]}, in every cell of this sweep")
             reason = core.design_allocator_error(design, "slab")
             raise ConfigError(f"designs[{i}]: {reason}; every cell of this sweep uses allocator "
                               f"slab (workload.machine.allocator or grid.allocator)")
@@ -173,8 +176,10 @@ def _sha256(obj) -> str:
 def _cell(cfg: DictConfig, pins: dict, axes: dict, mix: dict, block: str | None = None, where: str = "") -> Cell:
     composed = {d: _compose(pins, axes, mix, d) for d in cfg.designs}
     runnable = [d for d in cfg.designs if not _allocator_refuses(composed[d])] or list(cfg.designs)
-    specs = {d: _validated(cfg, axes, composed[d], where) for d in runnable}
-    spec = next(iter(specs.values()))
+    checked = {d: _validated(cfg, axes, composed[d], where) for d in runnable}
+    spec = next(iter(checked.values()))
+    # a real-kernel row's spec was checked as its model row's; it keeps its own name
+    specs = {d: dict(one, design=d) for d, one in checked.items() if cell_refuses(d, one) is None}
     without_design = {k: v for k, v in spec.items() if k != "design"}
     key = _sha256(without_design)
     columns = {
@@ -193,7 +198,13 @@ def _cell(cfg: DictConfig, pins: dict, axes: dict, mix: dict, block: str | None 
     prefix = f"{block}-" if block else ""
     cell_id = (f"{prefix}{axes['limit']}-h{axes['high']}-o{axes['order']}-n{axes['nodes']}-{axes['mix']}"
                f"{extra}-{key[:6]}")
-    return Cell(cell_id=cell_id, key=key, axes=columns, specs=specs)
+    refused = {d: cell_refuses(d, spec) for d in cfg.designs if d not in specs and is_kernel_row(d)}
+    return Cell(cell_id=cell_id, key=key, axes=columns, specs=specs, refused=refused)
+
+
+def cell_refuses(design: str, spec: dict) -> str | None:
+    """Why a real-kernel row cannot run the cell of this (validated) spec, or None."""
+    return kernel_row_error(design, spec["machine"])
 
 
 def _allocator_refuses(spec: dict) -> bool:
@@ -214,7 +225,7 @@ def _compose(pins: dict, axes: dict, mix: dict, design: str) -> dict:
         if value is not None:
             spec.setdefault(section, {})[name] = value
     spec["mix"] = copy.deepcopy(mix)
-    spec["design"] = design
+    spec["design"] = model_row(design)
     return spec
 
 

@@ -24,6 +24,7 @@ CALIBRATION_RUNS = 21   # 3 per mix of the default grid
 RAY_STARTUP_S = 10.0  # ray.init() took 8-15 s on the 2-core build machine (benchmarks/RESULTS.md)
 
 
+KERNEL_STREAMS_PER_BOOT = 32   # real-kernel streams per chunk (one boot)
 MAX_WORKLOADS = 1_000_000   # per driver (or shard): planning holds every workload in memory
 PLAN_BYTES_PER_WORKLOAD = 2_000   # measured ~150 B planned, x ~10 for keys, sets and chunks
 
@@ -179,6 +180,15 @@ def chunks(workloads: list[Workload], seconds_per_workload: float, chunk_seconds
     """Consecutive groups of about ``chunk_seconds`` of work each (at least one workload)."""
     size = max(1, math.ceil(chunk_seconds / max(seconds_per_workload, 1e-6)))
     return [workloads[i:i + size] for i in range(0, len(workloads), size)]
+
+
+def kernel_chunks(workloads: list[Workload], per_boot: int = KERNEL_STREAMS_PER_BOOT) -> list[list[Workload]]:
+    """Real-kernel workloads in chunks of one boot each: the same guest machine, at most
+    ``per_boot`` streams (a boot costs ~6-15 s under TCG, a stream some seconds)."""
+    by_machine: dict = defaultdict(list)
+    for w in workloads:
+        by_machine[json.dumps(w.spec["machine"], sort_keys=True)].append(w)
+    return [same[i:i + per_boot] for same in by_machine.values() for i in range(0, len(same), per_boot)]
 
 
 def estimate_seconds(count: int, seconds_per_workload: float, cpus: int, with_startup: bool) -> float:
