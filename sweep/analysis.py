@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweep import claims as claims_mod
+from sweep import calibration as calibration_mod
 from sweep import config, fmt, interrupt, regime, stats
 from sweep.config import significance_settings
 from sweep.outdir import SweepDir
@@ -36,7 +37,7 @@ from sweep.store import DiskFault, Store, disk_fault
 SIGN_CONVENTION = ("Differences are candidate - baseline (in 'way2 vs v4.3' way2 is the candidate), "
                    "in the metric's unit; every compared metric is lower-is-better, so a negative "
                    "difference means the candidate is better. Relative changes (%) have the same sign.")
-TABLES = ("table", "aggregates", "regimes", "pooled", "effects")   # Analysis fields cached as Parquet
+TABLES = ("table", "aggregates", "regimes", "pooled", "effects", "calibration")   # Analysis fields cached as Parquet
 VERDICTS_FILE = "verdicts.json"
 PACKAGE_MIXES = Path(__file__).resolve().parent.parent / "configs" / "mixes"
 LIBRARIES = ("numpy", "pandas", "scipy", "statsmodels")
@@ -53,6 +54,7 @@ class Analysis:
     effects: pd.DataFrame           # stats.design_effects: per pair and metric, over the cells both ran
     alpha: float
     correction: str
+    calibration: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=calibration_mod.COLUMNS))
     counts: pd.DataFrame = field(init=False)    # stats.summarize_verdicts(table)
     designs: list[str] = field(init=False)
     pairs: list[tuple[str, str]] = field(init=False)
@@ -185,7 +187,7 @@ def compute(df: pd.DataFrame, alpha: float, correction: str, claims_path: Path |
                     aggregates=stats.aggregate(df, alpha), regimes=regimes,
                     verdicts=evaluate_claims(claims_path, df, regimes, alpha),
                     pooled=stats.pooled_means(df, alpha), effects=stats.design_effects(df, alpha),
-                    alpha=alpha, correction=correction)
+                    calibration=calibration_mod.compare(df, alpha), alpha=alpha, correction=correction)
 
 
 def evaluate_claims(path: Path | None, df: pd.DataFrame, regimes: pd.DataFrame, alpha: float) -> list:
@@ -212,7 +214,7 @@ def _code_version() -> list[str]:
 
     from core import metrics
 
-    files = [m.__file__ for m in (stats, regime, claims_mod, config, metrics)] + [__file__]
+    files = [m.__file__ for m in (stats, regime, claims_mod, config, metrics, calibration_mod)] + [__file__]
     sources = hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()
     return [sources, *(importlib.import_module(lib).__version__ for lib in LIBRARIES)]
 
@@ -376,6 +378,18 @@ def verdict_sentences(analysis: Analysis) -> list[str]:
     if "v6.18" in analysis.designs:
         sentences.append(_modern(analysis, harms + costs))
     sentences.append(_rests_on(analysis, [m for m in HARMS if m in shown and m not in harms]))
+    return sentences + _calibrated(analysis)
+
+
+def _calibrated(analysis: Analysis) -> list[str]:
+    """How well the model row is calibrated against the real kernel the sweep ran beside it
+    (``sweep.calibration``); nothing without a kernel row."""
+    table = analysis.calibration
+    sentences = []
+    for kernel, model in calibration_mod.rows_present(analysis.designs):
+        agree, tested = calibration_mod.agreement(table[(table["kernel"] == kernel) & (table["model"] == model)])
+        sentences.append(f"The {model} row agrees with {calibration_mod.kernel_name(kernel)} on {agree} of {tested} "
+                         f"metric-cells within tolerance ([Model vs a real kernel](#{calibration_mod.ANCHOR})).")
     return sentences
 
 
@@ -431,8 +445,14 @@ def _how_sure(analysis: Analysis) -> str:
     return (f"How sure: {reps} seeds per cell, paired across the designs, in {analysis.n_cells} cells{decided} "
             f"({correction}-adjusted, alpha {analysis.alpha}); a direction counts only where the median "
             f"per-cell difference's {1 - analysis.alpha:.0%} interval excludes 0 and more cells are "
-            f"significant for it than against; every figure is simulated (the kmemcg-sweep simulator, "
-            f"model {analysis.model_version()}), not measured on a kernel.")
+            f"significant for it than against; {_simulated(analysis)}.")
+
+
+def _simulated(analysis: Analysis) -> str:
+    kernels = [k for k, _ in calibration_mod.rows_present(analysis.designs)]
+    who = f"every figure but the {' and '.join(kernels)} row's" if kernels else "every figure"
+    return (f"{who} is simulated (the kmemcg-sweep simulator, model {analysis.model_version()}), "
+            f"not measured on a kernel")
 
 
 def _modern(analysis: Analysis, metrics: list[str]) -> str:
