@@ -6,6 +6,7 @@ as a design row").  The sweep test's guest work runs in the session's one boot
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
@@ -13,7 +14,7 @@ import core
 import realkernel
 import realkernel_boot
 from realkernel_boot import KERNEL_CELL
-from sweep import cli, config, grid
+from sweep import cli, config, grid, plan
 from sweep.config import ConfigError
 from sweep.store import Store
 from sweep_helpers import deep_update, write_config
@@ -57,6 +58,22 @@ def test_linux_row_refuses_slab_cells_and_machines_qemu_cannot_give(tmp_path):
     assert "mem_mib >= 2048" in config.kernel_row_error("linux-6.1", machine)
     assert config.kernel_row_error("linux-6.1", dict(machine, mem_mib=2048)) is None
     assert config.kernel_row_error("v6.1", dict(machine, allocator="slab")) is None
+
+
+def test_kernel_workloads_are_chunked_one_boot_per_machine_spread_over_the_cpus():
+    """A boot replays its streams one after the other, so the streams of a machine go to at
+    least as many boots as the executor runs at once (each at most KERNEL_STREAMS_PER_BOOT,
+    of even size);
+    streams of different machines never share a boot."""
+    one, two = ({"nodes": n, "cpus": 2, "mem_mib": 256} for n in (1, 2))
+    work = [SimpleNamespace(spec={"machine": one}, key=i) for i in range(34)]
+    work += [SimpleNamespace(spec={"machine": two}, key=100 + i) for i in range(4)]
+    sizes = lambda chunks: [len(c) for c in chunks]    # noqa: E731
+    assert sizes(plan.kernel_chunks(work)) == [17, 17, 4]           # 34 > 32: two boots, even
+    assert sizes(plan.kernel_chunks(work, boots_at_once=2)) == [17, 17, 2, 2]
+    assert sizes(plan.kernel_chunks(work[:3], boots_at_once=8)) == [1, 1, 1]
+    for chunk in plan.kernel_chunks(work, boots_at_once=2):
+        assert len({c.spec["machine"]["nodes"] for c in chunk}) == 1
 
 
 # ---- one boot: the row through the sweep ----------------------------------------------------
