@@ -31,7 +31,7 @@ KERNEL_FILL = dict(yaml.safe_load((STREAMS / "kernel-fill.yaml").read_text()),
                    length={"kernel_entries": 1})
 # two tasks whose first entry is task 0's (seed chosen for it): kreplay's later children
 # must not hold task 0's command pipe, or its exit at the end of the stream never comes
-TWO_TASKS = dict(yaml.safe_load((STREAMS / "kernel.yaml").read_text()), length={"kernel_entries": 30},
+TWO_TASKS = dict(yaml.safe_load((STREAMS / "kernel.yaml").read_text()), length={"kernel_entries": 100},
                  mix=yaml.safe_load((REPO / "configs" / "mixes" / "kernel.yaml").read_text()))
 TWO_TASKS_SEED = 4611686018427387905
 BENCH_TRACES = [(ATOMIC_FILL, 1), (KERNEL_FILL, 1), (TWO_TASKS, TWO_TASKS_SEED)]
