@@ -127,11 +127,21 @@ class Analysis:
         return int(row["direction"]) if side == row["direction"] else 0
 
     def model_version(self) -> str:
-        versions = sorted(set(self.df["model_version"].dropna().astype(str))) if "model_version" in self.df else []
+        """The simulator's version(s) the model rows ran (a kernel row's column holds the
+        kernel's release instead: `kernel_versions`)."""
+        versions = self._versions(~self.df["design"].isin(list(config.KERNEL_ROWS)))
         if versions:
             return ", ".join(versions)
         import core
         return str(core.MODEL_VERSION)
+
+    def kernel_versions(self) -> str:
+        return ", ".join(self._versions(self.df["design"].isin(list(config.KERNEL_ROWS))))
+
+    def _versions(self, rows) -> list[str]:
+        if "model_version" not in self.df:
+            return []
+        return sorted(set(self.df.loc[rows, "model_version"].dropna().astype(str)))
 
     def metrics_shown(self) -> list:
         return [m for m in stats.KEY_METRICS if len(self.pooled_of(m.name))]
@@ -386,7 +396,7 @@ def _calibrated(analysis: Analysis) -> list[str]:
     (``sweep.calibration``); nothing without a kernel row."""
     table = analysis.calibration
     sentences = []
-    for kernel, model in calibration_mod.rows_present(analysis.designs):
+    for kernel, model in calibration_mod.rows_compared(table):
         agree, tested = calibration_mod.agreement(table[(table["kernel"] == kernel) & (table["model"] == model)])
         sentences.append(f"The {model} row agrees with {calibration_mod.kernel_name(kernel)} on {agree} of {tested} "
                          f"metric-cells within tolerance ([Model vs a real kernel](#{calibration_mod.ANCHOR})).")
@@ -450,7 +460,8 @@ def _how_sure(analysis: Analysis) -> str:
 
 def _simulated(analysis: Analysis) -> str:
     kernels = [k for k, _ in calibration_mod.rows_present(analysis.designs)]
-    who = f"every figure but the {' and '.join(kernels)} row's" if kernels else "every figure"
+    who = (f"every figure but the {' and '.join(kernels)} row's ({analysis.kernel_versions()})"
+           if kernels else "every figure")
     return (f"{who} is simulated (the kmemcg-sweep simulator, model {analysis.model_version()}), "
             f"not measured on a kernel")
 

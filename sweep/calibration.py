@@ -71,6 +71,14 @@ def rows_present(designs) -> list[tuple[str, str]]:
     return [(kernel, model) for kernel, model in KERNEL_ROWS.items() if kernel in designs and model in designs]
 
 
+def rows_compared(table: pd.DataFrame) -> list[tuple[str, str]]:
+    """(kernel row, model twin) pairs the comparison table holds: rows present whose kernel
+    side has results (``compare`` leaves out a kernel row whose every workload failed)."""
+    if table.empty:
+        return []
+    return list(table[["kernel", "model"]].drop_duplicates().itertuples(index=False, name=None))
+
+
 def tolerance(metric: str, kernel_mean: float) -> float:
     t = TOLERANCES[metric]
     return max(t.floor, t.relative * abs(kernel_mean)) if np.isfinite(kernel_mean) else float(t.floor)
@@ -85,10 +93,11 @@ def verdict(lo: float, hi: float, tol: float, n_pairs: int) -> str:
 def compare(df: pd.DataFrame, alpha: float = stats.ALPHA) -> pd.DataFrame:
     """One row per (cell, kernel row, metric of TOLERANCES): the columns of ``COLUMNS``.
     Empty (with those columns) when the sweep has no kernel row beside its model twin."""
-    present = rows_present(df["design"].unique()) if len(df) else []
+    ok = df[df["status"] == "ok"] if len(df) else df
+    # a kernel row whose every workload failed (no boot, a guest error) has nothing to pair
+    present = rows_present(ok["design"].unique()) if len(ok) else []
     if not present:
         return pd.DataFrame(columns=COLUMNS)
-    ok = df[df["status"] == "ok"]
     axes = stats.cell_axes(df)
     rows = []
     for kernel, model in present:
@@ -130,6 +139,6 @@ def kernel_name(row: str) -> str:
     return row.replace("linux-", "Linux ", 1)
 
 
-def contents(designs) -> list[tuple[str, str]]:
+def contents(table: pd.DataFrame) -> list[tuple[str, str]]:
     """The report's table-of-contents entry of the section, when the sweep has one."""
-    return [(ANCHOR, "Model vs a real kernel")] if rows_present(designs) else []
+    return [(ANCHOR, "Model vs a real kernel")] if rows_compared(table) else []

@@ -401,7 +401,7 @@ def report_blocks(facts: Facts, figures) -> Document:
     blocks += claims_section(facts, figures)
     blocks += [Heading(2, "Caveats", "caveats"), Bullets(caveats(facts) or ["none"])]
     blocks += [Heading(2, "Contents", "contents"),
-               Bullets([f"[{title}](#{anchor})" for anchor, title in SECTIONS + calibration.contents(facts.designs)])]
+               Bullets([f"[{title}](#{anchor})" for anchor, title in SECTIONS + calibration.contents(facts.calibration)])]
     blocks += evidence_section(facts, figures)
     blocks += differences_section(facts, figures)
     blocks += regimes_section(facts)
@@ -549,7 +549,7 @@ def model_vs_kernel_section(facts: Facts) -> list:
     first).  Nothing when the sweep ran no kernel row beside its twin."""
     table = facts.calibration
     blocks = []
-    for kernel, model in calibration.rows_present(facts.designs):
+    for kernel, model in calibration.rows_compared(table):
         part = table[(table["kernel"] == kernel) & (table["model"] == model)]
         agree, tested = calibration.agreement(part)
         blocks += [Heading(2, f"Model vs a real kernel: {model} vs {calibration.kernel_name(kernel)}",

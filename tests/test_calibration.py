@@ -67,3 +67,17 @@ def test_report_section_and_verdict_sentence_with_a_kernel_row(tmp_path):
     header = next(i for i, line in enumerate(lines) if "model - kernel [CI]" in line)
     first_row = lines[header + 2]             # below the header's separator line
     assert "reclaim_reclaimed_pages" in first_row and "| disagree |" in first_row
+
+
+def test_a_kernel_row_whose_every_workload_failed_is_not_compared(tmp_path):
+    """A kernel row that never ran (no boot, a guest error: every row stored as an error)
+    leaves nothing to pair: no section and no sentence, and the report does not fail (it
+    raised KeyError 'linux-6.1', losing the verdict on the model rows)."""
+    df = _kernel_beside_model(lambda cell: {})
+    failed = df["design"] == "linux-6.1"
+    df.loc[failed, "status"], df.loc[failed, "error"] = "error", "RealKernelError: no qemu"
+    assert calibration.compare(df).empty
+    found = analysis.load(write_sweep_dir(tmp_path / "s", df))
+    assert not [s for s in analysis.verdict_sentences(found) if "real kernel" in s]
+    facts = report.Facts.of(found, {}, {})
+    assert report.model_vs_kernel_section(facts) == [] and calibration.contents(facts.calibration) == []

@@ -6,6 +6,7 @@ as a design row").  The sweep test's guest work runs in the session's one boot
 from __future__ import annotations
 
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -111,6 +112,10 @@ def test_linux_row_runs_through_the_sweep_beside_the_model(tmp_path, monkeypatch
     assert (model["model_version"] == core.MODEL_VERSION).all()
     report = (tmp_path / "out" / "report" / "report.md").read_text()
     assert '<a id="model-vs-kernel"></a>' in report and "(#model-vs-kernel)" in report   # section + verdict link
+    # the verdict names the simulator's version as the model's, the kernel's release apart
+    simulated = re.search(r"every figure but the linux-6.1 row's \(linux 6\.1\.[^)]+\) is simulated "
+                          r"\(the kmemcg-sweep simulator, model ([^)]+)\)", report)
+    assert simulated and simulated.group(1) == core.MODEL_VERSION, report[:3000]
     # a rerun resumes: nothing left to run, no boot
     monkeypatch.setattr(realkernel, "run", _no_boot)
     capsys.readouterr()
