@@ -102,9 +102,11 @@ def build_stream(spec, seed):
             entry, task = [], None
             parts.append(HDR.pack(t, EXIT))
         elif kind == "free":
+            # no set_result here: the generator has put the slot back on its free list
+            # (slot_oid[slot] links the list), and writing it would hand the same slot to
+            # every later allocation, whose store in kmemreq's table frees the one before
             entry.append(REQ.pack(OPS["free"], 0, 0, -1, slot, 0))
             out.frees += 1
-            events.set_result(slot, slot)
         else:
             name = REQUEST_KINDS[req_kind]
             code, flags = linux_gfp(gfp)

@@ -275,6 +275,35 @@ def test_stream_holds_every_request_and_free_of_the_model():
     assert len(ops) == len(s.requests) + s.frees and ops.count(stream.OPS["free"]) == s.frees > 0
 
 
+def test_stream_slots_name_one_live_object_each_as_in_the_model():
+    """kmemreq keeps objects in one table by slot and frees what a store replaces
+    (guest/kmemreq.c kmemreq_one): a slot handed to a second allocation while its first
+    object lives would free that object early on Linux only. The model frees an object only
+    by its own scheduled free (core/replay.py), so in the stream every allocation must find
+    its slot empty and every free its slot full - and the objects left live are the ones
+    whose free is still pending at the end, as in the model."""
+    long_entry = yaml.safe_load((REPO / "configs/mixes/long-entry.yaml").read_text())
+    spec = dict(ATOMIC_FILL, mix=dict(long_entry, lifetime={"mean": 1500, "long_lived_share": 0.0}),
+                length={"kernel_entries": 3}, tasks=2)
+    s = stream.build_stream(spec, 7)
+    live, stored_over, freed_empty, pos = set(), 0, 0, 0
+    while pos < len(s.data):
+        _, n = stream.HDR.unpack_from(s.data, pos)
+        pos += stream.HDR.size
+        for i in range(n if n != stream.EXIT else 0):
+            op, _, _, _, slot, _ = stream.REQ.unpack_from(s.data, pos + i * stream.REQ.size)
+            if op == stream.OPS["free"]:
+                freed_empty += slot not in live
+                live.discard(slot)
+            elif op in (stream.OPS["kmalloc"], stream.OPS["kmalloc_node"], stream.OPS["alloc_pages"]):
+                stored_over += slot in live
+                live.add(slot)
+        pos += (n if n != stream.EXIT else 0) * stream.REQ.size
+    allocs = sum(kind in ("kmalloc", "kmalloc_node", "alloc_pages") for _, kind, _ in s.requests)
+    assert s.frees > 0 and (stored_over, freed_empty) == (0, 0)
+    assert len(live) == allocs - s.frees
+
+
 def test_linux_metrics_count_a_failed_nowait_and_its_fallback():
     spec = dict(ATOMIC_FILL, mix={"requests": [{"kind": "kmalloc", "weight": 1, "gfp": "GFP_NOWAIT",
                                                 "size": {"min": 64, "max": 64}}], "burst": 2},
