@@ -63,6 +63,35 @@ def tmpfs(folder: Path, size: str):
         subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
+@contextlib.contextmanager
+def ext4(image: Path, folder: Path, checked: bool = False):
+    """A 4 MB ext4 (no journal) in ``image``, loop-mounted on ``folder`` with errors=remount-ro;
+    ``checked``: e2fsck it first (as after a real error) - it exits 1 when it fixed something."""
+    if os.geteuid() != 0:
+        pytest.fail("this test mounts a loop device and needs root (CI runs as root); run it as root")
+    if not image.exists():
+        subprocess.run(["truncate", "-s", "4M", str(image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-O", "^has_journal", str(image)], check=True)
+    if checked:
+        assert subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True).returncode in (0, 1)
+    folder.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(folder)], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)   # the loop device goes with it (autoclear)
+
+
+def fs_error(folder: Path) -> None:
+    """ext4's test hook for a filesystem error (fs/ext4/sysfs.c trigger_fs_error): with
+    errors=remount-ro the filesystem turns read-only at once, files open for writing included."""
+    device = Path(subprocess.run(["findmnt", "-no", "SOURCE", str(folder)], capture_output=True, text=True,
+                                 check=True).stdout.strip()).name
+    Path(f"/sys/fs/ext4/{device}/trigger_fs_error").write_text("sweep test")
+    assert "emergency_ro" in subprocess.run(["findmnt", "-no", "OPTIONS", str(folder)], capture_output=True,
+                                            text=True).stdout or not os.access(folder, os.W_OK)
+
+
 def fill(folder: Path) -> Path:
     """Write a file until the filesystem has not one byte left; returns it."""
     filler = folder / "filler"
@@ -122,6 +151,44 @@ def test_a_full_sweep_folder_stops_the_run_with_one_line_and_the_rerun_completes
     assert (meta(out)["counts"]["skipped"], meta(out)["counts"]["ran"]) == (stored, len(reference) - stored)
     assert meta(out)["status"] == "completed"
     assert_complete_and_equal(out, reference)
+
+
+def test_a_sweep_folder_turning_read_only_mid_run_stops_with_one_line_and_the_rerun_completes(disk_config, reference,
+                                                                                             tmp_path):
+    """The way a disk turns read-only under a running program: ext4's errors=remount-ro after
+    an error (here ext4's own test trigger).  ``mount -o remount,ro`` cannot do it: the kernel
+    refuses while a file is open for writing (EBUSY), as the store is."""
+    image = tmp_path / "ext4.img"
+    with ext4(image, tmp_path / "fs") as folder:
+        out = folder / "out"
+        args = [disk_config, f"output.dir={out}", "--local"]
+        driver = Driver(args, tmp_path, pause=f"stored:{PAUSE_AT_ROWS}")
+        driver.wait_paused("stored")
+        running = meta(out)
+        # what the kernel had not yet written back is lost with the error, as in a power cut
+        # (SQLite's WAL with synchronous=NORMAL: never corrupt, durable at checkpoints); the
+        # kernel writes dirty pages back within 30 s, here at once
+        os.sync()
+        fs_error(folder)                    # "EXT4-fs (loopN): Remounting filesystem read-only"
+        driver.resume()
+        code, stderr = finish(driver)
+    assert code == 6, stderr
+    with ext4(image, tmp_path / "fs", checked=True) as folder:      # e2fsck, mounted again
+        stored = stored_rows(out)
+        assert PAUSE_AT_ROWS <= stored < len(reference)
+        assert last_line(stderr) == (
+            f"disk error: {out / 'results.sqlite'}: read-only file system (EROFS); {stored} workloads of this run "
+            f"(+0 from before) are stored in {out / 'results.sqlite'}; {out / 'sweep.json'} could not be updated; "
+            f"no report or MLflow run was made from part of the data; make room (or make it writable) and rerun "
+            f"the same command to resume")
+        assert meta(out) == running and running["status"] == "running"     # untouched: it could not be written
+        assert leftovers(out) == []
+
+        code, stderr = finish(Driver(args, tmp_path))
+        assert code == 0, stderr
+        assert (meta(out)["counts"]["skipped"], meta(out)["counts"]["ran"]) == (stored, len(reference) - stored)
+        assert meta(out)["status"] == "completed"
+        assert_complete_and_equal(out, reference)
 
 
 def test_a_full_disk_before_the_run_starts_nothing(disk_config, small_fs):
