@@ -15,12 +15,16 @@ import errno
 import json
 import os
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from sweep_helpers import planned_workloads, reference_table, stored_rows, write_config
-from test_faults import NO_TRACEBACK, Driver, assert_complete_and_equal, meta
+from sweep.progress import plural
+from sweep_helpers import alive, planned_workloads, reference_table, stored_rows, wait_until, write_config
+from test_faults import (NO_TRACEBACK, Driver, assert_complete_and_equal, assert_gone_within, frame, meta,
+                         ray_processes)
 
 # 144 small workloads in chunks of a few: --local stores them chunk by chunk
 DISK = {"name": "disk", "ray": {"chunk_seconds": 0.02}, "output": {"report": False}}
@@ -250,6 +254,92 @@ def test_a_full_ray_temp_folder_is_named_before_ray_starts(disk_config, referenc
     assert code == 0, stderr
     assert meta(out)["status"] == "completed"
     assert_complete_and_equal(out, reference)
+
+
+def test_a_ray_temp_folder_filling_while_ray_runs_does_no_harm(disk_config, reference, tmp_path):
+    """Ray's session folder (logs, sockets) fills up while the sweep's local Ray runs on it:
+    Ray keeps running (its log writes fail: the driver's core log prints one ``LOG ERROR ...
+    No space left on device`` line), the chunks' results travel through the object store in
+    /dev/shm, not the temp folder, and the sweep finishes, equal.  (A Ray that dies of it
+    would stop the sweep with exit 6 naming the folder: runner._check.)"""
+    with tmpfs(Path(tempfile.mkdtemp(prefix="rf", dir="/tmp")), "64m") as temp:    # short: Ray's sockets
+        out = tmp_path / "out"
+        driver = Driver([disk_config, f"output.dir={out}"], tmp_path, pause=f"stored:{PAUSE_AT_ROWS}",
+                        RAY_TMPDIR=str(temp))
+        driver.wait_paused("stored")
+        ray = ray_processes(out)
+        fill(temp)
+        driver.resume()
+        code, stderr = finish(driver)
+        assert not os.statvfs(temp).f_bavail, "the temp folder must still be full at the end"
+        assert_gone_within(ray, 10)
+    assert code == 0, stderr
+    assert meta(out)["status"] == "completed"
+    assert_complete_and_equal(out, reference)
+
+
+# Ray's memory monitor (PLATFORM.md: this machine's memory cgroups are not ours to make, so no
+# kernel OOM kill in a cgroup of our own): it kills a worker running a task when the node's
+# used memory crosses RAY_memory_usage_threshold, as the kernel's OOM killer would kill the
+# largest process
+OOM_HEADROOM = 2 << 30      # the threshold: this much above the memory used when the test starts
+
+
+def test_a_worker_killed_by_rays_memory_monitor_mid_chunk_is_retried_or_stored_as_lost(disk_config, reference,
+                                                                                      tmp_path):
+    from ray._private.utils import get_system_memory, get_used_memory
+
+    threshold = (get_used_memory() + OOM_HEADROOM) / get_system_memory()
+    assert threshold < 0.9, "the machine is too full of memory for this test"
+    env = {"RAY_memory_usage_threshold": f"{threshold:.4f}", "RAY_memory_monitor_refresh_ms": "100"}
+    # one CPU: the blocked chunk is the only task running, so it is the one the monitor kills
+    args = [disk_config, "ray.num_cpus=1"]
+
+    out = tmp_path / "retried"          # ray.max_retries=3: the chunk runs again, nothing is lost
+    driver = Driver(args + [f"output.dir={out}"], tmp_path, SWEEP_TEST_HANG_FILE=str(tmp_path / "hang1"), **env)
+    ray = _oom_kill_the_blocked_worker(driver, tmp_path / "hang1", out)
+    code, stderr = finish(driver)
+    assert code == 0, stderr
+    counts = meta(out)["counts"]
+    assert (counts["lost"], counts["retried"] > 0) == (0, True) and meta(out)["status"] == "completed"
+    assert_complete_and_equal(out, reference)
+    assert_gone_within(ray, 10)
+
+    out = tmp_path / "lost"             # ray.max_retries=0: stored as lost, the rerun runs it
+    args += [f"output.dir={out}"]
+    driver = Driver(args + ["ray.max_retries=0"], tmp_path, SWEEP_TEST_HANG_FILE=str(tmp_path / "hang2"), **env)
+    ray = _oom_kill_the_blocked_worker(driver, tmp_path / "hang2", out)
+    code, stderr = finish(driver)
+    assert code == 1, stderr
+    lost = frame(out).query("status == 'error'")
+    assert len(lost) > 0 and lost["error"].str.startswith("worker lost: OutOfMemoryError").all(), lost["error"]
+    assert (f"lost: {plural(len(lost), 'workload')} whose worker died 1 time (ray.max_retries=0; last: "
+            f"OutOfMemoryError: ") in last_line(stderr), stderr
+    assert meta(out)["status"] == "completed" and meta(out)["counts"]["lost"] == len(lost)
+    assert_gone_within(ray, 10)
+    code, stderr = finish(Driver(args, tmp_path))
+    assert code == 0 and meta(out)["counts"]["ran"] == len(lost), stderr
+    assert_complete_and_equal(out, reference)
+
+
+def _oom_kill_the_blocked_worker(driver: Driver, hang: Path, out: Path) -> set[int]:
+    """Wait for a worker to block in a chunk (SWEEP_TEST_HANG_FILE, sweep/worker.py), then take
+    memory in this process, 128 MiB at a time, until Ray's memory monitor kills that worker;
+    the memory is given back at once.  Returns the local Ray's processes."""
+    def blocked():
+        assert driver.proc.poll() is None, driver.proc.communicate()
+        return hang.exists() and hang.read_text()
+    worker = int(wait_until(blocked, timeout=300, what="a worker blocked in a chunk"))
+    ray = ray_processes(out)
+    balloon = []
+    try:
+        while alive({worker}):
+            assert len(balloon) < 128, "Ray's memory monitor killed nothing at 16 GiB more"
+            balloon.append(bytearray(b"\1") * (128 << 20))     # written: really taken
+            time.sleep(0.05)
+    finally:
+        balloon.clear()
+    return ray
 
 
 def test_a_full_mlflow_artifact_store_leaves_a_note_until_log_completes(disk_config, tmp_path):
