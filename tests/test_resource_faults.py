@@ -236,36 +236,29 @@ def test_a_full_then_read_only_disk_in_the_report_leaves_no_half_written_report_
     assert leftovers(out) == []
 
 
-def test_a_full_ray_temp_folder_is_named_before_ray_starts(disk_config, reference, small_fs, tmp_path):
+def test_a_full_ray_temp_folder_is_named_before_ray_starts_and_one_filling_while_ray_runs_does_no_harm(
+        disk_config, reference, tmp_path):
+    """Ray's temp folder (its session: logs, sockets) full before the run: exit 6 naming it,
+    no Ray started.  Then it fills up while the rerun's local Ray runs on it: Ray keeps
+    running (its log writes fail: the driver's core log prints one ``LOG ERROR ... No space
+    left on device`` line), the chunks' results travel through the object store in /dev/shm,
+    not the temp folder, and the sweep finishes, equal.  (A Ray that died of it would stop
+    the sweep with exit 6 naming the folder: runner._check.)"""
     out = tmp_path / "out"
     args = [disk_config, f"output.dir={out}"]
-    filler = fill(small_fs)
-    code, stderr = finish(Driver(args, tmp_path, RAY_TMPDIR=str(small_fs)))
-    assert code == 6, stderr
-    stored = stored_rows(out)                   # the calibration's, before Ray was needed
-    assert last_line(stderr).startswith(
-        f"disk error: {small_fs / 'ray'} (Ray's temp folder; RAY_TMPDIR moves it): no space left on device "
-        f"(ENOSPC); {stored} workloads of this run"), stderr
-    assert "started a local Ray" not in stderr and not (out / "ray-head.log").exists()
-    assert meta(out)["status"] == "failed" and meta(out)["counts"]["ran"] == stored
-
-    filler.unlink()
-    code, stderr = finish(Driver(args, tmp_path))       # Ray's temp folder: conftest's (short: sockets)
-    assert code == 0, stderr
-    assert meta(out)["status"] == "completed"
-    assert_complete_and_equal(out, reference)
-
-
-def test_a_ray_temp_folder_filling_while_ray_runs_does_no_harm(disk_config, reference, tmp_path):
-    """Ray's session folder (logs, sockets) fills up while the sweep's local Ray runs on it:
-    Ray keeps running (its log writes fail: the driver's core log prints one ``LOG ERROR ...
-    No space left on device`` line), the chunks' results travel through the object store in
-    /dev/shm, not the temp folder, and the sweep finishes, equal.  (A Ray that dies of it
-    would stop the sweep with exit 6 naming the folder: runner._check.)"""
     with tmpfs(Path(tempfile.mkdtemp(prefix="rf", dir="/tmp")), "64m") as temp:    # short: Ray's sockets
-        out = tmp_path / "out"
-        driver = Driver([disk_config, f"output.dir={out}"], tmp_path, pause=f"stored:{PAUSE_AT_ROWS}",
-                        RAY_TMPDIR=str(temp))
+        filler = fill(temp)
+        code, stderr = finish(Driver(args, tmp_path, RAY_TMPDIR=str(temp)))
+        assert code == 6, stderr
+        stored = stored_rows(out)                   # the calibration's, before Ray was needed
+        assert last_line(stderr).startswith(
+            f"disk error: {temp / 'ray'} (Ray's temp folder; RAY_TMPDIR moves it): no space left on device "
+            f"(ENOSPC); {stored} workloads of this run"), stderr
+        assert "started a local Ray" not in stderr and not (out / "ray-head.log").exists()
+        assert meta(out)["status"] == "failed" and meta(out)["counts"]["ran"] == stored
+
+        filler.unlink()
+        driver = Driver(args, tmp_path, pause=f"stored:{PAUSE_AT_ROWS}", RAY_TMPDIR=str(temp))
         driver.wait_paused("stored")
         ray = ray_processes(out)
         fill(temp)
@@ -274,7 +267,7 @@ def test_a_ray_temp_folder_filling_while_ray_runs_does_no_harm(disk_config, refe
         assert not os.statvfs(temp).f_bavail, "the temp folder must still be full at the end"
         assert_gone_within(ray, 10)
     assert code == 0, stderr
-    assert meta(out)["status"] == "completed"
+    assert (meta(out)["status"], meta(out)["counts"]["skipped"]) == ("completed", stored)
     assert_complete_and_equal(out, reference)
 
 
@@ -282,33 +275,54 @@ def test_a_ray_temp_folder_filling_while_ray_runs_does_no_harm(disk_config, refe
 # kernel OOM kill in a cgroup of our own): it kills a worker running a task when the node's
 # used memory crosses RAY_memory_usage_threshold, as the kernel's OOM killer would kill the
 # largest process
-OOM_HEADROOM = 2 << 30      # the threshold: this much above the memory used when the test starts
+OOM_HEADROOM = 2 << 30      # the threshold: this much above the memory used when the module starts
 
 
-def test_a_worker_killed_by_rays_memory_monitor_mid_chunk_is_retried_or_stored_as_lost(disk_config, reference,
-                                                                                      tmp_path):
+@pytest.fixture(scope="module")
+def oom_ray(tmp_path_factory):
+    """A 1-CPU local Ray whose memory monitor kills a worker once the node uses OOM_HEADROOM
+    more memory than now; its workers carry the hang hook, disarmed while the file exists.
+    One CPU: the blocked chunk is the only task running, so it is the one the monitor kills."""
     from ray._private.utils import get_system_memory, get_used_memory
+
+    from sweep.rayhead import LocalHead
 
     threshold = (get_used_memory() + OOM_HEADROOM) / get_system_memory()
     assert threshold < 0.9, "the machine is too full of memory for this test"
-    env = {"RAY_memory_usage_threshold": f"{threshold:.4f}", "RAY_memory_monitor_refresh_ms": "100"}
-    # one CPU: the blocked chunk is the only task running, so it is the one the monitor kills
-    args = [disk_config, "ray.num_cpus=1"]
+    folder = tmp_path_factory.mktemp("oom-ray")
+    hang = folder / "hang"
+    hang.write_text("disarmed")
+    env = {"SWEEP_TEST_HANG_FILE": str(hang), "RAY_memory_usage_threshold": f"{threshold:.4f}",
+           "RAY_memory_monitor_refresh_ms": "100"}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)          # the head's environment reaches its raylet and workers
+    try:
+        head = LocalHead(1, folder / "ray-head.log")
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+    try:
+        assert head.wait_ready(lambda: False)
+        yield {"address": head.address, "hang": hang, "pids": {pid for pid, _ in head.pids}}
+    finally:
+        head.close()
 
+
+def test_a_worker_killed_by_rays_memory_monitor_mid_chunk_is_retried_or_stored_as_lost(disk_config, reference,
+                                                                                      oom_ray, tmp_path):
     out = tmp_path / "retried"          # ray.max_retries=3: the chunk runs again, nothing is lost
-    driver = Driver(args + [f"output.dir={out}"], tmp_path, SWEEP_TEST_HANG_FILE=str(tmp_path / "hang1"), **env)
-    ray = _oom_kill_the_blocked_worker(driver, tmp_path / "hang1", out)
+    driver = Driver([disk_config, f"output.dir={out}", f"ray.address={oom_ray['address']}"], tmp_path)
+    _oom_kill_the_blocked_worker(driver, oom_ray)
     code, stderr = finish(driver)
     assert code == 0, stderr
     counts = meta(out)["counts"]
     assert (counts["lost"], counts["retried"] > 0) == (0, True) and meta(out)["status"] == "completed"
     assert_complete_and_equal(out, reference)
-    assert_gone_within(ray, 10)
 
     out = tmp_path / "lost"             # ray.max_retries=0: stored as lost, the rerun runs it
-    args += [f"output.dir={out}"]
-    driver = Driver(args + ["ray.max_retries=0"], tmp_path, SWEEP_TEST_HANG_FILE=str(tmp_path / "hang2"), **env)
-    ray = _oom_kill_the_blocked_worker(driver, tmp_path / "hang2", out)
+    args = [disk_config, f"output.dir={out}"]
+    driver = Driver(args + [f"ray.address={oom_ray['address']}", "ray.max_retries=0"], tmp_path)
+    _oom_kill_the_blocked_worker(driver, oom_ray)
     code, stderr = finish(driver)
     assert code == 1, stderr
     lost = frame(out).query("status == 'error'")
@@ -316,21 +330,22 @@ def test_a_worker_killed_by_rays_memory_monitor_mid_chunk_is_retried_or_stored_a
     assert (f"lost: {plural(len(lost), 'workload')} whose worker died 1 time (ray.max_retries=0; last: "
             f"OutOfMemoryError: ") in last_line(stderr), stderr
     assert meta(out)["status"] == "completed" and meta(out)["counts"]["lost"] == len(lost)
-    assert_gone_within(ray, 10)
+    assert alive(oom_ray["pids"]) == oom_ray["pids"], "the monitor killed only a worker, none of Ray's own"
     code, stderr = finish(Driver(args, tmp_path))
     assert code == 0 and meta(out)["counts"]["ran"] == len(lost), stderr
     assert_complete_and_equal(out, reference)
 
 
-def _oom_kill_the_blocked_worker(driver: Driver, hang: Path, out: Path) -> set[int]:
-    """Wait for a worker to block in a chunk (SWEEP_TEST_HANG_FILE, sweep/worker.py), then take
+def _oom_kill_the_blocked_worker(driver: Driver, ray: dict) -> None:
+    """Arm the hang hook, wait for a worker to block in a chunk (sweep/worker.py), then take
     memory in this process, 128 MiB at a time, until Ray's memory monitor kills that worker;
-    the memory is given back at once.  Returns the local Ray's processes."""
+    the memory is given back at once."""
+    ray["hang"].unlink()
+
     def blocked():
         assert driver.proc.poll() is None, driver.proc.communicate()
-        return hang.exists() and hang.read_text()
+        return ray["hang"].exists() and ray["hang"].read_text()
     worker = int(wait_until(blocked, timeout=300, what="a worker blocked in a chunk"))
-    ray = ray_processes(out)
     balloon = []
     try:
         while alive({worker}):
@@ -339,7 +354,6 @@ def _oom_kill_the_blocked_worker(driver: Driver, hang: Path, out: Path) -> set[i
             time.sleep(0.05)
     finally:
         balloon.clear()
-    return ray
 
 
 def test_a_full_mlflow_artifact_store_leaves_a_note_until_log_completes(disk_config, tmp_path):
