@@ -455,12 +455,16 @@ def _modern(analysis: Analysis, metrics: list[str]) -> str:
 
 
 def _rests_on(analysis: Analysis, no_evidence: list[str]) -> str:
-    decided = [v for v in analysis.verdicts if v.verdict in ("holds", "refuted")]
+    """How many of the thread's claims are decided, naming only the refuted ones: a list of
+    every id would bury the exceptions (the claims table lists each)."""
     if analysis.verdicts:
-        rest = len(analysis.verdicts) - len(decided)
-        text = ("It rests on the claims " + ", ".join(f"{v.claim.id} ({v.verdict})" for v in decided)
-                + (f"; the other {rest} of {len(analysis.verdicts)} are inconclusive or untestable" if rest else "")
-                if decided else f"None of the thread's {len(analysis.verdicts)} claims is decided")
+        held = [v.claim.id for v in analysis.verdicts if v.verdict == "holds"]
+        refuted = [v.claim.id for v in analysis.verdicts if v.verdict == "refuted"]
+        rest = len(analysis.verdicts) - len(held) - len(refuted)
+        text = (f"It rests on {len(held) + len(refuted)} of the thread's {len(analysis.verdicts)} claims: "
+                f"{len(held)} hold, {len(refuted)} refuted" + (f" ({', '.join(refuted)})" if refuted else "")
+                + (f"; the other {rest} are inconclusive or untestable" if rest else "")
+                if held or refuted else f"None of the thread's {len(analysis.verdicts)} claims is decided")
     else:
         text = "No claims registry was evaluated"
     if no_evidence:

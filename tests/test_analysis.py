@@ -1,5 +1,6 @@
 """sweep.analysis: the statistics of a sweep folder are computed once and shared by the
 report and MLflow; a change to what they are computed from computes them again."""
+import dataclasses
 import os
 import re
 import shutil
@@ -156,3 +157,17 @@ def test_one_outlier_cell_does_not_make_a_winner():
     sentences = _verdict_of(shift, designs=("v4.3", "way1", "way2"))
     assert not sentences[0].startswith("**way2 (Davydov) beats")
     assert "way2 (Davydov) is lower on peak overshoot" not in sentences[0]
+
+
+def test_the_verdict_counts_the_claims_it_rests_on_and_names_only_the_refuted():
+    """19 claim ids in one sentence buried the one that mattered: the sentence counts the
+    held claims and names the refuted ones (the claims table lists every claim)."""
+    from types import SimpleNamespace
+
+    found = analysis.compute(synthetic(designs=("v4.3", "way1", "way2"), reps=4, cells=FOUR_CELLS),
+                             0.05, "holm")
+    verdicts = [SimpleNamespace(verdict=v, claim=SimpleNamespace(id=f"claim-{i}"))
+                for i, v in enumerate(["holds"] * 5 + ["refuted", "inconclusive", "untestable"])]
+    text = analysis._rests_on(dataclasses.replace(found, verdicts=verdicts), [])
+    assert text == ("It rests on 6 of the thread's 8 claims: 5 hold, 1 refuted (claim-5); "
+                    "the other 2 are inconclusive or untestable.")
