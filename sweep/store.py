@@ -78,6 +78,19 @@ def filesystem_problem(path: Path, room: int = 64 << 10) -> str | None:
         return "read-only file system (EROFS)"
     if fs.f_bavail * fs.f_frsize < room:
         return "no space left on device (ENOSPC)"
+    return _cannot_create_in(folder)
+
+
+def _cannot_create_in(folder: Path) -> str | None:
+    """Try: a filesystem turned read-only by an error (ext4's errors=remount-ro sets
+    ``emergency_ro``) fails every write with EROFS while statvfs still calls it writable."""
+    probe = folder / f".probe-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.unlink(probe)
+    except OSError as err:
+        if err.errno in DISK_ERRNOS:
+            return f"{os.strerror(err.errno).lower()} ({errno.errorcode[err.errno]})"
     return None
 
 

@@ -140,16 +140,24 @@ def metric_table(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.set_index("key")[list(metric_names())].sort_index()
 
 
+_REFERENCES: dict[tuple[str, ...], pd.DataFrame] = {}
+
+
 def reference_table(workloads) -> pd.DataFrame:
-    """The same table from direct ``core.run_workload`` calls, no sweep machinery."""
+    """The same table from direct ``core.run_workload`` calls, no sweep machinery.  Computed
+    once per test session for a set of workloads (a key hashes the spec, seed and model
+    version): test_faults' and test_cluster's sweeps plan the same 144 workloads."""
     import core
     from sweep.store import metric_names
 
-    names = list(metric_names())
-    rows = {w.key: core.run_workload(w.spec, w.seed) for w in workloads}
-    table = pd.DataFrame.from_dict({k: [float(v[n]) for n in names] for k, v in rows.items()},
-                                   orient="index", columns=names)
-    return table.rename_axis("key").sort_index()
+    keys = tuple(sorted(w.key for w in workloads))
+    if keys not in _REFERENCES:
+        names = list(metric_names())
+        rows = {w.key: core.run_workload(w.spec, w.seed) for w in workloads}
+        table = pd.DataFrame.from_dict({k: [float(v[n]) for n in names] for k, v in rows.items()},
+                                       orient="index", columns=names)
+        _REFERENCES[keys] = table.rename_axis("key").sort_index()
+    return _REFERENCES[keys].copy()
 
 
 def planned_workloads(config_path: Path, overrides=()):

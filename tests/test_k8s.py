@@ -503,20 +503,45 @@ def test_every_sweep_command_line_is_covered():
     assert any(w.startswith(object_id(shards_job())) for w in covered)
 
 
-@pytest.mark.parametrize("cmd, extra_env", dry_run_cases(),
-                         ids=lambda v: v.where if isinstance(v, CommandLine) else "-".join(v.values()) or "-")
-def test_command_line_parses_with_the_sweep_cli(cmd, extra_env, tmp_path):
-    env = _clean_env() | cmd.env | extra_env
-    argv = localize(cmd, tmp_path, env)
+DRY_RUN_CASES = dry_run_cases()
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory):
+    """Every case's ``--dry-run`` started at once, each in a folder of its own: a dry run
+    spends fixed wall-clock budgets (calibration 3 s, the regime sample 15 s: sweep/plan.py)
+    whatever CPU it gets, so together they take about the time of one, not one each."""
+    runs = []
+    for index, (cmd, extra_env) in enumerate(DRY_RUN_CASES):
+        folder = tmp_path_factory.mktemp(f"dry-run-{index}")
+        env = _clean_env() | cmd.env | extra_env
+        argv = localize(cmd, folder / "mounts", env)
+        with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
+            proc = subprocess.Popen([sys.executable, *argv[1:], "--dry-run"], cwd=REPO, env=env, stdout=out,
+                                    stderr=err, text=True)
+        runs.append((argv, folder, proc))
+    yield runs
+    for _, _, proc in runs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("case", range(len(DRY_RUN_CASES)),
+                         ids=[cmd.where + (f"-{'-'.join(extra.values())}" if extra else "")
+                              for cmd, extra in DRY_RUN_CASES])
+def test_command_line_parses_with_the_sweep_cli(case, dry_runs):
+    cmd, extra_env = DRY_RUN_CASES[case]
+    argv, folder, proc = dry_runs[case]
     assert argv[:3] == ["python", "-m", "sweep"]
     if extra_env:
         assert "--shard" in argv and argv[argv.index("--shard") + 1] == f"{extra_env['JOB_COMPLETION_INDEX']}/" \
             f"{shards_job()['spec']['completions']}"
-    run = subprocess.run([sys.executable, *argv[1:], "--dry-run"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, f"{cmd.where}: {argv}\n{run.stdout}\n{run.stderr}"
-    assert "workloads" in run.stdout
-    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    proc.wait(timeout=300)
+    stdout, stderr = (folder / "stdout").read_text(), (folder / "stderr").read_text()
+    assert proc.returncode == 0, f"{cmd.where}: {argv}\n{stdout}\n{stderr}"
+    assert "workloads" in stdout
+    written = [p for p in (folder / "mounts").rglob("*") if p.is_file()]
     assert written == [], f"a dry run stored something: {written}"
 
 
