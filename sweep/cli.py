@@ -28,7 +28,7 @@ from sweep import config, grid, interrupt, plan
 from sweep.claims import CLAIMS_FILE, load_claims
 from sweep.config import ConfigError
 from sweep.outdir import SweepBusy, SweepDir
-from sweep.progress import plural
+from sweep.progress import format_seconds, plural
 from sweep.store import DiskFault, Store, StoreDamaged, disk_fault
 
 OK, FAILED, USAGE, POSTPROCESS, BUSY, STOPPED, DISK, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
@@ -216,7 +216,7 @@ def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
     print(f"sweep {cfg.name!r}: {plural(summary.cells, 'cell')}, {plural(summary.planned, 'workload')}; "
           f"{summary.skipped:,} already stored, {summary.ran:,} ran ({summary.ok:,} ok, "
           f"{plural(summary.errors, 'error')}, {summary.lost:,} lost{retried}) in "
-          f"{plan.format_seconds(summary.seconds)}{cpus}; results: {sweep_dir.results}", file=sys.stderr)
+          f"{format_seconds(summary.seconds)}{cpus}; results: {sweep_dir.results}", file=sys.stderr)
     if summary.disk:        # the store may not even open now (a read-only WAL database)
         return
     with Store(sweep_dir.results) as store:
@@ -290,7 +290,7 @@ def _print_estimate(cfg, missing, cpus: int, where: str, local: bool = False) ->
     est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=not local)
     at_least = "at least " if calibration.lower_bound else ""
     start = "" if local else f" (incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)"
-    print(f"estimated time: {at_least}{plan.format_seconds(est)} on {where}{start}")
+    print(f"estimated time: {at_least}{format_seconds(est)} on {where}{start}")
     return calibration
 
 

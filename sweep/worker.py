@@ -141,3 +141,15 @@ def _die_with_parent() -> None:
         pass
     if os.getppid() != parent:        # the parent died before prctl took effect
         os._exit(1)
+
+
+def result_row(w, result: dict) -> dict:
+    """The store row of one workload's result (``w``: the ``sweep.grid.Workload`` it ran)."""
+    import core
+
+    if result["key"] != w.key:
+        raise RuntimeError(f"result for {result['key']} where {w.key} was expected: chunk order broken")
+    return {"key": w.key, "cell_id": w.cell.cell_id, "design": w.design, "replication": w.replication,
+            "seed": w.seed, "status": result["status"], "error": result["error"], **w.cell.axes,
+            **result["metrics"], "elapsed_s": result["elapsed_s"], "worker": result["worker"],
+            "model_version": result.get("version") or core.MODEL_VERSION, "finished_at": time.time()}
