@@ -4,6 +4,7 @@ last workload, against the sweep itself (issue 24: at most 15 % of the sweep's w
     .venv/bin/python benchmarks/pipeline_bench.py                 # default grid (~4 min)
     .venv/bin/python benchmarks/pipeline_bench.py --scale 10      # 10x the cells (~20+ min)
     .venv/bin/python benchmarks/pipeline_bench.py --local         # no Ray (in-process executor)
+    .venv/bin/python benchmarks/pipeline_bench.py --repo ../main  # another checkout (before/after)
 
 Runs ``python -m sweep configs/grid.yaml`` once, as a user does (report and MLflow on, into
 a fresh sqlite store in a temporary folder), and splits its wall time at the lines it
@@ -85,12 +86,12 @@ def scaled_config(folder: Path, scale: int) -> Path:
     return path
 
 
-def run(config: Path, folder: Path, local: bool, extra: list[str]) -> dict:
-    command = [sys.executable, "-m", "sweep", str(config), f"output.dir={folder}/grid",
+def run(config: Path, folder: Path, local: bool, extra: list[str], repo: Path = REPO) -> dict:
+    command = [str(repo / ".venv" / "bin" / "python"), "-m", "sweep", str(config), f"output.dir={folder}/grid",
                f"tracking.uri=sqlite:///{folder}/mlflow.db", *(["--local"] if local else []), *extra]
     start, busy = time.perf_counter(), machine_busy()
-    child = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=dict(os.environ, PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0"))
+    child = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(repo), RAY_USAGE_STATS_ENABLED="0"))
     sampler = CpuSampler(child.pid)
     sampler.start()
     marks, lines = {}, []
@@ -108,7 +109,7 @@ def run(config: Path, folder: Path, local: bool, extra: list[str]) -> dict:
         sys.exit(f"python -m sweep failed ({child.returncode}):\n" + "".join(lines[-40:]))
     summary = next(line.strip() for line in lines if line.startswith("sweep '"))
     return {"marks": marks, "end": end, "summary": summary, "others": machine_busy() - busy - end[1],
-            "command": " ".join(command[1:])}
+            "command": " ".join(["python", *command[1:]])}
 
 
 def phases(result: dict) -> list[tuple[str, float, float]]:
@@ -130,11 +131,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=1, help="every block of the grid this many times")
     parser.add_argument("--local", action="store_true", help="run the workloads in the driver (no Ray)")
+    parser.add_argument("--repo", type=Path, default=REPO, help="the checkout (with its .venv) to run")
     parser.add_argument("overrides", nargs="*", help="key=value for python -m sweep")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        result = run(scaled_config(folder, args.scale), folder, args.local, args.overrides)
+        result = run(scaled_config(folder, args.scale), folder, args.local, args.overrides, args.repo.resolve())
     rows = phases(result)
     sweep_wall, sweep_cpu = rows[0][1], rows[0][2]
     post_wall, post_cpu = sum(r[1] for r in rows[1:]), sum(r[2] for r in rows[1:])

@@ -121,7 +121,7 @@ def calibration_main() -> None:
     import json
     import sys
 
-    _die_with_parent()
+    die_with_parent(int(sys.argv[1]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the driver stops us when it wants to
     items = json.load(sys.stdin)
     print(json.dumps({"ready": True}), flush=True)
@@ -129,10 +129,9 @@ def calibration_main() -> None:
         print(json.dumps(result), flush=True)
 
 
-def _die_with_parent() -> None:
-    import sys
-
-    parent = int(sys.argv[1])
+def die_with_parent(parent: int) -> None:
+    """A child of the driver (the calibration's, a ``sweep.pool`` worker) is killed when the
+    driver ends, however it ends (``interrupt.leave`` skips every clean-up)."""
     try:
         import ctypes
 
