@@ -17,6 +17,7 @@ never start Ray; with --local the workloads run in this process and Ray is never
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections import Counter
@@ -331,9 +332,12 @@ def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = T
     """Build the report, then log to MLflow; a failure or Ctrl-C here loses nothing (the
     results are stored) and the message names the command that redoes the step."""
     status = OK
+    runs = _start_runs(sweep_dir, cfg) if report and log else None
     for step, wanted, do in (("report", report, _build_report), ("log", log, _log)):
         if not wanted:
             continue
+        if step == "log" and runs is not None:
+            do = functools.partial(_log, runs=runs)
         redo = f"python -m sweep {step} {sweep_dir.path}"
         try:
             interrupt.checkpoint(step)
@@ -384,15 +388,27 @@ def _build_report(sweep_dir: SweepDir, cfg) -> None:
     print(f"report: {build_report(sweep_dir, cfg=cfg) / 'report.html'}", file=sys.stderr)
 
 
-def _log(sweep_dir: SweepDir, cfg) -> None:
+def _start_runs(sweep_dir: SweepDir, cfg):
+    """Both steps wanted: the MLflow runs start in a thread (``tracking.start_runs``) while
+    the report is drawn; the log step then uploads the report.  None when that cannot start
+    (the log step then does it all, and says what failed)."""
+    try:
+        from sweep.tracking import start_runs
+
+        return start_runs(sweep_dir, cfg)
+    except Exception:
+        return None
+
+
+def _log(sweep_dir: SweepDir, cfg, runs=None) -> None:
     """MLflow carries the report, so a missing or stale one is built first (from the same
-    cached analysis the runs are made of)."""
+    cached analysis the runs are made of).  ``runs``: already being logged (``_start_runs``)."""
     from sweep import report
     from sweep.tracking import log_sweep
 
     if not report.is_current(sweep_dir, cfg):
         report.build_report(sweep_dir, cfg=cfg)
-    _print_where_to_look(sweep_dir, cfg, log_sweep(sweep_dir, cfg))
+    _print_where_to_look(sweep_dir, cfg, log_sweep(sweep_dir, cfg, runs=runs))
 
 
 def _print_where_to_look(sweep_dir: SweepDir, cfg, parent_id: str) -> None:
