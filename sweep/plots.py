@@ -27,6 +27,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt       # noqa: E402
+from matplotlib.transforms import ScaledTranslation  # noqa: E402
 import numpy as np                    # noqa: E402
 import pandas as pd                   # noqa: E402
 
@@ -358,10 +359,17 @@ def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, order: lis
         for i, j, text in texts:
             dark = abs(grid[i, j]) > 60                 # white on the deep ends of the scale
             ax.text(j, i, text, ha="center", va="center", fontsize=FONT - 1, color="white" if dark else "black")
-        ax.set_yticks(range(len(panel)), [label for _, label in panel], fontsize=FONT - 0.5)
-        ax.set_xticks(range(len(pairs)), [f"{c} vs\n{b}" for b, c in pairs], fontsize=FONT)
-        ax.xaxis.tick_top()
-        ax.tick_params(length=0)
+        # the labels as plain texts 3.5 pt off the grid, where tick labels would be (a Tick
+        # is five artists: 30 % of an effect map's drawing time)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        left = ax.transData + ScaledTranslation(-3.5 / 72, 0, fig.dpi_scale_trans)
+        above = ax.transData + ScaledTranslation(0, 3.5 / 72, fig.dpi_scale_trans)
+        for i, (_, label) in enumerate(panel):
+            ax.text(-0.5, i, label, transform=left, ha="right", va="center", fontsize=FONT - 0.5)
+        for j, (b, c) in enumerate(pairs):
+            ax.text(j, -0.5, f"{c} vs\n{b}", transform=above, ha="center", va="bottom", fontsize=FONT,
+                    multialignment="center")
         ax.set_frame_on(False)
     bar = fig.add_axes(((fig_w - 1.0) / fig_w, bottom / fig_h, 0.15 / fig_w, height_in / fig_h))
     label = "candidate - baseline (pp)" if unit == "pp" else "candidate - baseline, % of baseline"
