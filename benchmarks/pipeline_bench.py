@@ -5,6 +5,11 @@ last workload, against the sweep itself (issue 24: at most 15 % of the sweep's w
     .venv/bin/python benchmarks/pipeline_bench.py --scale 10      # 10x the cells (~20+ min)
     .venv/bin/python benchmarks/pipeline_bench.py --local         # no Ray (in-process executor)
     .venv/bin/python benchmarks/pipeline_bench.py --repo ../main  # another checkout (before/after)
+    .venv/bin/python benchmarks/pipeline_bench.py --stored sweeps/grid   # only what follows the sweep
+
+``--stored DIR`` times only what follows the last workload, on a copy of a finished sweep
+folder (its store, config and claims; no analysis cache, no report): the driver's
+``cli._report_and_log``, report and MLflow both on, as a run calls it.
 
 Runs ``python -m sweep configs/grid.yaml`` once, as a user does (report and MLflow on, into
 a fresh sqlite store in a temporary folder), and splits its wall time at the lines it
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -86,9 +92,11 @@ def scaled_config(folder: Path, scale: int) -> Path:
     return path
 
 
-def run(config: Path, folder: Path, local: bool, extra: list[str], repo: Path = REPO) -> dict:
-    command = [str(repo / ".venv" / "bin" / "python"), "-m", "sweep", str(config), f"output.dir={folder}/grid",
-               f"tracking.uri=sqlite:///{folder}/mlflow.db", *(["--local"] if local else []), *extra]
+def run(config: Path, folder: Path, local: bool, extra: list[str], repo: Path = REPO,
+        command: list[str] | None = None) -> dict:
+    command = command or [str(repo / ".venv" / "bin" / "python"), "-m", "sweep", str(config),
+                          f"output.dir={folder}/grid", f"tracking.uri=sqlite:///{folder}/mlflow.db",
+                          *(["--local"] if local else []), *extra]
     start, busy = time.perf_counter(), machine_busy()
     child = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env=dict(os.environ, PYTHONPATH=str(repo), RAY_USAGE_STATS_ENABLED="0"))
@@ -112,6 +120,19 @@ def run(config: Path, folder: Path, local: bool, extra: list[str], repo: Path = 
             "command": " ".join(["python", *command[1:]])}
 
 
+def stored_command(stored: Path, folder: Path, repo: Path) -> list[str]:
+    """The post-sweep step of a run on a copy of ``stored``."""
+    copy = folder / "grid"
+    copy.mkdir()
+    for name in ("results.sqlite", "config.yaml", "claims.yaml", "sweep.json"):
+        if (stored / name).exists():
+            shutil.copy2(stored / name, copy / name)
+    code = ("import sys; from sweep import cli; from sweep.outdir import SweepDir; d = SweepDir(sys.argv[1]); "
+            "print(\"sweep 'stored': after the last workload\", flush=True); "
+            "sys.exit(cli._report_and_log(d, d.read_config([sys.argv[2]])))")
+    return [str(repo / ".venv" / "bin" / "python"), "-c", code, str(copy), f"tracking.uri=sqlite:///{folder}/mlflow.db"]
+
+
 def phases(result: dict) -> list[tuple[str, float, float]]:
     """(phase, wall s, CPU s) in order; report and log apart when the driver said where."""
     points = [("sweep", result["marks"]["swept"])]
@@ -131,12 +152,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scale", type=int, default=1, help="every block of the grid this many times")
     parser.add_argument("--local", action="store_true", help="run the workloads in the driver (no Ray)")
+    parser.add_argument("--stored", type=Path, help="time only the report and MLflow of this finished sweep")
     parser.add_argument("--repo", type=Path, default=REPO, help="the checkout (with its .venv) to run")
     parser.add_argument("overrides", nargs="*", help="key=value for python -m sweep")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        result = run(scaled_config(folder, args.scale), folder, args.local, args.overrides, args.repo.resolve())
+        repo = args.repo.resolve()
+        command = stored_command(args.stored.resolve(), folder, repo) if args.stored else None
+        result = run(scaled_config(folder, args.scale), folder, args.local, args.overrides, repo, command)
     rows = phases(result)
     sweep_wall, sweep_cpu = rows[0][1], rows[0][2]
     post_wall, post_cpu = sum(r[1] for r in rows[1:]), sum(r[2] for r in rows[1:])
@@ -148,6 +172,9 @@ def main() -> None:
     print("\n| phase | wall s | CPU s |\n|---|---:|---:|")
     for name, w, c in rows:
         print(f"| {name} | {w:.1f} | {c:.1f} |")
+    if args.stored:
+        print(f"\n- report + MLflow after the last workload: {post_wall:.1f} s wall, {post_cpu:.1f} s CPU")
+        return
     print(f"\n- report + MLflow after the last workload: {post_wall:.1f} s wall = "
           f"{100 * post_wall / sweep_wall:.0f} % of the sweep's {sweep_wall:.1f} s; CPU {post_cpu:.1f} s = "
           f"{100 * post_cpu / sweep_cpu:.0f} % of the sweep's {sweep_cpu:.1f} s")

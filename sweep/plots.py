@@ -125,7 +125,9 @@ def draw_plots(df: pd.DataFrame, table: pd.DataFrame, pooled: pd.DataFrame, verd
 
 
 def _style() -> None:
-    """The rc settings of every figure (set in each job: a pool worker starts with the defaults)."""
+    """The rc settings of every figure, from matplotlib's defaults: a figure drawn by a pool
+    worker looks like one drawn in the driver, whatever the driver set before."""
+    matplotlib.rcdefaults()
     plt.rcParams.update({"font.size": FONT})
 
 
