@@ -5,15 +5,19 @@ same events through `core.Machine`/`core.Task` from Python. Both call the same C
 function, so their metrics must be equal: one model, two drivers (tests/test_workload.py).
 Slow (Python per request); meant for small workloads and for debugging one of them.
 """
+from contextlib import nullcontext
+
 from core._mm import build_workload_machine
 from core.constants import REQUEST_KINDS
 from core.spec import validate_spec
 from core.workload import workload_events
 
 
-def replay(spec, seed, probe=None, every=1000):
+def replay(spec, seed, probe=None, every=1000, around_request=None):
     """The metrics of (spec, seed), as run_workload gives them. `probe(machine)`, if given,
-    is called after every `every`-th kernel entry (e.g. to sample memory.stat over time)."""
+    is called after every `every`-th kernel entry (e.g. to sample memory.stat over time).
+    `around_request(machine, gfp)`, if given, is a context manager entered around every
+    request (e.g. to measure what each request charged)."""
     s = validate_spec(spec)
     entries = 0
     machine, tasks = build_workload_machine(s)
@@ -39,7 +43,8 @@ def replay(spec, seed, probe=None, every=1000):
             if arg >= 0 and t.alive and machine._owner(arg) == t.tid:
                 t.kfree(arg)
         elif t.alive:
-            with t.lock() if locked else _nothing():
+            with (t.lock() if locked else nullcontext(),
+                  around_request(machine, gfp) if around_request else nullcontext()):
                 result = t.request(REQUEST_KINDS[req_kind], arg, gfp, None if node < 0 else node,
                                    fallback=True)
             events.set_result(slot, result)
@@ -48,10 +53,3 @@ def replay(spec, seed, probe=None, every=1000):
     out["request_hash_hi"] = float(events.request_hash >> 32)
     return out
 
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

@@ -46,7 +46,7 @@ def cmd_selftests(args):
     out = realkernel.run(setup, selftests=names)
     _header(out, setup)
     model = {} if args.no_model else compare.model_mirror_outcomes(names)
-    print(_table(("selftest", "subtest", "Linux 6.1", "model mirror", "model v6.18"),
+    print(_table(("selftest", "subtest", "Linux 6.1", "model mirror", f"model {compare.MODERN}"),
                  compare.selftest_table(out["selftests"], model)))
     for name, lines in out["selftest_notes"].items():
         print(f"\n{name} printed (the quantities behind a failed check):")

@@ -12,8 +12,8 @@ import core
 from realkernel.stream import S_KILLED, S_NOT_RUN, S_OK, request_results
 
 REPO = Path(__file__).resolve().parent.parent
-MODERN = "v6.18"                        # the model's row of the kernel this bench boots
-# real subtest -> the model's mirror (a pytest node id under tests/, run for the v6.18 row
+MODERN = "v6.1"                         # the model's row of the kernel this bench boots (Linux 6.1)
+# real subtest -> the model's mirror (a pytest node id under tests/, run for the v6.1 row
 # where it is parametrized by design), or None where the model has no mirror
 MIRRORS = {
     "test_kmem": {
@@ -47,7 +47,7 @@ _PYTEST_LINE = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED)\S* (\S+?)(?:\[([^\]]+
 
 def model_mirror_outcomes(selftests):
     """{node id: "pass" | "fail" | "skip" | "missing"} of the mirrors of `selftests`, run
-    with pytest in the repository (their v6.18 instance where parametrized)."""
+    with pytest in the repository (their v6.1 instance where parametrized)."""
     ids = sorted({nid for name in selftests for nid in MIRRORS.get(name, {}).values() if nid})
     if not ids:
         return {}

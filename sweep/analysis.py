@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from sweep import claims as claims_mod
+from sweep import calibration as calibration_mod
 from sweep import config, fmt, interrupt, pool, regime, stats
 from sweep.config import significance_settings
 from sweep.outdir import SweepDir
@@ -36,7 +37,7 @@ from sweep.store import DiskFault, Store, disk_fault
 SIGN_CONVENTION = ("Differences are candidate - baseline (in 'way2 vs v4.3' way2 is the candidate), "
                    "in the metric's unit; every compared metric is lower-is-better, so a negative "
                    "difference means the candidate is better. Relative changes (%) have the same sign.")
-TABLES = ("table", "aggregates", "regimes", "pooled", "effects")   # Analysis fields cached as Parquet
+TABLES = ("table", "aggregates", "regimes", "pooled", "effects", "calibration")   # Analysis fields cached as Parquet
 VERDICTS_FILE = "verdicts.json"
 PACKAGE_MIXES = Path(__file__).resolve().parent.parent / "configs" / "mixes"
 LIBRARIES = ("numpy", "pandas", "scipy", "statsmodels")
@@ -53,6 +54,7 @@ class Analysis:
     effects: pd.DataFrame           # stats.design_effects: per pair and metric, over the cells both ran
     alpha: float
     correction: str
+    calibration: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=calibration_mod.COLUMNS))
     counts: pd.DataFrame = field(init=False)    # stats.summarize_verdicts(table)
     designs: list[str] = field(init=False)
     pairs: list[tuple[str, str]] = field(init=False)
@@ -183,7 +185,8 @@ def compute(df: pd.DataFrame, alpha: float, correction: str, claims_path: Path |
     """Every statistic of a results table (the expensive step: bootstrap CIs per cell).
 
     The statistics are independent jobs - the paired comparisons split by metric, the
-    aggregates, the pooled means, the design effects, the regimes with the claims - run
+    aggregates, the pooled means, the design effects, the calibration against a real kernel,
+    the regimes with the claims - run
     on ``workers`` processes (``sweep.pool``; None: by the sweep's size) and combined here
     in a fixed order, so the result is the same, bit for bit, with any number of workers."""
     workers = pool.workers_for(len(df)) if workers is None else workers
@@ -193,12 +196,13 @@ def compute(df: pd.DataFrame, alpha: float, correction: str, claims_path: Path |
     order = {m.name: i for i, m in enumerate(stats.KEY_METRICS)}
     jobs = [(stats.compare_rows, (df, alpha, part, pairs)) for part in split if part]
     jobs += [(stats.aggregate, (df, alpha)), (stats.pooled_means, (df, alpha)),
-             (stats.design_effects, (df, alpha)), (_regimes_and_verdicts, (df, claims_path, alpha))]
-    *parts, aggregates, pooled, effects, (regimes, verdicts) = pool.run(jobs, workers)
+             (stats.design_effects, (df, alpha)), (calibration_mod.compare, (df, alpha)),
+             (_regimes_and_verdicts, (df, claims_path, alpha))]
+    *parts, aggregates, pooled, effects, calibration, (regimes, verdicts) = pool.run(jobs, workers)
     rows = sorted((row for part in parts for row in part), key=lambda row: order[row["metric"]])   # stable
     return Analysis(df=df, table=stats.comparison_table(rows, alpha, correction), aggregates=aggregates,
-                    regimes=regimes, verdicts=verdicts, pooled=pooled, effects=effects, alpha=alpha,
-                    correction=correction)
+                    regimes=regimes, verdicts=verdicts, pooled=pooled, effects=effects, calibration=calibration,
+                    alpha=alpha, correction=correction)
 
 
 def _regimes_and_verdicts(df: pd.DataFrame, claims_path: Path | None, alpha: float) -> tuple[pd.DataFrame, list]:
@@ -230,7 +234,7 @@ def _code_version() -> list[str]:
 
     from core import metrics
 
-    files = [m.__file__ for m in (stats, regime, claims_mod, config, metrics)] + [__file__]
+    files = [m.__file__ for m in (stats, regime, claims_mod, config, metrics, calibration_mod)] + [__file__]
     sources = hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()
     return [sources, *(importlib.import_module(lib).__version__ for lib in LIBRARIES)]
 
@@ -394,6 +398,18 @@ def verdict_sentences(analysis: Analysis) -> list[str]:
     if "v6.18" in analysis.designs:
         sentences.append(_modern(analysis, harms + costs))
     sentences.append(_rests_on(analysis, [m for m in HARMS if m in shown and m not in harms]))
+    return sentences + _calibrated(analysis)
+
+
+def _calibrated(analysis: Analysis) -> list[str]:
+    """How well the model row is calibrated against the real kernel the sweep ran beside it
+    (``sweep.calibration``); nothing without a kernel row."""
+    table = analysis.calibration
+    sentences = []
+    for kernel, model in calibration_mod.rows_present(analysis.designs):
+        agree, tested = calibration_mod.agreement(table[(table["kernel"] == kernel) & (table["model"] == model)])
+        sentences.append(f"The {model} row agrees with {calibration_mod.kernel_name(kernel)} on {agree} of {tested} "
+                         f"metric-cells within tolerance ([Model vs a real kernel](#{calibration_mod.ANCHOR})).")
     return sentences
 
 
@@ -449,8 +465,14 @@ def _how_sure(analysis: Analysis) -> str:
     return (f"How sure: {reps} seeds per cell, paired across the designs, in {analysis.n_cells} cells{decided} "
             f"({correction}-adjusted, alpha {analysis.alpha}); a direction counts only where the median "
             f"per-cell difference's {1 - analysis.alpha:.0%} interval excludes 0 and more cells are "
-            f"significant for it than against; every figure is simulated (the kmemcg-sweep simulator, "
-            f"model {analysis.model_version()}), not measured on a kernel.")
+            f"significant for it than against; {_simulated(analysis)}.")
+
+
+def _simulated(analysis: Analysis) -> str:
+    kernels = [k for k, _ in calibration_mod.rows_present(analysis.designs)]
+    who = f"every figure but the {' and '.join(kernels)} row's" if kernels else "every figure"
+    return (f"{who} is simulated (the kmemcg-sweep simulator, model {analysis.model_version()}), "
+            f"not measured on a kernel")
 
 
 def _modern(analysis: Analysis, metrics: list[str]) -> str:
@@ -473,12 +495,16 @@ def _modern(analysis: Analysis, metrics: list[str]) -> str:
 
 
 def _rests_on(analysis: Analysis, no_evidence: list[str]) -> str:
-    decided = [v for v in analysis.verdicts if v.verdict in ("holds", "refuted")]
+    """How many of the thread's claims are decided, naming only the refuted ones: a list of
+    every id would bury the exceptions (the claims table lists each)."""
     if analysis.verdicts:
-        rest = len(analysis.verdicts) - len(decided)
-        text = ("It rests on the claims " + ", ".join(f"{v.claim.id} ({v.verdict})" for v in decided)
-                + (f"; the other {rest} of {len(analysis.verdicts)} are inconclusive or untestable" if rest else "")
-                if decided else f"None of the thread's {len(analysis.verdicts)} claims is decided")
+        held = [v.claim.id for v in analysis.verdicts if v.verdict == "holds"]
+        refuted = [v.claim.id for v in analysis.verdicts if v.verdict == "refuted"]
+        rest = len(analysis.verdicts) - len(held) - len(refuted)
+        text = (f"It rests on {len(held) + len(refuted)} of the thread's {len(analysis.verdicts)} claims: "
+                f"{len(held)} hold, {len(refuted)} refuted" + (f" ({', '.join(refuted)})" if refuted else "")
+                + (f"; the other {rest} are inconclusive or untestable" if rest else "")
+                if held or refuted else f"None of the thread's {len(analysis.verdicts)} claims is decided")
     else:
         text = "No claims registry was evaluated"
     if no_evidence:

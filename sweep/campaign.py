@@ -234,10 +234,10 @@ def _run_missing(cfg, missing, store, executor, summary, seconds_per_workload, l
             missing = [w for w in missing if w.key not in ran]
         check_stop()
         if missing or on_kernel:
-            chunks = plan.kernel_chunks(on_kernel)
+            executor.start(progress.writer)     # its messages must not land in the bar
+            chunks = plan.kernel_chunks(on_kernel, boots_at_once=executor.cpus or 1)
             if missing:
                 chunks += plan.chunks(missing, seconds_per_workload, cfg.ray.chunk_seconds)
-            executor.start(progress.writer)     # its messages must not land in the bar
             progress.restart_clock()
             grace = max(2.0, 4 * cfg.ray.chunk_seconds)
             _execute(executor, chunks, cfg.ray.max_retries, store_chunk, summary, grace)

@@ -271,7 +271,8 @@ def _print_estimate(cfg, missing, cpus: int, where: str, local: bool = False) ->
     on_kernel = [w for w in missing if config.is_kernel_row(w.design)]
     if on_kernel:       # never timed here: a boot takes longer than the calibration budget
         print(f"real kernel: {plural(len(on_kernel), 'workload')} in "
-              f"{plural(len(plan.kernel_chunks(on_kernel)), 'boot')} (~6-15 s each under TCG, plus the streams)")
+              f"{plural(len(plan.kernel_chunks(on_kernel, boots_at_once=1 if local else cpus)), 'boot')} "
+              f"(~6-15 s each under TCG, plus 10-30 s per stream of 300 entries)")
     missing = [w for w in missing if not config.is_kernel_row(w.design)]
     if not missing:
         return plan.Calibration(0.0, [], [], lower_bound=True)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sweep import analysis, fmt, regime, stats
+from sweep import analysis, calibration, fmt, regime, stats
 from sweep import claims as claims_mod
 from sweep.analysis import SIGN_CONVENTION, Analysis
 from sweep.outdir import SweepDir
@@ -401,10 +401,11 @@ def report_blocks(facts: Facts, figures) -> Document:
     blocks += claims_section(facts, figures)
     blocks += [Heading(2, "Caveats", "caveats"), Bullets(caveats(facts) or ["none"])]
     blocks += [Heading(2, "Contents", "contents"),
-               Bullets([f"[{title}](#{anchor})" for anchor, title in SECTIONS])]
+               Bullets([f"[{title}](#{anchor})" for anchor, title in SECTIONS + calibration.contents(facts.designs)])]
     blocks += evidence_section(facts, figures)
     blocks += differences_section(facts, figures)
     blocks += regimes_section(facts)
+    blocks += model_vs_kernel_section(facts)
     blocks += [Heading(2, "Method and sign convention", "method"), Para(method_text(facts.alpha, facts.correction))]
     blocks += [Heading(2, "Run facts", "run-facts"), Table(run_facts(facts.df, facts.cfg, facts.meta))]
     appendix = per_cell_blocks(facts)
@@ -540,6 +541,42 @@ def regimes_section(facts: Facts) -> list:
                             columns=[d for d in facts.designs if d in counts.columns])
     frame = counts.reset_index().rename(columns={"regime": "cells in regime"})
     return blocks + [Table(frame)]
+
+
+def model_vs_kernel_section(facts: Facts) -> list:
+    """Model vs a real kernel (``sweep.calibration``): per kernel row and its model twin, the
+    tolerance and the agreement of each metric, then every metric-cell (the disagreements
+    first).  Nothing when the sweep ran no kernel row beside its twin."""
+    table = facts.calibration
+    blocks = []
+    for kernel, model in calibration.rows_present(facts.designs):
+        part = table[(table["kernel"] == kernel) & (table["model"] == model)]
+        agree, tested = calibration.agreement(part)
+        blocks += [Heading(2, f"Model vs a real kernel: {model} vs {calibration.kernel_name(kernel)}",
+                           calibration.ANCHOR), Para(
+            f"The model's {model} row and {calibration.kernel_name(kernel)} ran every workload of a cell on the same "
+            f"seed (the same request stream). Per metric Linux exposes and per cell: each side's mean, the mean "
+            f"paired difference **model - kernel** with its BCa bootstrap {1 - facts.alpha:.0%} CI, and the "
+            f"tolerance max(floor, relative x |kernel mean|). **agree**: the CI reaches into [-tolerance, "
+            f"+tolerance]; **disagree**: it lies wholly outside. {agree} of {tested} metric-cells agree. Metrics "
+            f"Linux does not expose (latencies, SLUB order fallbacks, reclaim places, ...) are not compared "
+            f"(docs/realkernel.md).")]
+        counts = calibration.per_metric(part).set_index("metric")
+        blocks.append(Table(pd.DataFrame([
+            {"metric": name, "tolerance": f"{t.relative:.0%} of Linux, at least {fmt.num(t.floor)}", "why": t.why,
+             **{v: int(counts.loc[name, v]) if name in counts.index else 0 for v in calibration.VERDICTS}}
+            for name, t in calibration.TOLERANCES.items()])))
+        shown = part[part["verdict"] != "untestable"].sort_values(["verdict", "metric"], key=lambda c: c.map(
+            {"disagree": 0, "agree": 1}) if c.name == "verdict" else c)
+        blocks.append(Table(pd.DataFrame({
+            "metric": shown["metric"], "cell": [facts.labels[c] for c in shown["cell_id"]],
+            "n": shown["n_pairs"].astype(int), calibration.kernel_name(kernel): shown["kernel_mean"].map(fmt.num),
+            model: shown["model_mean"].map(fmt.num),
+            "model - kernel [CI]": [f"{fmt.num(d)} [{fmt.num(lo)}, {fmt.num(hi)}]" for d, lo, hi in
+                                    zip(shown["diff_mean"], shown["diff_ci_lo"], shown["diff_ci_hi"])],
+            "tolerance": shown["tolerance"].map(fmt.num), "verdict": shown["verdict"]}).reset_index(drop=True),
+            row_class=["worse" if v == "disagree" else "" for v in shown["verdict"]]))
+    return blocks
 
 
 def method_text(alpha: float, correction: str) -> str:

@@ -43,7 +43,7 @@ def run_on_kernel(items: list[dict]) -> dict[str, dict]:
         by_machine.setdefault(json.dumps(item["spec"]["machine"], sort_keys=True), []).append(item)
     out = {}
     for batch in by_machine.values():
-        traces = [(dict(item["spec"], design=model_row(item["spec"]["design"])), item["seed"]) for item in batch]
+        traces = [kernel_trace(item) for item in batch]
         start = time.perf_counter()
         try:
             setup = realkernel.setup_for(traces[0][0], timeout_s=BOOT_TIMEOUT_S + STREAM_TIMEOUT_S * len(batch))
@@ -58,6 +58,12 @@ def run_on_kernel(items: list[dict]) -> dict[str, dict]:
             out[item["key"]] = {"status": "ok", "error": None, "elapsed_s": elapsed, "version": f"linux {run['kernel']}",
                                 "metrics": {k: None if v is None else float(v) for k, v in metrics.items()}}
     return out
+
+
+def kernel_trace(item: dict) -> tuple[dict, int]:
+    """The (spec, seed) a real-kernel item replays: the stream of its model twin's spec
+    (core builds the stream; the row's own name is no design core knows)."""
+    return dict(item["spec"], design=model_row(item["spec"]["design"])), item["seed"]
 
 
 def run_chunk_in_ray_worker(items: list[dict]) -> list[dict]:

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import select
@@ -58,8 +59,12 @@ class Browser:
         self._from_chrome, from_chrome_w = os.pipe()
 
         def fds():   # in the child: Chromium's pipe ends as fd 3 and 4
-            os.dup2(to_chrome_r, 3)
-            os.dup2(from_chrome_w, 4)
+            # Both ends move above 4 first: a pipe end that already is fd 3 or 4 (a script
+            # with no other files open) would otherwise be overwritten by the other dup2, or
+            # keep its close-on-exec flag (dup2 onto itself clears nothing).
+            high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 10) for fd in (to_chrome_r, from_chrome_w)]
+            os.dup2(high[0], 3)
+            os.dup2(high[1], 4)
 
         self.proc = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}",
                                       f"--window-size={width},{height}", "about:blank"],

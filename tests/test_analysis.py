@@ -1,5 +1,6 @@
 """sweep.analysis: the statistics of a sweep folder are computed once and shared by the
 report and MLflow; a change to what they are computed from computes them again."""
+import dataclasses
 import os
 import re
 import shutil
@@ -211,3 +212,17 @@ def test_report_and_log_together_log_the_runs_while_the_report_is_drawn(tmp_path
     assert parent.info.status == "FINISHED" and "kmemcg.upload_incomplete" not in parent.data.tags
     assert len(children) == len(analysis.load(sweep_dir).aggregates)
     assert "report.html" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_the_verdict_counts_the_claims_it_rests_on_and_names_only_the_refuted():
+    """19 claim ids in one sentence buried the one that mattered: the sentence counts the
+    held claims and names the refuted ones (the claims table lists every claim)."""
+    from types import SimpleNamespace
+
+    found = analysis.compute(synthetic(designs=("v4.3", "way1", "way2"), reps=4, cells=FOUR_CELLS),
+                             0.05, "holm")
+    verdicts = [SimpleNamespace(verdict=v, claim=SimpleNamespace(id=f"claim-{i}"))
+                for i, v in enumerate(["holds"] * 5 + ["refuted", "inconclusive", "untestable"])]
+    text = analysis._rests_on(dataclasses.replace(found, verdicts=verdicts), [])
+    assert text == ("It rests on 6 of the thread's 8 claims: 5 hold, 1 refuted (claim-5); "
+                    "the other 2 are inconclusive or untestable.")

@@ -231,47 +231,24 @@ def test_the_verdict_rule_is_one_sentence():
 # (issue 20, points 6-8): each plants one claim's mechanism in a small scenario
 
 def charged_pages_by_gfp(spec, seed):
-    """Pages each request charged, summed per gfp: core.replay's loop, reading the memcg's
+    """Pages each request charged, summed per gfp: core.replay's run, reading the memcg's
     charged pages (+ objcg pages, + pages reclaimed meanwhile) around every request."""
-    from contextlib import nullcontext
+    from contextlib import contextmanager
 
-    import core
-    from core._mm import build_workload_machine
-    from core.constants import REQUEST_KINDS
-    from core.spec import validate_spec
-    from core.workload import workload_events
+    from core.replay import replay
 
-    s = validate_spec(spec)
-    machine, tasks = build_workload_machine(s)
-    events = workload_events(s, seed)
     charged = {}
 
-    def level():
+    def level(machine):
         return (machine.charged_pages("/w") + machine.objcg_pages("/w")
                 + machine.metrics()["reclaim_reclaimed_pages"])
-    for kind, task, req_kind, arg, gfp, node, locked, seq, slot in events:
-        t = tasks[task]
-        if kind == "enter":
-            if not t.alive:
-                t = tasks[task] = machine._respawn(t.tid)
-            t.enter_kernel()
-        elif kind == "exit":
-            if t.alive and t.in_kernel:
-                t.return_to_user()
-        elif kind == "respawn":
-            if t.alive:
-                t.exit()
-            tasks[task] = machine._respawn(t.tid)
-        elif kind == "free":
-            if arg >= 0 and t.alive and machine._owner(arg) == t.tid:
-                t.kfree(arg)
-        elif t.alive:
-            before = level()
-            with t.lock() if locked else nullcontext():
-                result = t.request(REQUEST_KINDS[req_kind], arg, gfp, None if node < 0 else node,
-                                   fallback=True)
-            events.set_result(slot, result)
-            charged[gfp] = charged.get(gfp, 0) + level() - before
+
+    @contextmanager
+    def measured(machine, gfp):
+        before = level(machine)
+        yield
+        charged[gfp] = charged.get(gfp, 0) + level(machine) - before
+    replay(spec, seed, around_request=measured)
     return charged
 
 

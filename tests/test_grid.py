@@ -230,15 +230,16 @@ def test_the_default_grid_holds_the_claims_cells_at_a_bounded_cost():
 
 
 def test_the_calibration_config_covers_each_modern_mechanism(monkeypatch):
-    """configs/calibrate.yaml (issue 23): the v6.1 row on small cells that exercise GFP_KERNEL,
-    NOWAIT, ATOMIC and NOFAIL at memory.high and at memory.max with and without page cache,
-    long entries over high, dentry storms and two NUMA nodes."""
+    """configs/calibrate.yaml (issue 23): the v6.1 row beside Linux 6.1 (the linux-6.1 row) on
+    small cells that exercise GFP_KERNEL, NOWAIT, ATOMIC and NOFAIL at memory.high and at
+    memory.max with and without page cache, long entries over high, dentry storms and two
+    NUMA nodes - every cell on both."""
     monkeypatch.chdir(pathlib.Path(__file__).resolve().parent.parent)   # no-cache mix paths
     path = "configs/calibrate.yaml"
     cfg = config.load(path)
-    assert list(cfg.designs) == ["v6.1"]
+    assert list(cfg.designs) == ["v6.1", "linux-6.1"]
     cells = grid.build_cells(cfg, config.load_mixes(cfg, path))
-    assert all(set(c.specs) == {"v6.1"} for c in cells)
+    assert all(set(c.specs) == {"v6.1", "linux-6.1"} for c in cells)
     kinds = {(r["kind"], r.get("gfp", "")) for c in cells for r in c.specs["v6.1"]["mix"]["requests"]}
     gfps = {g for _, g in kinds}
     assert {"GFP_KERNEL", "GFP_NOWAIT", "GFP_ATOMIC", "GFP_NOFS|__GFP_NOFAIL"} <= gfps

@@ -1,27 +1,24 @@
 """A design row that is a real kernel (issue 23 point 1): `designs: [v6.1, linux-6.1]` runs
 each workload of a cell on the model's v6.1 row and on Debian's Linux 6.1 under qemu, with
 the same seeds, and stores both under the same metric names (docs/sweep.md "A real kernel
-as a design row").  The sweep test boots ONCE (one chunk holds every kernel workload of the
-cell); the config tests boot nothing."""
+as a design row").  The sweep test's guest work runs in the session's one boot
+(tests/realkernel_boot.py, shared with test_realkernel.py); the config tests boot nothing."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 
 import core
-from sweep import config, grid
+import realkernel
+import realkernel_boot
+from realkernel_boot import KERNEL_CELL
+from sweep import cli, config, grid, plan
 from sweep.config import ConfigError
 from sweep.store import Store
-from sweep_helpers import SMALL, deep_update, run_cli, write_config
+from sweep_helpers import deep_update, write_config
 
-# 2 replications of one small cell: the kernel rows of both are one boot (plan.kernel_chunks)
-KERNEL_CELL = deep_update(SMALL, {
-    "name": "kernelrow", "replications": 2, "designs": ["v6.1", "linux-6.1"],
-    "grid": {"limit": ["32M"], "high": 0.75, "order": [3], "nodes": [1], "mix": ["nowait-burst"]},
-    "workload": {"length": {"kernel_entries": 30}},
-    "output": {"report": True},
-})
 # quantities Linux shows (docs/realkernel.md's table) and one it cannot (SLUB_STATS is off)
 OBSERVABLE = ("requests", "kernel_entries", "alloc_kernel_attempts", "enomem_user_visible", "events_high",
               "overshoot_high_peak_pages", "reclaim_scanned_pages")
@@ -63,18 +60,38 @@ def test_linux_row_refuses_slab_cells_and_machines_qemu_cannot_give(tmp_path):
     assert config.kernel_row_error("v6.1", dict(machine, allocator="slab")) is None
 
 
+def test_kernel_workloads_are_chunked_one_boot_per_machine_spread_over_the_cpus():
+    """A boot replays its streams one after the other, so the streams of a machine go to at
+    least as many boots as the executor runs at once (each at most KERNEL_STREAMS_PER_BOOT,
+    of even size);
+    streams of different machines never share a boot."""
+    one, two = ({"nodes": n, "cpus": 2, "mem_mib": 256} for n in (1, 2))
+    work = [SimpleNamespace(spec={"machine": one}, key=i) for i in range(34)]
+    work += [SimpleNamespace(spec={"machine": two}, key=100 + i) for i in range(4)]
+    sizes = lambda chunks: [len(c) for c in chunks]    # noqa: E731
+    assert sizes(plan.kernel_chunks(work)) == [17, 17, 4]           # 34 > 32: two boots, even
+    assert sizes(plan.kernel_chunks(work, boots_at_once=2)) == [17, 17, 2, 2]
+    assert sizes(plan.kernel_chunks(work[:3], boots_at_once=8)) == [1, 1, 1]
+    for chunk in plan.kernel_chunks(work, boots_at_once=2):
+        assert len({c.spec["machine"]["nodes"] for c in chunk}) == 1
+
+
 # ---- one boot: the row through the sweep ----------------------------------------------------
 
 @pytest.mark.realkernel
-def test_linux_row_runs_through_the_sweep_beside_the_model(tmp_path):
-    """linux-6.1 beside v6.1 on the same seeds, through the sweep (--local, one boot): the
+def test_linux_row_runs_through_the_sweep_beside_the_model(tmp_path, monkeypatch, capsys):
+    """linux-6.1 beside v6.1 on the same seeds, through the sweep (--local, in-process): the
     same streams, the model's metric names and units, NULL (never 0) for what Linux does not
-    expose, the kernel's version stored, a report, and a rerun that resumes without a boot.
-    (It first failed on kreplay's inherited pipes: a stream whose first entry is task 0's,
-    as most sweep seeds give, hung the guest until its timeout.)"""
+    expose, the kernel's version stored, a report with the "Model vs a real kernel" section,
+    and a rerun that resumes without a boot.  The worker's realkernel.run is answered from
+    the session's boot, which ran exactly the streams this sweep plans on its machine
+    (realkernel_boot.answer_from_boot refuses anything else).  (It first failed on kreplay's
+    inherited pipes: a stream whose first entry is task 0's, as most sweep seeds give, hung
+    the guest until its timeout.)"""
     path = write_config(tmp_path, KERNEL_CELL)
-    done = run_cli([path, "--local"], cwd=tmp_path, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(realkernel, "run", realkernel_boot.answer_from_boot)
+    assert cli.main([str(path), "--local"]) == cli.OK, capsys.readouterr().err[-3000:]
     with Store(tmp_path / "out" / "results.sqlite") as store:
         frame = store.dataframe()
     assert (frame["status"] == "ok").all(), frame[["design", "error"]]
@@ -92,9 +109,16 @@ def test_linux_row_runs_through_the_sweep_beside_the_model(tmp_path):
         assert kernel[name].isna().all() and model[name].notna().all(), name
     assert kernel["model_version"].str.startswith("linux 6.1.").all()
     assert (model["model_version"] == core.MODEL_VERSION).all()
-    report = (tmp_path / "out" / "report" / "report.md")
-    assert report.exists()
+    report = (tmp_path / "out" / "report" / "report.md").read_text()
+    assert '<a id="model-vs-kernel"></a>' in report and "(#model-vs-kernel)" in report   # section + verdict link
     # a rerun resumes: nothing left to run, no boot
-    again = run_cli([path, "--local", "output.report=false"], cwd=tmp_path, timeout=300)
-    assert again.returncode == 0 and "4 already stored, 0 ran" in again.stderr + again.stdout, again.stderr[-2000:]
+    monkeypatch.setattr(realkernel, "run", _no_boot)
+    capsys.readouterr()
+    assert cli.main([str(path), "--local", "output.report=false"]) == cli.OK
+    out = capsys.readouterr()
+    assert "4 already stored, 0 ran" in out.err + out.out, out.err[-2000:]
     assert not math.isnan(model["requests"].iloc[0])
+
+
+def _no_boot(*args, **kwargs):
+    raise AssertionError("a resumed sweep booted the kernel again")

@@ -1,48 +1,36 @@
 """The real-kernel bench (realkernel/, docs/realkernel.md): Debian's Linux 6.1 under qemu.
 
-One boot for the whole module (the `linux` fixture, ~1-3 min under TCG on 2 busy cores; the
-first run downloads the kernel into the cache): the kernel's own test_kmem, and a replay of
-a short stream through the kmemreq module, compared with the model's v6.18 row. The error
-paths (no qemu, a refused download, an ABI mismatch, a kernel panic, a timeout) are real
-and fast, each ending in one RealKernelError line.
+One boot for the whole session (the `linux` fixture: tests/realkernel_boot.py, shared with
+test_kernel_row.py; ~1-3 min under TCG on 2 busy cores; the first run downloads the kernel
+into the cache): the kernel's own test_kmem, and replays of short streams through the
+kmemreq module, compared with the model's v6.1 row (the model of the kernel that boots). The
+error paths (no qemu, a refused download, an ABI mismatch, a kernel panic, a timeout) are
+real and fast, each ending in one RealKernelError line.
 """
 import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 import core
-import realkernel
+import realkernel_boot
 from kernel_selftest import values_close
 from realkernel import bench, compare, fetch, qemu, stream
 from realkernel.errors import RealKernelError
-
-HERE = Path(__file__).parent
-REPO = HERE.parent
-STREAMS = REPO / "realkernel" / "streams"
-ATOMIC_FILL = yaml.safe_load((STREAMS / "atomic-fill.yaml").read_text())
-KERNEL_FILL = dict(yaml.safe_load((STREAMS / "kernel-fill.yaml").read_text()),
-                   length={"kernel_entries": 1})
-# two tasks whose first entry is task 0's (seed chosen for it): kreplay's later children
-# must not hold task 0's command pipe, or its exit at the end of the stream never comes
-TWO_TASKS = dict(yaml.safe_load((STREAMS / "kernel.yaml").read_text()), length={"kernel_entries": 30},
-                 mix=yaml.safe_load((REPO / "configs" / "mixes" / "kernel.yaml").read_text()))
-TWO_TASKS_SEED = 4611686018427387905
+from realkernel_boot import ATOMIC_FILL, KERNEL_FILL, REPO, TWO_TASKS, TWO_TASKS_SEED
 
 pytestmark = pytest.mark.realkernel
 
 
 @pytest.fixture(scope="session")
 def linux():
-    """ONE boot: test_kmem, then the atomic-fill stream, one entry of kernel-fill and a short
-    two-task kernel stream."""
-    return realkernel.run(realkernel.Setup(cpus=2, nodes=2, mem_mib=1024, timeout_s=600),
-                          selftests=["test_kmem"],
-                          traces=[(ATOMIC_FILL, 1), (KERNEL_FILL, 1), (TWO_TASKS, TWO_TASKS_SEED)])
+    """The session's ONE boot (realkernel_boot.boot): test_kmem, then the atomic-fill stream,
+    one entry of kernel-fill, a short two-task kernel stream (streams 0-2) and the kernel-row
+    sweep's streams."""
+    return realkernel_boot.boot()
 
 
 # ---- on the real kernel ---------------------------------------------------------------------
@@ -89,12 +77,24 @@ def test_a_stream_of_two_tasks_runs_to_its_end_whichever_task_enters_first(linux
     raw, metrics = linux["raw"][2], linux["streams"][2]
     model = core.run_workload(TWO_TASKS, TWO_TASKS_SEED)
     assert metrics["requests"] == model["requests"] > 0
-    assert metrics["kernel_entries"] == model["kernel_entries"] == 30
+    assert metrics["kernel_entries"] == model["kernel_entries"] == 100
+
+
+def test_every_page_cache_read_of_a_stream_charges_a_page_no_task_has_cached(linux):
+    """kreplay counts read_file's pages once for the whole stream, as the model reads fresh
+    pages: the two tasks' reads (nothing reclaimed in 32M) leave at least as many pages of
+    page cache charged as the stream read. It failed while each forked task counted from 0:
+    the other task's reads hit its cache (the calibration's memory.high gap), and readahead
+    covered only ~64 pages past the furthest read (the two-task stream reads ~460)."""
+    raw = linux["raw"][2]
+    stat = raw["cgroups"]["w2"]["stat"]
+    assert raw["stream"].read_pages > 256 and stat["pgsteal"] == 0
+    assert stat["file"] // 4096 >= raw["stream"].read_pages
 
 
 def test_atomic_charges_are_forced_past_max_on_linux_as_in_the_model(linux):
     """GFP_ATOMIC cannot reclaim but has __GFP_HIGH: try_charge_memcg forces it past
-    memory.max (6.1 mm/memcontrol.c, nomem: -> force:), which the v6.18 row models. Same
+    memory.max (6.1 mm/memcontrol.c, nomem: -> force:), which the v6.1 row models. Same
     stream, same outcome per request, and the peak over memory.max (exact: memory.peak and
     the usage after every request) within the selftests' 3% (values_close)."""
     raw, linux_m = linux["raw"][0], linux["streams"][0]

@@ -39,7 +39,15 @@ struct task {
 };
 
 static const char *datafile;
-static long data_pages, data_off, dentry_seq;
+static long data_pages;
+/* The page of DATAFILE the next read_file reads and the number of the next negative dentry,
+ * counted for the whole stream: every task and every respawned task takes the next ones, so
+ * each read charges pages no task has cached yet and each stat() makes a new dentry, as in
+ * the model (a counter per child restarted at 0 with every fork, so with two tasks half of
+ * the reads hit the other task's page cache and half of the names its negative dentries).
+ * Shared memory set up by the parent: its page is charged to the root cgroup. */
+static struct { long data_off, dentry_seq; } *counters;
+static pid_t stream_id;		/* the parent's pid: names unique to this stream in the boot */
 static char page[4096];			/* pread's buffer */
 static struct task *tasks;		/* every workload task, for spawn() */
 static int ntasks;
@@ -91,9 +99,9 @@ static unsigned user_op(const struct kmemreq_req *r, int task)
 		if (fd < 0)
 			return 0;
 		for (i = 0; i < r->arg; i++) {
-			if (pread(fd, page, sizeof(page), (data_off % data_pages) * 4096) != sizeof(page))
+			long off = __atomic_fetch_add(&counters->data_off, 1, __ATOMIC_RELAXED);
+			if (pread(fd, page, sizeof(page), (off % data_pages) * 4096) != sizeof(page))
 				break;
-			data_off++;
 		}
 		close(fd);
 		return i == r->arg ? KMEMREQ_S_OK : 0;
@@ -108,7 +116,8 @@ static unsigned user_op(const struct kmemreq_req *r, int task)
 		return KMEMREQ_S_OK;
 	}
 	for (i = 0; i < r->arg; i++) {	/* OP_DENTRIES: negative dentries */
-		snprintf(name, sizeof(name), "/neg/%d-%ld", task, dentry_seq++);
+		snprintf(name, sizeof(name), "/neg/%d-%d-%ld", (int)stream_id, task,
+			 __atomic_fetch_add(&counters->dentry_seq, 1, __ATOMIC_RELAXED));
 		stat(name, &st);
 	}
 	return KMEMREQ_S_OK;
@@ -263,6 +272,11 @@ int main(int argc, char **argv)
 		die(datafile);
 	data_pages = st.st_size / 4096 ? st.st_size / 4096 : 1;
 	mkdir("/neg", 0755);
+	stream_id = getpid();
+	counters = mmap(NULL, sizeof(*counters), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (counters == MAP_FAILED)
+		die("mmap");
+	memset(counters, 0, sizeof(*counters));
 	ntasks = argc - 3;
 	tasks = calloc(ntasks, sizeof(*tasks));
 	for (i = 0; i < ntasks; i++) {
