@@ -29,7 +29,7 @@ import pandas as pd
 
 from sweep import claims as claims_mod
 from sweep import calibration as calibration_mod
-from sweep import config, fmt, interrupt, regime, stats
+from sweep import config, fmt, interrupt, pool, regime, stats
 from sweep.config import significance_settings
 from sweep.outdir import SweepDir
 from sweep.store import DiskFault, Store, disk_fault
@@ -190,14 +190,34 @@ def _locate(sweep_dir: SweepDir, cfg) -> tuple[pd.DataFrame, tuple[float, str], 
     return df, settings, sweep_dir.analysis_dir / cache_key(df, *settings, registry)
 
 
-def compute(df: pd.DataFrame, alpha: float, correction: str, claims_path: Path | None = None) -> Analysis:
-    """Every statistic of a results table (the expensive step: bootstrap CIs per cell)."""
+def compute(df: pd.DataFrame, alpha: float, correction: str, claims_path: Path | None = None,
+            workers: int | None = None) -> Analysis:
+    """Every statistic of a results table (the expensive step: bootstrap CIs per cell).
+
+    The statistics are independent jobs - the paired comparisons split by metric, the
+    aggregates, the pooled means, the design effects, the calibration against a real kernel,
+    the regimes with the claims - run
+    on ``workers`` processes (``sweep.pool``; None: by the sweep's size) and combined here
+    in a fixed order, so the result is the same, bit for bit, with any number of workers."""
+    workers = pool.workers_for(len(df)) if workers is None else workers
+    values = stats.workload_values(df)
+    pairs = stats.comparisons(values["design"].unique())
+    split = [list(stats.KEY_METRICS)[i::max(1, 2 * workers)] for i in range(max(1, 2 * workers))]
+    order = {m.name: i for i, m in enumerate(stats.KEY_METRICS)}
+    jobs = [(stats.compare_rows, (df, alpha, part, pairs)) for part in split if part]
+    jobs += [(stats.aggregate, (df, alpha)), (stats.pooled_means, (df, alpha)),
+             (stats.design_effects, (df, alpha)), (calibration_mod.compare, (df, alpha)),
+             (_regimes_and_verdicts, (df, claims_path, alpha))]
+    *parts, aggregates, pooled, effects, calibration, (regimes, verdicts) = pool.run(jobs, workers)
+    rows = sorted((row for part in parts for row in part), key=lambda row: order[row["metric"]])   # stable
+    return Analysis(df=df, table=stats.comparison_table(rows, alpha, correction), aggregates=aggregates,
+                    regimes=regimes, verdicts=verdicts, pooled=pooled, effects=effects, calibration=calibration,
+                    alpha=alpha, correction=correction)
+
+
+def _regimes_and_verdicts(df: pd.DataFrame, claims_path: Path | None, alpha: float) -> tuple[pd.DataFrame, list]:
     regimes = regime.classify(df)
-    return Analysis(df=df, table=stats.compare_cells(df, alpha=alpha, correction=correction),
-                    aggregates=stats.aggregate(df, alpha), regimes=regimes,
-                    verdicts=evaluate_claims(claims_path, df, regimes, alpha),
-                    pooled=stats.pooled_means(df, alpha), effects=stats.design_effects(df, alpha),
-                    calibration=calibration_mod.compare(df, alpha), alpha=alpha, correction=correction)
+    return regimes, evaluate_claims(claims_path, df, regimes, alpha)
 
 
 def evaluate_claims(path: Path | None, df: pd.DataFrame, regimes: pd.DataFrame, alpha: float) -> list:

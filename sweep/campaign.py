@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import core
-from sweep import grid, interrupt, plan
+from sweep import grid, interrupt, plan, worker
 from sweep.config import is_adaptive, is_kernel_row
 from sweep.grid import Cell, Workload
 from sweep.outdir import SweepDir, now, run_record
@@ -286,7 +286,7 @@ def lost_rows(chunk: list[Workload], reason: str) -> list[dict]:
 
 
 def _store_results(store, workloads, results, summary, progress) -> None:
-    rows = [result_row(w, r) for w, r in zip(workloads, results, strict=True)]
+    rows = [worker.result_row(w, r) for w, r in zip(workloads, results, strict=True)]
     store.put(rows)
     errors = sum(r["status"] == "error" and not r["error"].startswith(LOST) for r in results)
     lost = sum(r["status"] == "error" and r["error"].startswith(LOST) for r in results)
@@ -294,13 +294,3 @@ def _store_results(store, workloads, results, summary, progress) -> None:
     summary.errors += errors
     summary.lost += lost
     progress.update(len(rows), errors, lost)
-
-
-def result_row(w: Workload, result: dict) -> dict:
-    """The store row of one workload's result."""
-    if result["key"] != w.key:
-        raise RuntimeError(f"result for {result['key']} where {w.key} was expected: chunk order broken")
-    return {"key": w.key, "cell_id": w.cell.cell_id, "design": w.design, "replication": w.replication,
-            "seed": w.seed, "status": result["status"], "error": result["error"], **w.cell.axes,
-            **result["metrics"], "elapsed_s": result["elapsed_s"], "worker": result["worker"],
-            "model_version": result.get("version") or core.MODEL_VERSION, "finished_at": time.time()}

@@ -17,6 +17,7 @@ never start Ray; with --local the workloads run in this process and Ray is never
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections import Counter
@@ -28,7 +29,7 @@ from sweep import config, grid, interrupt, plan
 from sweep.claims import CLAIMS_FILE, load_claims
 from sweep.config import ConfigError
 from sweep.outdir import SweepBusy, SweepDir
-from sweep.progress import plural
+from sweep.progress import format_seconds, plural
 from sweep.store import DiskFault, Store, StoreDamaged, disk_fault
 
 OK, FAILED, USAGE, POSTPROCESS, BUSY, STOPPED, DISK, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
@@ -216,7 +217,7 @@ def _print_summary(cfg, summary, sweep_dir: SweepDir) -> None:
     print(f"sweep {cfg.name!r}: {plural(summary.cells, 'cell')}, {plural(summary.planned, 'workload')}; "
           f"{summary.skipped:,} already stored, {summary.ran:,} ran ({summary.ok:,} ok, "
           f"{plural(summary.errors, 'error')}, {summary.lost:,} lost{retried}) in "
-          f"{plan.format_seconds(summary.seconds)}{cpus}; results: {sweep_dir.results}", file=sys.stderr)
+          f"{format_seconds(summary.seconds)}{cpus}; results: {sweep_dir.results}", file=sys.stderr)
     if summary.disk:        # the store may not even open now (a read-only WAL database)
         return
     with Store(sweep_dir.results) as store:
@@ -291,7 +292,7 @@ def _print_estimate(cfg, missing, cpus: int, where: str, local: bool = False) ->
     est = plan.estimate_seconds(len(missing), spw, cpus, with_startup=not local)
     at_least = "at least " if calibration.lower_bound else ""
     start = "" if local else f" (incl. ~{plan.RAY_STARTUP_S:.0f}s Ray start)"
-    print(f"estimated time: {at_least}{plan.format_seconds(est)} on {where}{start}")
+    print(f"estimated time: {at_least}{format_seconds(est)} on {where}{start}")
     return calibration
 
 
@@ -332,9 +333,12 @@ def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = T
     """Build the report, then log to MLflow; a failure or Ctrl-C here loses nothing (the
     results are stored) and the message names the command that redoes the step."""
     status = OK
+    runs = _start_runs(sweep_dir, cfg) if report and log else None
     for step, wanted, do in (("report", report, _build_report), ("log", log, _log)):
         if not wanted:
             continue
+        if step == "log" and runs is not None:
+            do = functools.partial(_log, runs=runs)
         redo = f"python -m sweep {step} {sweep_dir.path}"
         try:
             interrupt.checkpoint(step)
@@ -385,15 +389,27 @@ def _build_report(sweep_dir: SweepDir, cfg) -> None:
     print(f"report: {build_report(sweep_dir, cfg=cfg) / 'report.html'}", file=sys.stderr)
 
 
-def _log(sweep_dir: SweepDir, cfg) -> None:
+def _start_runs(sweep_dir: SweepDir, cfg):
+    """Both steps wanted: the MLflow runs start in a thread (``tracking.start_runs``) while
+    the report is drawn; the log step then uploads the report.  None when that cannot start
+    (the log step then does it all, and says what failed)."""
+    try:
+        from sweep.tracking import start_runs
+
+        return start_runs(sweep_dir, cfg)
+    except Exception:
+        return None
+
+
+def _log(sweep_dir: SweepDir, cfg, runs=None) -> None:
     """MLflow carries the report, so a missing or stale one is built first (from the same
-    cached analysis the runs are made of)."""
+    cached analysis the runs are made of).  ``runs``: already being logged (``_start_runs``)."""
     from sweep import report
     from sweep.tracking import log_sweep
 
     if not report.is_current(sweep_dir, cfg):
         report.build_report(sweep_dir, cfg=cfg)
-    _print_where_to_look(sweep_dir, cfg, log_sweep(sweep_dir, cfg))
+    _print_where_to_look(sweep_dir, cfg, log_sweep(sweep_dir, cfg, runs=runs))
 
 
 def _print_where_to_look(sweep_dir: SweepDir, cfg, parent_id: str) -> None:

@@ -104,7 +104,6 @@ def sample_regimes(workloads: list[Workload], budget_s: float = 15.0, done: list
     import pandas as pd
 
     from sweep import regime
-    from sweep.campaign import result_row
 
     ran = {w.key: (w, r) for w, r in (done or [])}
     by_cell: dict[str, list[Workload]] = defaultdict(list)
@@ -115,7 +114,7 @@ def sample_regimes(workloads: list[Workload], budget_s: float = 15.0, done: list
     results, _ = _run_timed(sample, budget_s, stop) if sample else ([], 0.0)
     ran.update((w.key, (w, r)) for w, r in zip(sample, results))
     complete = {c for c, ws in by_cell.items() if all(w.key in ran for w in ws)}   # every design ran
-    rows = [result_row(w, r) for w, r in ran.values() if w.cell.cell_id in complete]
+    rows = [worker.result_row(w, r) for w, r in ran.values() if w.cell.cell_id in complete]
     frame = regime.classify(pd.DataFrame(rows)) if rows else regime.classify(pd.DataFrame())
     return frame, frame["cell_id"].nunique() if len(frame) else 0
 
@@ -207,14 +206,3 @@ def estimate_seconds(count: int, seconds_per_workload: float, cpus: int, with_st
 def as_item(w: Workload) -> dict:
     """The plain dict a worker gets for one workload."""
     return {"key": w.key, "spec": w.spec, "seed": w.seed}
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"

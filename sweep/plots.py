@@ -12,7 +12,9 @@
   saw an ENOMEM.
 
 Sign convention as in the report: candidate - baseline, negative (green) = the candidate
-is better.  Figures are drawn at 130 dpi with 8-9 pt labels, legible at 100 % zoom.
+is better.  Figures are drawn at 130 dpi with 7-9 pt labels, legible at 100 % zoom.
+Statistics are not computed here (``sweep.stats``: a claim's per-cell paired differences
+too); each figure is an independent job, drawn in parallel on a large sweep (``sweep.pool``).
 """
 from __future__ import annotations
 
@@ -25,13 +27,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt       # noqa: E402
+from matplotlib.transforms import ScaledTranslation  # noqa: E402
 import numpy as np                    # noqa: E402
 import pandas as pd                   # noqa: E402
 
-from sweep import fmt, stats          # noqa: E402
+from sweep import fmt, pool, stats    # noqa: E402
 from sweep.config import OPTIONAL_AXES  # noqa: E402
 
 DPI = 130
+COMPRESS_LEVEL = 3                    # zlib level of the PNGs: level 9 took 3x longer for 5 % less
+HEATMAP_COLOURS = 96                  # palette of an effect map (the labels carry the numbers)
 FONT = 8
 DESIGN_COLOURS = ("#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
 CLAIM_ROWS_MAX = 48                   # a forest plot beyond that is unreadable: largest effects
@@ -75,30 +80,70 @@ class Figures:
 
 
 def draw_plots(df: pd.DataFrame, table: pd.DataFrame, pooled: pd.DataFrame, verdicts: list, out: Path,
-               alpha: float) -> Figures:
-    """Write every PNG; returns what was drawn, with captions."""
+               alpha: float, workers: int | None = None) -> Figures:
+    """Write every PNG; returns what was drawn, with captions.  The figures are independent
+    jobs (the data each needs is picked here): on a large sweep they are drawn in parallel
+    (``sweep.pool``; ``workers`` None: ``pool.workers_for`` the sweep's size)."""
     for stale in out.glob("*.png"):
         stale.unlink()                  # plots of metrics or designs no longer in the sweep
-    plt.rcParams.update({"font.size": FONT})
-    figures = Figures()
-    figures.summary = plot_summary(pooled, out / "summary.png", alpha)
-    figures.failure_rate = plot_failure_rate(df, out / "failure_rate_vs_limit.png", alpha)
-    for verdict in verdicts:
-        figure = plot_claim(verdict, table, df, out, alpha)
-        if figure:
-            figures.claims[verdict.claim.id] = figure
+    labels = cell_labels(df)
+    jobs, keys = [], []
     if len(table):
         significant = table[table[table["correction"].iloc[0]] < alpha]
-        order = cell_order(df)
+        order = cell_order(df, labels)
         for metric, rows in table.groupby("metric", sort=False):
-            if not (significant["metric"] == metric).any():
-                continue                 # nothing differs: one line in the text, no plot
-            name = f"effect_{_file_part(metric)}.png"
-            plot_effect_heatmap(rows, out / name, alpha, order)
-            figures.heatmaps[metric] = Figure(
-                name, f"{_label(metric)}: the paired effect per cell for each pair of designs "
-                      f"(candidate - baseline; green = the candidate is lower, i.e. better; * significant)")
+            if (significant["metric"] == metric).any():     # else nothing differs: one line in the text
+                jobs.append((plot_effect_heatmap, (rows, out / f"effect_{_file_part(metric)}.png", alpha, order)))
+                keys.append(("heatmap", metric))
+    values = stats.workload_values(df)
+    for verdict in verdicts:
+        if verdict.cells_tested:
+            claim = verdict.claim
+            rows = stats.paired_differences(values, claim.metric, *claim.compare, verdict.cells_tested, alpha)
+            jobs.append((plot_claim, (verdict, rows, {c: labels[c] for c in rows.index}, out, alpha)))
+            keys.append(("claim", claim.id))
+    jobs.append((plot_summary, (pooled, out / "summary.png", alpha)))
+    keys.append(("summary", None))
+    if values["enomem"].any():
+        jobs.append((plot_failure_rate, (values[["mix", "design", "limit", "enomem"]], out / "failure_rate_vs_limit.png",
+                                         alpha)))
+        keys.append(("failure_rate", None))
+    figures = Figures()
+    drawn = pool.run(jobs, pool.workers_for(len(df)) if workers is None else workers)
+    for (kind, key), figure in zip(keys, drawn):
+        if kind == "heatmap":
+            figures.heatmaps[key] = Figure(
+                figure, f"{_label(key)}: the paired effect per cell for each pair of designs "
+                        f"(candidate - baseline; green = the candidate is lower, i.e. better; * significant)")
+        elif kind == "claim" and figure:
+            figures.claims[key] = figure
+        elif kind == "summary":
+            figures.summary = figure
+        elif kind == "failure_rate":
+            figures.failure_rate = figure
     return figures
+
+
+def _style() -> None:
+    """The rc settings of every figure, from matplotlib's defaults: a figure drawn by a pool
+    worker looks like one drawn in the driver, whatever the driver set before."""
+    matplotlib.rcdefaults()
+    plt.rcParams.update({"font.size": FONT})
+
+
+def _save(fig, path: Path, colours: int | None = None) -> None:
+    """Render once and write the PNG; with ``colours``, as a palette image of that many colours
+    (an effect map drops from ~600 KB to ~150 KB, and report.html embeds every figure; its
+    colour bar shows the steps, the labels carry the numbers)."""
+    from PIL import Image
+
+    fig.set_dpi(DPI)
+    fig.canvas.draw()
+    image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
+    plt.close(fig)
+    if colours:
+        image = image.quantize(colors=colours, method=Image.Quantize.FASTOCTREE)
+    image.save(path, dpi=(DPI, DPI), compress_level=COMPRESS_LEVEL)
 
 
 def _label(metric: str) -> str:
@@ -117,6 +162,7 @@ def plot_summary(pooled: pd.DataFrame, path: Path, alpha: float) -> Figure | Non
              if ((pooled["metric"] == m.name) & ~pooled["all_zero"]).any()]
     if not shown:
         return None
+    _style()
     designs = list(dict.fromkeys(pooled["design"]))
     colours = _colours(designs)
     cols = min(4, len(shown))
@@ -143,23 +189,20 @@ def plot_summary(pooled: pd.DataFrame, path: Path, alpha: float) -> Figure | Non
     fig.suptitle(f"Pooled mean per design with {1 - alpha:.0%} CI (lower is better; outlined: lowest)",
                  fontsize=FONT + 1)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
     return Figure(path.name, f"Every key metric per design: the mean over all workloads of the sweep with "
                              f"its {1 - alpha:.0%} CI; lower is better, the lowest is outlined")
 
 
 # ---------------------------------------------------------------- a claim's evidence
 
-def plot_claim(verdict, table: pd.DataFrame, df: pd.DataFrame, out: Path, alpha: float) -> Figure | None:
-    """Forest plot of the claim's metric, b - a per tested cell (as the claim reads), from the
-    workloads themselves: any metric a claim names has one, compared or derived."""
+def plot_claim(verdict, rows: pd.DataFrame, names: dict[str, str], out: Path, alpha: float) -> Figure | None:
+    """Forest plot of the claim's metric, b - a per tested cell (as the claim reads): ``rows``
+    are ``stats.paired_differences`` of its cells, ``names`` their labels."""
     claim = verdict.claim
-    if not verdict.cells_tested:
-        return None
-    rows = paired_differences(df, claim.metric, *claim.compare, verdict.cells_tested, alpha)
     if rows.empty:
         return None
+    _style()
     a, b = claim.compare
     binary = claim.metric in stats.METRICS_BY_NAME and stats.METRICS_BY_NAME[claim.metric].binary
     scale = 100.0 if binary else 1.0
@@ -171,7 +214,6 @@ def plot_claim(verdict, table: pd.DataFrame, df: pd.DataFrame, out: Path, alpha:
     rows = rows.sort_values("effect")
     holding, against = set(verdict.cells_holding), set(verdict.cells_against)
     colour = ["#2ca02c" if c in holding else "#d62728" if c in against else "#7f7f7f" for c in rows.index]
-    names = cell_labels(df)
     fig, ax = plt.subplots(figsize=(7.5, 1.3 + 0.2 * len(rows)))
     y = np.arange(len(rows))
     ax.errorbar(rows["effect"], y, xerr=[rows["effect"] - rows["lo"], rows["hi"] - rows["effect"]], fmt="none",
@@ -189,27 +231,9 @@ def plot_claim(verdict, table: pd.DataFrame, df: pd.DataFrame, out: Path, alpha:
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     name = f"claim_{_file_part(claim.id)}.png"
-    fig.savefig(out / name, dpi=DPI)
-    plt.close(fig)
+    _save(fig, out / name)
     more = f"; the {dropped} cells with the smallest effects are left out" if dropped else ""
     return Figure(name, f"{claim.id}: {_label(claim.metric)} [{claim.metric}], {b} - {a} per tested cell{more}")
-
-
-def paired_differences(df: pd.DataFrame, metric: str, a: str, b: str, cells, alpha: float) -> pd.DataFrame:
-    """Per cell (index): mean of b - a over seeds where both ran, with a paired t interval."""
-    from scipy import stats as sps
-
-    values = stats.workload_values(df)
-    if metric not in values:
-        return pd.DataFrame(columns=["diff", "lo", "hi"])
-    part = values[values["cell_id"].isin(list(cells)) & values["design"].isin([a, b])]
-    wide = part.pivot_table(index=["cell_id", "seed"], columns="design", values=metric, aggfunc="first")
-    if a not in wide or b not in wide:
-        return pd.DataFrame(columns=["diff", "lo", "hi"])
-    d = (wide[b] - wide[a]).dropna().groupby(level="cell_id")
-    mean, n, sd = d.mean(), d.count(), d.std(ddof=1).fillna(0.0)
-    half = (sps.t.ppf(1 - alpha / 2, (n - 1).clip(lower=1)) * sd / np.sqrt(n)).where(n > 1, 0.0)
-    return pd.DataFrame({"diff": mean, "lo": mean - half, "hi": mean + half})
 
 
 def _file_part(text: str) -> str:
@@ -218,10 +242,11 @@ def _file_part(text: str) -> str:
 
 # ---------------------------------------------------------------- ENOMEM against the limit
 
-def plot_failure_rate(df: pd.DataFrame, path: Path, alpha: float) -> Figure | None:
-    values = stats.workload_values(df)
+def plot_failure_rate(values: pd.DataFrame, path: Path, alpha: float) -> Figure | None:
+    """``values``: ``stats.workload_values`` (mix, design, limit, enomem at least)."""
     if not values["enomem"].any():
         return None                      # flat zero lines say nothing: the text says it
+    _style()
     mixes = sorted(values["mix"].unique())
     cols = min(4, len(mixes))
     rows = math.ceil(len(mixes) / cols)
@@ -248,8 +273,7 @@ def plot_failure_rate(df: pd.DataFrame, path: Path, alpha: float) -> Figure | No
         axes[r, 0].set_ylabel("workloads with ENOMEM (%)")
     axes[0, 0].legend(fontsize=FONT)
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
     return Figure(path.name, f"Share of workloads with a user-visible ENOMEM against memory.max, per design "
                              f"(pooled over orders and node counts), with Wilson {1 - alpha:.0%} bands")
 
@@ -278,11 +302,11 @@ def effect_values(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return np.where(absolute, np.sign(diff) * 100.0, pct), absolute
 
 
-def cell_order(df: pd.DataFrame) -> list[tuple[str, str]]:
+def cell_order(df: pd.DataFrame, labels: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """(cell_id, label) in reading order: by block (config order of appearance), then by
     mix, high, limit, order, nodes and the extra axes."""
     axes = stats.cell_axes(df)
-    labels = cell_labels(df)
+    labels = labels or cell_labels(df)
     keys = [c for c in ("block", "mix", "high", "limit", "order", "nodes", *EXTRA_AXES) if c in axes]
     if "block" in axes:
         first_seen = {b: i for i, b in enumerate(dict.fromkeys(df["block"]))}
@@ -294,53 +318,60 @@ def cell_order(df: pd.DataFrame) -> list[tuple[str, str]]:
 PANEL_ROWS = 32                       # cells per panel column of an effect map
 
 
-def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, order: list[tuple[str, str]]) -> None:
+def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, order: list[tuple[str, str]]) -> str:
     """One metric's paired effect, cells down x pairs across, in panel columns of
     PANEL_ROWS cells.  Colour: % of the baseline mean (ENOMEM: percentage points); where
     the baseline mean is 0 the label is the absolute difference ('d+3') and the colour full
-    strength by its sign.  Drawn with fixed margins in inches (no tight-layout pass)."""
+    strength by its sign.  Drawn with fixed margins in inches (no tight-layout pass), as a
+    palette PNG.  Returns the file name."""
+    _style()
     pairs = list(dict.fromkeys(zip(rows["baseline"], rows["candidate"])))
     colour_values, absolute = effect_values(rows)
-    rows = rows.assign(effect=colour_values, absolute=absolute,
-                       label_value=np.where(absolute, rows["diff_mean"], colour_values),
-                       significant=(rows[rows["correction"].iloc[0]] < alpha).to_numpy())
-    by_key = rows.set_index(["cell_id", "baseline", "candidate"])
+    label_values = np.where(absolute, rows["diff_mean"], colour_values)
+    significant = (rows[rows["correction"].iloc[0]] < alpha).to_numpy()
+    unit = _unit(rows)
+    # (cell, pair) -> (colour value, its label): one pass, no index look-up per cell
+    shown = {(cell, (base, cand)): (value, _effect_text(float(label), unit, bool(flat)) + ("*" if star else ""))
+             for cell, base, cand, value, label, flat, star in zip(
+                 rows["cell_id"], rows["baseline"], rows["candidate"], colour_values, label_values, absolute, significant)}
     present = set(rows["cell_id"])
     cells = [(c, label) for c, label in order if c in present]
-    unit = "pp" if stats.METRICS_BY_NAME.get(rows["metric"].iloc[0], stats.ENOMEM).binary else "%"
     panels = [cells[i:i + PANEL_ROWS] for i in range(0, len(cells), PANEL_ROWS)]
     label_in = 0.065 * max(len(label) for _, label in cells) + 0.3
     col_in, row_in = 0.8, 0.24
     panel_w = label_in + col_in * len(pairs) + 0.25
     top, bottom = 1.0, 0.9
     height_in = row_in * min(PANEL_ROWS, len(cells))
-    fig = plt.figure(figsize=(panel_w * len(panels) + 1.3, top + height_in + bottom))
+    fig = plt.figure(figsize=(panel_w * len(panels) + 1.3, top + height_in + bottom), dpi=DPI)
     fig_w, fig_h = fig.get_size_inches()
     cmap = matplotlib.colormaps["RdYlGn_r"].with_extremes(bad="#f4f4f4")
     image = None
     for p, panel in enumerate(panels):
         grid = np.full((len(panel), len(pairs)), np.nan)
-        for i, (cell_id, _) in enumerate(panel):
-            for j, pair in enumerate(pairs):
-                if (cell_id, *pair) in by_key.index:
-                    grid[i, j] = by_key.loc[(cell_id, *pair), "effect"]
         h = row_in * len(panel)
         ax = fig.add_axes(((p * panel_w + label_in) / fig_w, (bottom + height_in - h) / fig_h,
                            col_in * len(pairs) / fig_w, h / fig_h))
-        image = ax.imshow(np.clip(grid, -100, 100), cmap=cmap, vmin=-100, vmax=100, aspect="auto")
+        texts = []
         for i, (cell_id, _) in enumerate(panel):
             for j, pair in enumerate(pairs):
-                if (cell_id, *pair) not in by_key.index:
-                    continue
-                r = by_key.loc[(cell_id, *pair)]
-                text = _effect_text(float(r["label_value"]), unit, bool(r["absolute"])) + ("*" if r["significant"] else "")
-                dark = abs(grid[i, j]) > 60                 # white on the deep ends of the scale
-                ax.text(j, i, text, ha="center", va="center", fontsize=FONT - 1,
-                        color="white" if dark else "black")
-        ax.set_yticks(range(len(panel)), [label for _, label in panel], fontsize=FONT - 0.5)
-        ax.set_xticks(range(len(pairs)), [f"{c} vs\n{b}" for b, c in pairs], fontsize=FONT)
-        ax.xaxis.tick_top()
-        ax.tick_params(length=0)
+                if (cell_id, pair) in shown:
+                    grid[i, j], text = shown[(cell_id, pair)]
+                    texts.append((i, j, text))
+        image = ax.imshow(np.clip(grid, -100, 100), cmap=cmap, vmin=-100, vmax=100, aspect="auto")
+        for i, j, text in texts:
+            dark = abs(grid[i, j]) > 60                 # white on the deep ends of the scale
+            ax.text(j, i, text, ha="center", va="center", fontsize=FONT - 1, color="white" if dark else "black")
+        # the labels as plain texts 3.5 pt off the grid, where tick labels would be (a Tick
+        # is five artists: 30 % of an effect map's drawing time)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        left = ax.transData + ScaledTranslation(-3.5 / 72, 0, fig.dpi_scale_trans)
+        above = ax.transData + ScaledTranslation(0, 3.5 / 72, fig.dpi_scale_trans)
+        for i, (_, label) in enumerate(panel):
+            ax.text(-0.5, i, label, transform=left, ha="right", va="center", fontsize=FONT - 0.5)
+        for j, (b, c) in enumerate(pairs):
+            ax.text(j, -0.5, f"{c} vs\n{b}", transform=above, ha="center", va="bottom", fontsize=FONT,
+                    multialignment="center")
         ax.set_frame_on(False)
     bar = fig.add_axes(((fig_w - 1.0) / fig_w, bottom / fig_h, 0.15 / fig_w, height_in / fig_h))
     label = "candidate - baseline (pp)" if unit == "pp" else "candidate - baseline, % of baseline"
@@ -349,20 +380,13 @@ def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, order: lis
         f"{fmt.metric_label(rows['metric'].iloc[0])}: paired effect per cell. Green = the candidate is lower "
         f"(better), red = higher; * significant; d = absolute difference where the baseline mean is 0.",
         int(fig_w * 14)), fontsize=FONT, va="bottom")
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    _shrink(path)
+    _save(fig, path, colours=HEATMAP_COLOURS)
+    return path.name
 
 
-def _shrink(path: Path, colours: int = 96) -> None:
-    """Re-save a PNG with a palette: an effect map drops from ~600 KB to ~150 KB, and
-    report.html embeds every figure (its colour bar shows the steps; the labels carry
-    the numbers)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        small = image.convert("RGB").quantize(colors=colours, method=Image.Quantize.FASTOCTREE)
-    small.save(path, optimize=True, dpi=(DPI, DPI))
+def _unit(rows: pd.DataFrame) -> str:
+    """'pp' for the ENOMEM share (percentage points), else '%' (of the baseline mean)."""
+    return "pp" if stats.METRICS_BY_NAME.get(rows["metric"].iloc[0], stats.ENOMEM).binary else "%"
 
 
 def _effect_text(value: float, unit: str, absolute: bool = False) -> str:

@@ -9,7 +9,17 @@ import os
 import sys
 import time
 
-from sweep.plan import format_seconds
+
+def format_seconds(seconds: float) -> str:
+    """'42s', '3m07s', '2h05m': elapsed times and estimates."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 def plural(n, word: str, many: str | None = None) -> str:

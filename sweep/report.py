@@ -35,7 +35,7 @@ from sweep import analysis, calibration, fmt, regime, stats
 from sweep import claims as claims_mod
 from sweep.analysis import SIGN_CONVENTION, Analysis
 from sweep.outdir import SweepDir
-from sweep.plan import format_seconds
+from sweep.progress import format_seconds
 from sweep.plots import cell_labels, draw_plots
 from sweep.progress import plural
 

@@ -278,6 +278,21 @@ def compare_pair(base: np.ndarray, cand: np.ndarray, metric: Metric, alpha: floa
     return row
 
 
+def paired_differences(values: pd.DataFrame, metric: str, a: str, b: str, cells, alpha: float = ALPHA) -> pd.DataFrame:
+    """Per cell (index) of ``cells``: the mean of b - a over the seeds where both ran, with a
+    paired t (1 - alpha) interval (a claim's evidence; ``values``: ``workload_values``)."""
+    if metric not in values:
+        return pd.DataFrame(columns=["diff", "lo", "hi"])
+    part = values[values["cell_id"].isin(list(cells)) & values["design"].isin([a, b])]
+    wide = part.pivot_table(index=["cell_id", "seed"], columns="design", values=metric, aggfunc="first")
+    if a not in wide or b not in wide:
+        return pd.DataFrame(columns=["diff", "lo", "hi"])
+    d = (wide[b] - wide[a]).dropna().groupby(level="cell_id")
+    mean, n, sd = d.mean(), d.count(), d.std(ddof=1).fillna(0.0)
+    half = (sps.t.ppf(1 - alpha / 2, (n - 1).clip(lower=1)) * sd / np.sqrt(n)).where(n > 1, 0.0)
+    return pd.DataFrame({"diff": mean, "lo": mean - half, "hi": mean + half})
+
+
 # ---------------------------------------------------------------- across cells: a per-cell summary
 
 EFFECT_RESAMPLES = 999                 # stratified bootstrap of the median per-cell difference
@@ -367,9 +382,18 @@ def compare_cells(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Metr
                   pairs: Iterable[tuple[str, str]] | None = None,
                   resamples: int = BOOTSTRAP_RESAMPLES, correction: str = "holm") -> pd.DataFrame:
     """One row per (cell, baseline, candidate, metric) with tests, adjusted p and verdict."""
+    return comparison_table(compare_rows(df, alpha, metrics, pairs, resamples), alpha, correction)
+
+
+def compare_rows(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Metric] = KEY_METRICS,
+                 pairs: Iterable[tuple[str, str]] | None = None, resamples: int = BOOTSTRAP_RESAMPLES) -> list[dict]:
+    """``compare_pair`` of every cell, pair and metric, in (metric, pair, cell) order, before
+    the correction across cells: the metrics are independent, so the rows of a split of
+    ``metrics`` (computed anywhere) concatenated in order are the rows of the whole."""
     values = workload_values(df)
     pairs = list(pairs) if pairs is not None else comparisons(values["design"].unique())
     axes = cell_axes(df)
+    axis_values = dict(zip(axes.index, axes.to_dict("records")))
     rows = []
     for metric in metrics:
         wide = _paired_wide(values, metric.name)
@@ -377,9 +401,14 @@ def compare_cells(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Metr
             by_cell = _pairs_by_cell(_pairs(wide, baseline, candidate), baseline, candidate)
             for cell_id in axes.index:
                 base, cand = by_cell.get(cell_id, ([], []))
-                rows.append({"cell_id": cell_id, **axes.loc[cell_id].to_dict(),
+                rows.append({"cell_id": cell_id, **axis_values[cell_id],
                              "baseline": baseline, "candidate": candidate, "metric": metric.name,
                              **compare_pair(base, cand, metric, alpha, resamples)})
+    return rows
+
+
+def comparison_table(rows: list[dict], alpha: float = ALPHA, correction: str = "holm") -> pd.DataFrame:
+    """``compare_rows``' rows with the Holm and BH adjusted p-values and the verdicts."""
     if not rows:                                   # one design: nothing to compare
         return pd.DataFrame(columns=EMPTY_TABLE_COLUMNS)
     return add_verdicts(adjust(pd.DataFrame(rows), alpha), alpha, correction)

@@ -34,6 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,21 +94,63 @@ class TrackingUnavailable(RuntimeError):
 
 # ---------------------------------------------------------------- entry point
 
-def log_sweep(sweep_dir: SweepDir | Path, cfg=None) -> str:
+def log_sweep(sweep_dir: SweepDir | Path, cfg=None, runs: "Future | None" = None) -> str:
     """Log a sweep folder to MLflow; returns the parent run id.
 
     ``cfg`` is the resolved config (DictConfig or mapping); None reads config.yaml.  The
-    report folder is logged as it is (none yet: the runs without it)."""
+    report folder is logged as it is (none yet: the runs without it).  ``runs``: the
+    ``start_runs`` already logging the runs in a thread while the report was drawn; this
+    waits for them, then uploads the report and ends the parent."""
     sweep_dir = SweepDir(SweepDir.of(sweep_dir).path.resolve())
     cfg = sweep_dir.config_dict(cfg)
-    found = analysis.load(sweep_dir, cfg)
     uri = tracking_uri(cfg)
     try:
+        logged = runs.result() if runs is not None else None      # (its thread sets client_env itself)
         with client_env():
-            check_reachable(uri)
-            return _log(MlflowClient(tracking_uri=uri), sweep_dir, cfg, sweep_dir.read_meta(), found)
+            logged = logged or _log_runs(sweep_dir, cfg, uri)
+            _upload(logged.client, logged.parent_id, sweep_dir)
+            _finish(logged.client, logged.parent_id, logged.existing_parent, logged.end_ms, always=True)
+            return logged.parent_id
     except (MlflowException, OSError) as err:
         raise TrackingUnavailable(_unavailable(uri, sweep_dir.path, err)) from err
+
+
+def start_runs(sweep_dir: SweepDir | Path, cfg=None) -> "Future":
+    """The parent and child runs of ``log_sweep`` (all but the report's upload), logged in a
+    thread from the cached analysis while the caller draws the report: the MLflow store's
+    work overlaps the figures' (which run in processes of their own, ``sweep.pool``).
+    Hand the future to ``log_sweep(runs=...)``; it re-raises what the thread raised."""
+    import threading
+
+    sweep_dir = SweepDir(SweepDir.of(sweep_dir).path.resolve())
+    cfg = sweep_dir.config_dict(cfg)
+    analysis.load(sweep_dir, cfg)        # computed (and cached) once, here, before either reads it
+    future = Future()
+
+    def runs() -> None:                  # a daemon: Ctrl-C during the report does not wait for it
+        try:
+            with client_env():
+                future.set_result(_log_runs(sweep_dir, cfg, tracking_uri(cfg)))
+        except BaseException as err:     # handed to log_sweep, which says what failed
+            future.set_exception(err)
+
+    threading.Thread(target=runs, name="mlflow-runs", daemon=True).start()
+    return future
+
+
+@dataclass
+class Logged:
+    """What ``_log_runs`` leaves for the upload: the client, the parent run, and what it was."""
+    client: MlflowClient
+    parent_id: str
+    existing_parent: object
+    end_ms: int | None
+
+
+def _log_runs(sweep_dir: SweepDir, cfg: dict, uri: str) -> Logged:
+    found = analysis.load(sweep_dir, cfg)
+    check_reachable(uri)
+    return _log(MlflowClient(tracking_uri=uri), sweep_dir, cfg, sweep_dir.read_meta(), found)
 
 
 def tracking_uri(cfg: Mapping) -> str:
@@ -154,7 +197,8 @@ def _unavailable(uri: str, sweep_dir: Path, err: Exception) -> str:
 
 # ---------------------------------------------------------------- the logging itself
 
-def _log(client: MlflowClient, sweep_dir: SweepDir, cfg: dict, meta: dict, found: Analysis) -> str:
+def _log(client: MlflowClient, sweep_dir: SweepDir, cfg: dict, meta: dict, found: Analysis) -> Logged:
+    """The parent run (left RUNNING until its artifacts are stored) and every child run."""
     aggregates, comparisons, summary = found.aggregates, found.table, found.summary()
     experiment_id = ensure_experiment(client, experiment_name(cfg), _time_order(found.designs))
     sweep_id = sweep_identity(cfg, meta, sweep_dir.path)
@@ -171,14 +215,14 @@ def _log(client: MlflowClient, sweep_dir: SweepDir, cfg: dict, meta: dict, found
     times = cell_times(found.df)
     regime_of = _regime_lookup(found.regimes)
     labels = child_labels(found.df)
+    mine = {key: rows for key, rows in comparisons.groupby(["cell_id", "candidate"], sort=False)}
+    none = comparisons.iloc[0:0]
     for (cell_id, design), row in aggregates.set_index(["cell_id", "design"]).iterrows():
-        child = child_content(parent_id, sweep_id, cell_id, design, row, comparisons,
+        child = child_content(parent_id, sweep_id, cell_id, design, row, mine.get((cell_id, design), none),
                               regime_of.get((cell_id, design)), times.get((cell_id, design), sweep_times),
                               label=labels.get(cell_id))
         upsert_run(client, experiment_id, existing.get(child.tags[CHILD_KEY_TAG]), child)
-    _upload(client, parent_id, sweep_dir)
-    _finish(client, parent_id, existing.get(""), parent.times[1], always=True)
-    return parent_id
+    return Logged(client, parent_id, existing.get(""), parent.times[1])
 
 
 @dataclass
@@ -322,9 +366,9 @@ def child_name(design: str, row, label: str | None = None) -> str:
 
 
 def child_content(parent_id: str, sweep_id: str, cell_id: str, design: str, row,
-                  comparisons: pd.DataFrame, regime: str | None = None, times=(None, None),
+                  mine: pd.DataFrame, regime: str | None = None, times=(None, None),
                   label: str | None = None) -> RunContent:
-    mine = comparisons[(comparisons["cell_id"] == cell_id) & (comparisons["candidate"] == design)]
+    """``mine``: the comparison rows where ``design`` is the candidate in ``cell_id``."""
     tags = {SWEEP_ID_TAG: sweep_id, CHILD_KEY_TAG: f"{cell_id}/{design}", ROLE_TAG: "child",
             "mlflow.parentRunId": parent_id, "kmemcg.cell_id": cell_id, "kmemcg.design": design,
             **verdict_tags(mine)}

@@ -127,7 +127,7 @@ def calibration_main() -> None:
     import json
     import sys
 
-    _die_with_parent()
+    die_with_parent(int(sys.argv[1]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the driver stops us when it wants to
     items = json.load(sys.stdin)
     print(json.dumps({"ready": True}), flush=True)
@@ -135,10 +135,9 @@ def calibration_main() -> None:
         print(json.dumps(result), flush=True)
 
 
-def _die_with_parent() -> None:
-    import sys
-
-    parent = int(sys.argv[1])
+def die_with_parent(parent: int) -> None:
+    """A child of the driver (the calibration's, a ``sweep.pool`` worker) is killed when the
+    driver ends, however it ends (``interrupt.leave`` skips every clean-up)."""
     try:
         import ctypes
 
@@ -147,3 +146,15 @@ def _die_with_parent() -> None:
         pass
     if os.getppid() != parent:        # the parent died before prctl took effect
         os._exit(1)
+
+
+def result_row(w, result: dict) -> dict:
+    """The store row of one workload's result (``w``: the ``sweep.grid.Workload`` it ran)."""
+    import core
+
+    if result["key"] != w.key:
+        raise RuntimeError(f"result for {result['key']} where {w.key} was expected: chunk order broken")
+    return {"key": w.key, "cell_id": w.cell.cell_id, "design": w.design, "replication": w.replication,
+            "seed": w.seed, "status": result["status"], "error": result["error"], **w.cell.axes,
+            **result["metrics"], "elapsed_s": result["elapsed_s"], "worker": result["worker"],
+            "model_version": result.get("version") or core.MODEL_VERSION, "finished_at": time.time()}

@@ -159,6 +159,61 @@ def test_one_outlier_cell_does_not_make_a_winner():
     assert "way2 (Davydov) is lower on peak overshoot" not in sentences[0]
 
 
+def test_the_analysis_and_figures_on_worker_processes_equal_the_serial_ones(tmp_path):
+    """Issue 24: the statistics run as jobs on a process pool (split by metric) and are
+    combined in a fixed order; the figures are drawn by the pool's workers.  Both must give
+    what one process gives: every table bit for bit, the verdicts, and the same figures."""
+    import numpy as np
+    from PIL import Image
+
+    from sweep import plots
+
+    df = synthetic(reps=10, cells=grid_cells(limits=(32 << 20,)),
+                   shift=lambda cell, design: {"overshoot_high_peak_pages": -40.0}
+                   if design == "way2" and cell["mix"] == "nowait-burst" else {})
+    sweep_dir = SweepDir(write_sweep_dir(tmp_path / "sweep", df))
+    shutil.copyfile(REGISTRY, sweep_dir.claims)
+    serial = analysis.compute(df, 0.05, "holm", sweep_dir.claims, workers=0)
+    parallel = analysis.compute(df, 0.05, "holm", sweep_dir.claims, workers=2)
+    for name in analysis.TABLES:
+        a, b = getattr(serial, name), getattr(parallel, name)
+        assert list(a.columns) == list(b.columns) and a.equals(b), name
+    assert serial.verdicts == parallel.verdicts and serial.summary() == parallel.summary()
+    assert (serial.table["verdict"] == "better").any()            # the planted effect is found
+
+    drawn = {}
+    for workers in (0, 2):
+        out = tmp_path / f"figures{workers}"
+        out.mkdir()
+        drawn[workers] = (plots.draw_plots(df, serial.table, serial.pooled, serial.verdicts, out, 0.05,
+                                           workers=workers), out)
+    (one, out_one), (two, out_two) = drawn[0], drawn[2]
+    assert one == two and "overshoot_high_peak_pages" in one.heatmaps
+    names = sorted(p.name for p in out_one.glob("*.png"))
+    assert names == sorted(p.name for p in out_two.glob("*.png")) and len(names) >= 3
+    for name in names:                                             # same style in a worker as here
+        with Image.open(out_one / name) as a, Image.open(out_two / name) as b:
+            assert np.array_equal(np.asarray(a.convert("RGB")), np.asarray(b.convert("RGB"))), name
+
+
+def test_report_and_log_together_log_the_runs_while_the_report_is_drawn(tmp_path, monkeypatch):
+    """The runs are logged in a thread while the report is drawn; the parent run still gets
+    the finished report (report.html at its root) and ends FINISHED."""
+    from mlflow import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    sweep_dir = SweepDir(_sweep(tmp_path))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert cli._report_and_log(sweep_dir, {"tracking": {"uri": uri}}) == cli.OK
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parent = next(r for r in runs if r.data.tags.get("kmemcg.role") == "parent")
+    children = [r for r in runs if r.data.tags.get("kmemcg.role") == "child"]
+    assert parent.info.status == "FINISHED" and "kmemcg.upload_incomplete" not in parent.data.tags
+    assert len(children) == len(analysis.load(sweep_dir).aggregates)
+    assert "report.html" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
 def test_the_verdict_counts_the_claims_it_rests_on_and_names_only_the_refuted():
     """19 claim ids in one sentence buried the one that mattered: the sentence counts the
     held claims and names the refuted ones (the claims table lists every claim)."""
