@@ -34,21 +34,29 @@ def run(setup, selftests=(), traces=(), log=print, echo=False):
     Returns {"selftests": {...}, "streams": [metrics], "raw": [per-stream guest results],
     "seconds": wall time, "boot": the guest's boot line}."""
     streams = [build_stream(spec, seed) for spec, seed in traces]
-    out = bench.run_boot(setup, selftests=selftests, streams=streams, log=log, echo=echo)
+    try:
+        out = bench.run_boot(setup, selftests=selftests, streams=streams, log=log, echo=echo)
+    except RealKernelError as err:      # a boot that ended early: its finished streams' metrics
+        err.streams = [_stream_metrics(i, stream, raw) for i, (stream, raw) in enumerate(zip(streams, err.finished))]
+        raise
     if len(out["streams"]) != len(streams):
         raise RealKernelError(f"the guest finished {len(out['streams'])} of {len(streams)} streams")
-    metrics = []
-    for i, (stream, raw) in enumerate(zip(streams, out["streams"])):
-        w = raw["cgroups"].get(f"w{i}", {})
-        cg = {"events": w.get("events", {}), "stat": w.get("stat", {}),
-              "peak": w.get("memory.peak", 0), "max": _limit(stream.spec["cgroup"]["max"]),
-              "high": _limit(stream.spec["cgroup"]["high"])}
-        metrics.append(linux_metrics(stream, raw["results"], cg))
-        raw["stream"] = stream
+    metrics = [_stream_metrics(i, stream, raw) for i, (stream, raw) in enumerate(zip(streams, out["streams"]))]
     return {"selftests": out["selftests"], "selftest_notes": out["selftest_notes"],
             "streams": metrics, "raw": out["streams"],
             "seconds": out["seconds"], "boot": out["boot"], "accel": out["accel"],
             "kernel": out["kernel"]}
+
+
+def _stream_metrics(i, stream, raw):
+    """Stream ``i``'s metrics under core's names, from its results and cgroup files (the
+    stream itself is kept in ``raw``)."""
+    w = raw["cgroups"].get(f"w{i}", {})
+    cg = {"events": w.get("events", {}), "stat": w.get("stat", {}),
+          "peak": w.get("memory.peak", 0), "max": _limit(stream.spec["cgroup"]["max"]),
+          "high": _limit(stream.spec["cgroup"]["high"])}
+    raw["stream"] = stream
+    return linux_metrics(stream, raw["results"], cg)
 
 
 def run_selftests(setup, names=("test_kmem", "test_memcontrol"), log=print):

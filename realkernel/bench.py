@@ -124,7 +124,13 @@ def run_boot(setup, selftests=(), streams=(), log=print, append="", echo=False, 
         initrd = Path(tmp) / "initramfs.cpio"
         build.initramfs(kernel, initrd, script, files)
         cmd = qemu.qemu_command(setup, kernel["vmlinuz"], initrd, accel, append)
-        console = qemu.boot(cmd, setup.timeout_s, echo=echo)
+        try:
+            console = qemu.boot(cmd, setup.timeout_s, echo=echo)
+        except RealKernelError as err:      # keep the streams the guest finished before
+            err.kernel = kernel["version"]
+            if err.partial is not None:
+                err.finished = finished_streams(err.partial)
+            raise
     return {"kernel": kernel["version"], "accel": accel, "seconds": console.seconds,
             "boot": console.value("boot"), "console": console,
             "selftests": _selftest_results(console), "selftest_notes": _selftest_notes(console),
@@ -156,16 +162,24 @@ def _selftest_notes(console):
     return out
 
 
+def finished_streams(console):
+    """The results of the streams a boot that ended early had finished (they run in order,
+    so a prefix): each printed its stream_end line after its cgroup files."""
+    return [s for s in _stream_results(console) if s.pop("ended")]
+
+
 def _stream_results(console):
     """Per stream: the request results (hex lines between stream_begin/end) and the files
     of its cgroups."""
     streams, cur = [], None
     for key, rest in console.tagged:
         if key == "stream_begin":
-            cur = {"hex": [], "cgroups": {}, "kills": 0}
+            cur = {"hex": [], "cgroups": {}, "kills": 0, "ended": False}
             streams.append(cur)
         elif cur is None:
             continue
+        elif key == "stream_end":
+            cur["ended"] = True
         elif key == "r":
             cur["hex"].append(rest.strip())
         elif key == "replay_task_kills":
@@ -181,4 +195,4 @@ def _stream_results(console):
                 files[what] = int(rest)
     for s in streams:
         s["results"] = parse_results(s.pop("hex"))
-    return streams
+    return streams      # "ended": the guest printed the stream's last line (stream_end)

@@ -137,12 +137,16 @@ def boot(cmd, timeout_s, echo=False):
 
     threading.Thread(target=reader, daemon=True).start()
     lines, tagged, panic, done = [], [], None, False
+
+    def partial():      # what the guest said so far: a boot that ends early keeps it
+        return Console(tagged, lines, time.monotonic() - start)
+
     try:
         while True:
             left = timeout_s - (time.monotonic() - start)
             if left <= 0:
                 raise RealKernelError(f"guest timed out after {timeout_s:.0f} s "
-                                      f"(last line: {_last(lines)!r})")
+                                      f"(last line: {_last(lines)!r})", partial())
             try:
                 line = lines_q.get(timeout=min(left, 1.0))
             except queue.Empty:
@@ -159,21 +163,21 @@ def boot(cmd, timeout_s, echo=False):
             if pos >= 0:
                 key, _, rest = line[pos + len(TAG):].partition(" ")
                 if key == "error":
-                    raise RealKernelError(f"guest: {rest}")
+                    raise RealKernelError(f"guest: {rest}", partial())
                 tagged.append((key, rest))
                 done = done or key == "done"
         proc.wait(timeout=max(1.0, timeout_s - (time.monotonic() - start)))
     except subprocess.TimeoutExpired:
-        raise RealKernelError(f"qemu did not exit within {timeout_s:.0f} s") from None
+        raise RealKernelError(f"qemu did not exit within {timeout_s:.0f} s", partial()) from None
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     if panic is not None:
-        raise RealKernelError(f"kernel panic: {panic}")
+        raise RealKernelError(f"kernel panic: {panic}", partial())
     if not done:
         raise RealKernelError(f"qemu exited ({proc.returncode}) before the guest finished "
-                              f"(last line: {_last(lines)!r})")
+                              f"(last line: {_last(lines)!r})", partial())
     return Console(tagged, lines, time.monotonic() - start)
 
 

@@ -48,16 +48,22 @@ def run_on_kernel(items: list[dict]) -> dict[str, dict]:
         try:
             setup = realkernel.setup_for(traces[0][0], timeout_s=BOOT_TIMEOUT_S + STREAM_TIMEOUT_S * len(batch))
             run = realkernel.run(setup, traces=traces, log=lambda *_: None)
-        except Exception as err:    # a failed boot fails its streams, not the sweep
+        except Exception as err:    # a failed boot fails the streams it did not finish, not the sweep
             elapsed = (time.perf_counter() - start) / len(batch)
+            finished = getattr(err, "streams", [])      # RealKernelError: those it finished first
+            out.update(_kernel_results(batch, finished, elapsed, getattr(err, "kernel", None)))
             out.update((item["key"], {"status": "error", "error": _describe(err), "metrics": {},
-                                      "elapsed_s": elapsed}) for item in batch)
+                                      "elapsed_s": elapsed}) for item in batch[len(finished):])
             continue
-        elapsed = run["seconds"] / len(batch)       # the boot shared by the batch
-        for item, metrics in zip(batch, run["streams"], strict=True):
-            out[item["key"]] = {"status": "ok", "error": None, "elapsed_s": elapsed, "version": f"linux {run['kernel']}",
-                                "metrics": {k: None if v is None else float(v) for k, v in metrics.items()}}
+        out.update(_kernel_results(batch, run["streams"], run["seconds"] / len(batch), run["kernel"]))  # the boot shared
     return out
+
+
+def _kernel_results(batch: list[dict], streams: list[dict], elapsed: float, kernel: str | None):
+    """(key, ok result) of the first ``len(streams)`` items of ``batch``, from Linux's metrics."""
+    for item, metrics in zip(batch, streams):
+        yield item["key"], {"status": "ok", "error": None, "elapsed_s": elapsed, "version": f"linux {kernel}",
+                            "metrics": {k: None if v is None else float(v) for k, v in metrics.items()}}
 
 
 def kernel_trace(item: dict) -> tuple[dict, int]:

@@ -127,3 +127,44 @@ def test_linux_row_runs_through_the_sweep_beside_the_model(tmp_path, monkeypatch
 
 def _no_boot(*args, **kwargs):
     raise AssertionError("a resumed sweep booted the kernel again")
+
+
+@pytest.mark.realkernel
+def test_a_boot_that_times_out_keeps_the_streams_it_finished(tmp_path, monkeypatch, capsys):
+    """A boot replays its streams one after the other; when it times out (or panics) after
+    the first, that stream's results are stored as ok - the metrics the guest printed - and
+    only the unfinished one is an error, rerun by the next sweep.  (A calibration boot of 17
+    streams timed out after 2340 s on its last stream and lost all 17.)  The guest's results
+    are the session boot's; the timeout after the first stream is raised as realkernel.run
+    raises it, carrying the streams the guest finished (tests/test_realkernel.py checks
+    that the bench fills them in)."""
+    path = write_config(tmp_path, deep_update(KERNEL_CELL, {"designs": ["linux-6.1"], "output": {"report": False}}))
+    monkeypatch.chdir(tmp_path)
+    finished = {}
+
+    def first_then_timeout(setup, traces, **kwargs):
+        ran = realkernel_boot.answer_from_boot(setup, traces, **kwargs)
+        finished.update(seed=traces[0][1], metrics=ran["streams"][0])
+        err = realkernel.RealKernelError("guest timed out after 540 s (last line: '@@RK r 01000000')")
+        err.streams, err.kernel = ran["streams"][:1], ran["kernel"]
+        raise err
+
+    monkeypatch.setattr(realkernel, "run", first_then_timeout)
+    assert cli.main([str(path), "--local"]) == cli.FAILED
+    with Store(tmp_path / "out" / "results.sqlite") as store:
+        rows = store.dataframe().set_index("seed")
+    assert sorted(rows["status"]) == ["error", "ok"]
+    kept = rows.loc[finished["seed"]]
+    assert kept["status"] == "ok" and kept["model_version"].startswith("linux 6.1.")
+    for name in ("requests", "events_high", "overshoot_high_peak_pages", "reclaim_scanned_pages"):
+        assert kept[name] == finished["metrics"][name], name
+    assert "guest timed out after 540 s" in rows[rows["status"] == "error"]["error"].iloc[0]
+    # the rerun boots for the unfinished stream only
+    asked = []
+    monkeypatch.setattr(realkernel, "run", lambda setup, traces, **kw: asked.append(len(traces))
+                        or realkernel_boot.answer_from_boot(setup, traces, **kw))
+    capsys.readouterr()
+    assert cli.main([str(path), "--local"]) == cli.OK
+    assert asked == [1]
+    with Store(tmp_path / "out" / "results.sqlite") as store:
+        assert (store.dataframe()["status"] == "ok").all()

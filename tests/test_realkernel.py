@@ -212,6 +212,20 @@ def test_guest_error_line_ends_the_boot_at_once():
     assert time.monotonic() - start < 10
 
 
+def test_a_timed_out_boot_keeps_the_streams_the_guest_finished():
+    """The console up to a timeout travels with the error, so the streams that printed their
+    last line (stream_end) before it are kept and the one cut off is not. A shell stands in
+    for qemu, printing stream 0 whole and stream 1 in part."""
+    script = ("echo '@@RK stream_begin 0'; echo '@@RK r 01000000ef120000'; echo '@@RK cg w0 memory.peak 8192';"
+              "echo '@@RK cg w0 events high 3'; echo '@@RK stream_end 0';"
+              "echo '@@RK stream_begin 1'; echo '@@RK r 01000000ef120000'; sleep 60")
+    with pytest.raises(RealKernelError, match=r"^guest timed out after 3 s") as caught:
+        qemu.boot(["sh", "-c", script], 3)
+    streams = bench.finished_streams(caught.value.partial)
+    assert len(streams) == 1 and len(streams[0]["results"]) == 1
+    assert streams[0]["cgroups"]["w0"] == {"events": {"high": 3}, "stat": {}, "memory.peak": 8192}
+
+
 def test_qemu_ending_early_is_one_line():
     with pytest.raises(RealKernelError, match=r"^qemu exited \(3\) before the guest finished "
                                               r"\(last line: 'half'\)$"):
