@@ -240,17 +240,18 @@ def _run_missing(cfg, missing, store, executor, summary, seconds_per_workload, l
                 chunks += plan.chunks(missing, seconds_per_workload, cfg.ray.chunk_seconds)
             progress.restart_clock()
             grace = max(2.0, 4 * cfg.ray.chunk_seconds)
-            _execute(executor, chunks, cfg.ray.max_retries, store_chunk, summary, grace)
+            _execute(executor, chunks, cfg.ray.max_retries, store_chunk, summary, grace, progress.tick)
     finally:
         progress.close()
     return seconds_per_workload
 
 
 def _execute(executor: Executor, chunks: list[list[Workload]], max_retries: int, on_chunk, summary,
-             grace_s: float) -> None:
+             grace_s: float, on_wait=lambda: None) -> None:
     """Submit chunks with at most ``executor.max_in_flight`` pending; hand each result to
-    ``on_chunk``.  On a stop request: no more submissions, ``grace_s`` for the pending chunks
-    to come back (they are stored), the rest abandoned, then :class:`Interrupted`."""
+    ``on_chunk``, and call ``on_wait`` after a look that found none.  On a stop request: no
+    more submissions, ``grace_s`` for the pending chunks to come back (they are stored), the
+    rest abandoned, then :class:`Interrupted`."""
     queue = iter(chunks)
     pending: dict = {}      # handle -> (chunk, attempts so far)
     stop_by = None
@@ -262,7 +263,9 @@ def _execute(executor: Executor, chunks: list[list[Workload]], max_retries: int,
             pending[executor.submit([plan.as_item(w) for w in chunk])] = (chunk, 0)
         if not pending or (stop_by is not None and time.monotonic() > stop_by):
             break
+        came_back = 0
         for handle, results, lost in executor.finished(POLL_S):
+            came_back += 1
             chunk, attempts = pending.pop(handle)
             if lost is not None:
                 if stop_by is not None:
@@ -275,6 +278,8 @@ def _execute(executor: Executor, chunks: list[list[Workload]], max_retries: int,
                 summary.lost_reason = lost
             on_chunk(chunk, results)
             interrupt.checkpoint("stored", summary.ran)
+        if not came_back:
+            on_wait()
     if stop_by is not None:
         raise Interrupted
 

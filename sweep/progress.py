@@ -10,6 +10,9 @@ import sys
 import time
 
 
+QUIET_S = 60.0      # without a terminal: the longest silence while nothing finishes
+
+
 def format_seconds(seconds: float) -> str:
     """'42s', '3m07s', '2h05m': elapsed times and estimates."""
     seconds = int(round(seconds))
@@ -68,6 +71,19 @@ class Progress:
             self._bar.update(done)
         elif time.monotonic() - self._last_line >= self.every_s or self.done == self.total:
             self._last_line = time.monotonic()
+            print(self.line(), file=self.stream, flush=True)
+
+    def tick(self) -> None:
+        """Nothing finished since the last look. While one long chunk runs (a real-kernel
+        boot replays its streams for minutes) the clock stays visible: the bar's elapsed
+        time, or without a terminal a line once ``QUIET_S`` passed without one."""
+        now = time.monotonic()
+        if self._bar is not None:
+            if now - self._last_line >= 1.0:
+                self._last_line = now
+                self._bar.refresh()
+        elif now - self._last_line >= QUIET_S:
+            self._last_line = now
             print(self.line(), file=self.stream, flush=True)
 
     def message(self, text: str) -> None:

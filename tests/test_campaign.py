@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from sweep import campaign, config, grid, interrupt, plan, worker
+from sweep import campaign, config, grid, interrupt, plan, progress, worker
 from sweep.local import LocalExecutor
 from sweep.outdir import SweepDir
 from sweep.store import Store
@@ -116,6 +116,34 @@ def test_a_stop_request_ends_the_run_between_chunks_and_the_rerun_runs_the_rest(
     monkeypatch.setattr(interrupt, "_signals", 0)
     rerun = run(small, LocalExecutor())
     assert (rerun.status, rerun.skipped, rerun.ran) == ("completed", 2 * CHUNK, 144 - 2 * CHUNK)
+
+
+class Slow(LocalExecutor):
+    """The local executor whose every chunk is ``looks`` looks of the campaign in coming
+    back, as a real-kernel boot is minutes (nothing else finishes meanwhile)."""
+
+    def __init__(self, looks: int):
+        super().__init__()
+        self.looks, self.left = looks, looks
+
+    def finished(self, timeout):
+        if self.left:
+            self.left -= 1
+            return
+        self.left = self.looks
+        yield from super().finished(timeout)
+
+
+def test_the_progress_line_keeps_its_clock_while_a_long_chunk_runs(small, monkeypatch, capsys):
+    """A boot replaying 17 streams kept the calibration's progress line silent for 39
+    minutes: lines came only when a chunk finished.  Now a look that finds nothing prints
+    the line once QUIET_S (60 s; 0 here) passed without one, still 0 done at first."""
+    monkeypatch.setattr(progress, "QUIET_S", 0.0)
+    summary = run(small, Slow(looks=3))
+    assert summary.ok == 144
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("progress:")]
+    assert len(lines) >= 3 * 5                  # 3 silent looks per chunk, 5 chunks
+    assert all(ln.startswith("progress: 0/144 ") for ln in lines[:3])
 
 
 def test_the_campaign_and_the_local_executor_import_no_ray():
