@@ -22,6 +22,8 @@ import hashlib
 import json
 import os
 import shutil
+import threading
+from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from sweep.store import DiskFault, Store, disk_fault
 SIGN_CONVENTION = ("Differences are candidate - baseline (in 'way2 vs v4.3' way2 is the candidate), "
                    "in the metric's unit; every compared metric is lower-is-better, so a negative "
                    "difference means the candidate is better. Relative changes (%) have the same sign.")
+CELLS = "cells"                  # analysis/cells/<key>.json: one cell's comparisons (cache_cell)
 TABLES = ("table", "aggregates", "regimes", "pooled", "effects", "calibration")   # Analysis fields cached as Parquet
 VERDICTS_FILE = "verdicts.json"
 PACKAGE_MIXES = Path(__file__).resolve().parent.parent / "configs" / "mixes"
@@ -171,7 +174,7 @@ def load(sweep_dir: SweepDir | str | Path, cfg=None) -> Analysis:
     if df.empty:
         raise ValueError(f"{sweep_dir.path}: no results to report")
     if not folder.exists():
-        _write(folder, compute(df, alpha, correction, sweep_dir.claims))
+        _write(folder, compute(df, alpha, correction, sweep_dir.claims, cells_dir=sweep_dir.analysis_dir / CELLS))
     return _read(folder, df)
 
 
@@ -191,28 +194,111 @@ def _locate(sweep_dir: SweepDir, cfg) -> tuple[pd.DataFrame, tuple[float, str], 
 
 
 def compute(df: pd.DataFrame, alpha: float, correction: str, claims_path: Path | None = None,
-            workers: int | None = None) -> Analysis:
+            workers: int | None = None, cells_dir: Path | None = None) -> Analysis:
     """Every statistic of a results table (the expensive step: bootstrap CIs per cell).
 
-    The statistics are independent jobs - the paired comparisons split by metric, the
-    aggregates, the pooled means, the design effects, the calibration against a real kernel,
-    the regimes with the claims - run
-    on ``workers`` processes (``sweep.pool``; None: by the sweep's size) and combined here
-    in a fixed order, so the result is the same, bit for bit, with any number of workers."""
+    A cell's paired comparisons come from ``cells_dir`` when they were cached there (by
+    ``cache_cell`` while the sweep ran, or by an earlier analysis of the same rows); the
+    rest, and the other statistics - the aggregates, the pooled means, the design effects,
+    the calibration against a real kernel, the regimes with the claims - are independent
+    jobs run on ``workers`` processes (``sweep.pool``; None: by the sweep's size) and
+    combined here in a fixed order, so the result is the same, bit for bit, with any number
+    of workers and any share of cached cells."""
     workers = pool.workers_for(len(df)) if workers is None else workers
     values = stats.workload_values(df)
     pairs = stats.comparisons(values["design"].unique())
-    split = [list(stats.KEY_METRICS)[i::max(1, 2 * workers)] for i in range(max(1, 2 * workers))]
-    order = {m.name: i for i, m in enumerate(stats.KEY_METRICS)}
-    jobs = [(stats.compare_rows, (df, alpha, part, pairs)) for part in split if part]
+    by_cell = dict(iter(values.groupby("cell_id", sort=False)))
+    keys = {c: cell_key(by_cell.get(c, values.iloc[0:0]), alpha, pairs) for c in stats.cell_axes(df).index}
+    per_cell = _cached_cells(cells_dir, keys)
+    missing = [c for c in keys if c not in per_cell]
+    parts = [missing[i::max(1, 2 * workers)] for i in range(max(1, 2 * workers))]
+    metrics = list(stats.KEY_METRICS)
+    jobs = [(stats.cell_comparisons, (values[values["cell_id"].isin(part)], part, alpha, metrics, pairs))
+            for part in parts if part]
     jobs += [(stats.aggregate, (df, alpha)), (stats.pooled_means, (df, alpha)),
              (stats.design_effects, (df, alpha)), (calibration_mod.compare, (df, alpha)),
              (_regimes_and_verdicts, (df, claims_path, alpha))]
-    *parts, aggregates, pooled, effects, calibration, (regimes, verdicts) = pool.run(jobs, workers)
-    rows = sorted((row for part in parts for row in part), key=lambda row: order[row["metric"]])   # stable
+    *computed, aggregates, pooled, effects, calibration, (regimes, verdicts) = pool.run(jobs, workers)
+    for part in computed:
+        per_cell.update(part)
+        for cell_id, rows in part.items():
+            _write_cell(cells_dir, keys[cell_id], rows)
+    _prune_cells(cells_dir, set(keys.values()))
+    rows = stats.assemble_rows(df, per_cell)
     return Analysis(df=df, table=stats.comparison_table(rows, alpha, correction), aggregates=aggregates,
                     regimes=regimes, verdicts=verdicts, pooled=pooled, effects=effects, calibration=calibration,
                     alpha=alpha, correction=correction)
+
+
+# ---------------------------------------------------------------- one cell, while the sweep runs
+
+def cache_cell(sweep_dir: SweepDir, cell_df: pd.DataFrame, alpha: float, designs) -> list[dict]:
+    """The paired comparisons of one finished cell (``cell_df``: its stored rows), cached
+    for ``compute``; returns them (``stats.compare_cell``'s rows).  Called while the sweep
+    runs (``sweep.cellwise``): the final analysis then only combines and corrects."""
+    values = stats.workload_values(cell_df)
+    pairs = stats.comparisons(designs)
+    key = cell_key(values, alpha, pairs)
+    cached = _cached_cells(sweep_dir.analysis_dir / CELLS, {"cell": key})
+    if cached:
+        return cached["cell"]
+    rows = stats.compare_cell(values, alpha, list(stats.KEY_METRICS), pairs)
+    _write_cell(sweep_dir.analysis_dir / CELLS, key, rows)
+    return rows
+
+
+def cell_key(values: pd.DataFrame, alpha: float, pairs: list[tuple[str, str]]) -> str:
+    """What a cell's comparisons depend on: its workloads' values (``workload_values``,
+    as floats: the same whether the cell was read alone or with the whole sweep), the pairs,
+    alpha and the code."""
+    names = [m.name for m in stats.KEY_METRICS]
+    part = values.sort_values(["design", "seed"])
+    digest = hashlib.sha256(json.dumps([alpha, pairs, names, stats.BOOTSTRAP_RESAMPLES, _code_version(),
+                                        part["design"].astype(str).tolist(),
+                                        part["seed"].astype("int64").tolist()]).encode())
+    digest.update(part[names].to_numpy(dtype=float).tobytes())
+    return digest.hexdigest()[:24]
+
+
+def _cached_cells(folder: Path | None, keys: dict[str, str]) -> dict[str, list[dict]]:
+    """name -> the cached rows of the cells of ``keys`` (name -> key) found in ``folder``."""
+    found = {}
+    for name, key in keys.items():
+        path = folder / f"{key}.json" if folder is not None else None
+        if path is not None and path.exists():
+            try:
+                found[name] = json.loads(path.read_text())
+            except (OSError, ValueError):        # cut short: computed again
+                pass
+    return found
+
+
+def _write_cell(folder: Path | None, key: str, rows: list[dict]) -> None:
+    """Cache a cell's rows (JSON: floats round-trip exactly); a cache that cannot be written
+    only costs the time to compute it again."""
+    if folder is None:
+        return
+    tmp = folder / f".{key}.{os.getpid()}.{threading.get_ident()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(rows, default=_plain))
+        tmp.rename(folder / f"{key}.json")
+    except OSError:
+        tmp.unlink(missing_ok=True)
+
+
+def _prune_cells(folder: Path | None, keep: set[str]) -> None:
+    """Remove the cached cells this analysis did not use (rows since re-run or grown)."""
+    if folder is None or not folder.exists():
+        return
+    for path in folder.glob("*.json"):
+        if path.stem not in keep:
+            path.unlink(missing_ok=True)
+
+
+def _plain(value):
+    """numpy scalars as Python numbers for JSON."""
+    return value.item()
 
 
 def _regimes_and_verdicts(df: pd.DataFrame, claims_path: Path | None, alpha: float) -> tuple[pd.DataFrame, list]:
@@ -239,6 +325,7 @@ def cache_key(df: pd.DataFrame, alpha: float, correction: str, registry: bytes) 
     return digest.hexdigest()[:16]
 
 
+@lru_cache(maxsize=1)
 def _code_version() -> list[str]:
     import importlib
 
@@ -271,7 +358,7 @@ def _write(folder: Path, analysis: Analysis) -> None:
     except OSError:                 # another process cached the same key first: same content
         shutil.rmtree(tmp, ignore_errors=True)
     for stale in folder.parent.iterdir():
-        if stale.name != folder.name and (not stale.name.startswith(".") or _orphan(stale.name)):
+        if stale.name not in (folder.name, CELLS) and (not stale.name.startswith(".") or _orphan(stale.name)):
             shutil.rmtree(stale, ignore_errors=True)
 
 

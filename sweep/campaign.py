@@ -32,6 +32,7 @@ from typing import Protocol
 import core
 from sweep import grid, interrupt, plan, worker
 from sweep.config import is_adaptive, is_kernel_row
+from sweep.cellwise import CellWatch
 from sweep.grid import Cell, Workload
 from sweep.outdir import SweepDir, now, run_record
 from sweep.progress import Progress
@@ -114,8 +115,10 @@ class Summary:
 
 
 def run_sweep(cfg, cells: list[Cell], sweep_dir: SweepDir, executor: Executor, fresh: bool = False,
-              shard=None, out=None) -> Summary:
-    """Run every missing workload of ``cells`` on ``executor``; results land in ``sweep_dir``'s store."""
+              shard=None, out=None, on_cells=None) -> Summary:
+    """Run every missing workload of ``cells`` on ``executor``; results land in ``sweep_dir``'s
+    store.  ``on_cells(cell_ids)``: told of every cell whose planned workloads are all
+    stored, as soon as they are (``sweep.cellwise``)."""
     out = out or sys.stderr
     summary = Summary(cells=len(cells), executor=executor.name)
     started = time.monotonic()
@@ -141,7 +144,7 @@ def run_sweep(cfg, cells: list[Cell], sweep_dir: SweepDir, executor: Executor, f
         with interrupt.last_words(last_words):
             try:
                 with Store(sweep_dir.results) as store:
-                    _rounds(cfg, cells, store, executor, summary, out)
+                    _rounds(cfg, cells, store, executor, summary, out, on_cells or (lambda cell_ids: None))
             except Interrupted:
                 summary.interrupted = True
             except ExecutorLost as err:
@@ -182,23 +185,25 @@ def check_stop() -> None:
         raise Interrupted
 
 
-def _rounds(cfg, cells, store, executor, summary, out) -> None:
+def _rounds(cfg, cells, store, executor, summary, out, on_cells) -> None:
     targets = {cell.cell_id: cfg.replications for cell in cells}
     stored_at_start = store.keys("ok")
     seconds_per_workload = None
+    watch = CellWatch()
     while True:
         check_stop()
         summary.rounds += 1
         planned = grid.workloads(cells, cfg.designs, targets, cfg.seed, core.MODEL_VERSION)
         store.set_plan((w.key for w in planned), replace=summary.rounds == 1)
         done = store.keys("ok")
+        on_cells(watch.plan(planned, done))
         missing = plan.ordered([w for w in planned if w.key not in done])
         summary.planned = len(planned)
         summary.skipped = sum(w.key in stored_at_start for w in planned)
         if missing:
             label = "workloads" if summary.rounds == 1 else f"round {summary.rounds}"
             seconds_per_workload = _run_missing(cfg, missing, store, executor, summary, seconds_per_workload,
-                                                label)
+                                                label, lambda keys: on_cells(watch.stored(keys)))
         check_stop()
         grow = _cells_needing_more(cfg, store, targets)
         if not grow:
@@ -218,11 +223,14 @@ def _cells_needing_more(cfg, store, targets) -> list[str]:
     return [c for c in asked if c in targets and targets[c] < cfg.stats.max_replications]
 
 
-def _run_missing(cfg, missing, store, executor, summary, seconds_per_workload, label) -> float:
+def _run_missing(cfg, missing, store, executor, summary, seconds_per_workload, label, on_stored) -> float:
     """Calibrate on the first few (first round only), then the rest on the executor; returns
-    the per-workload time used for chunking."""
+    the per-workload time used for chunking.  ``on_stored(keys)`` after each store."""
     progress = Progress(len(missing), label=label)
-    store_chunk = lambda ws, rs: _store_results(store, ws, rs, summary, progress)   # noqa: E731
+
+    def store_chunk(workloads, results) -> None:
+        _store_results(store, workloads, results, summary, progress)
+        on_stored([w.key for w in workloads])
     on_kernel = [w for w in missing if is_kernel_row(w.design)]    # a boot per chunk: never timed
     missing = [w for w in missing if not is_kernel_row(w.design)]
     try:

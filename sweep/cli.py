@@ -121,10 +121,12 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command
     from sweep import campaign
 
     summary = None
+    cellwise = _cellwise(cfg, cells, sweep_dir, shard)
     try:
         with interrupt.polling():       # a first Ctrl-C in here is the campaign's to answer
             summary = campaign.run_sweep(cfg, cells, sweep_dir, _executor(cfg, sweep_dir, local), fresh=fresh,
-                                         shard=shard)
+                                         shard=shard, on_cells=cellwise.finished if cellwise else None)
+            live = cellwise.close(wait=not (summary.interrupted or summary.failure)) if cellwise else None
             if command and summary.meta_written:
                 try:
                     sweep_dir.update_meta(**command)
@@ -150,7 +152,7 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command
                   f"python -m sweep report {sweep_dir.path.parent} && python -m sweep log {sweep_dir.path.parent}",
                   file=sys.stderr)
             return failed
-        post = _report_and_log(sweep_dir, cfg, log=cfg.tracking.enabled, report=cfg.output.report)
+        post = _report_and_log(sweep_dir, cfg, log=cfg.tracking.enabled, report=cfg.output.report, live=live)
         return failed or post
     except SweepBusy as err:
         print(f"error: {err}", file=sys.stderr)
@@ -170,6 +172,17 @@ def _disk_full(fault: DiskFault) -> int:
     print(f"disk error: {fault}; nothing was started; make room (or make it writable) and rerun the same "
           f"command", file=sys.stderr)
     return DISK
+
+
+def _cellwise(cfg, cells, sweep_dir: SweepDir, shard):
+    """The thread that does each finished cell's share of the report and MLflow while the
+    sweep runs (``sweep.cellwise``); none for a shard (its report is built from every shard
+    later) or a run that neither reports nor logs."""
+    if shard or not (cfg.output.report or cfg.tracking.enabled):
+        return None
+    from sweep.cellwise import Cellwise
+
+    return Cellwise(sweep_dir, cfg, cells, log=cfg.tracking.enabled)
 
 
 def _executor(cfg, sweep_dir: SweepDir, local: bool):
@@ -329,16 +342,17 @@ def _stored_ok_keys(sweep_dir: SweepDir) -> set[str]:
 # --- report and tracking ---------------------------------------------------------------
 
 
-def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = True) -> int:
+def _report_and_log(sweep_dir: SweepDir, cfg, log: bool = True, report: bool = True, live=None) -> int:
     """Build the report, then log to MLflow; a failure or Ctrl-C here loses nothing (the
-    results are stored) and the message names the command that redoes the step."""
+    results are stored) and the message names the command that redoes the step.  ``live``:
+    the MLflow runs logged while the sweep ran (``tracking.LiveRuns``)."""
     status = OK
-    runs = _start_runs(sweep_dir, cfg) if report and log else None
+    runs = _start_runs(sweep_dir, cfg, live) if report and log else None
     for step, wanted, do in (("report", report, _build_report), ("log", log, _log)):
         if not wanted:
             continue
-        if step == "log" and runs is not None:
-            do = functools.partial(_log, runs=runs)
+        if step == "log":
+            do = functools.partial(_log, runs=runs, live=live)
         redo = f"python -m sweep {step} {sweep_dir.path}"
         try:
             interrupt.checkpoint(step)
@@ -389,19 +403,19 @@ def _build_report(sweep_dir: SweepDir, cfg) -> None:
     print(f"report: {build_report(sweep_dir, cfg=cfg) / 'report.html'}", file=sys.stderr)
 
 
-def _start_runs(sweep_dir: SweepDir, cfg):
+def _start_runs(sweep_dir: SweepDir, cfg, live=None):
     """Both steps wanted: the MLflow runs start in a thread (``tracking.start_runs``) while
     the report is drawn; the log step then uploads the report.  None when that cannot start
     (the log step then does it all, and says what failed)."""
     try:
         from sweep.tracking import start_runs
 
-        return start_runs(sweep_dir, cfg)
+        return start_runs(sweep_dir, cfg, live)
     except Exception:
         return None
 
 
-def _log(sweep_dir: SweepDir, cfg, runs=None) -> None:
+def _log(sweep_dir: SweepDir, cfg, runs=None, live=None) -> None:
     """MLflow carries the report, so a missing or stale one is built first (from the same
     cached analysis the runs are made of).  ``runs``: already being logged (``_start_runs``)."""
     from sweep import report
@@ -409,7 +423,7 @@ def _log(sweep_dir: SweepDir, cfg, runs=None) -> None:
 
     if not report.is_current(sweep_dir, cfg):
         report.build_report(sweep_dir, cfg=cfg)
-    _print_where_to_look(sweep_dir, cfg, log_sweep(sweep_dir, cfg, runs=runs))
+    _print_where_to_look(sweep_dir, cfg, log_sweep(sweep_dir, cfg, runs=runs, live=live))
 
 
 def _print_where_to_look(sweep_dir: SweepDir, cfg, parent_id: str) -> None:

@@ -38,9 +38,11 @@ class Calibration:
 
 
 def ordered(workloads: list[Workload]) -> list[Workload]:
-    """Sorted by key: a fixed pseudo-random order that mixes cheap and costly cells in every
-    chunk, so chunks take similar time and the ETA holds from the start."""
-    return sorted(workloads, key=lambda w: w.key)
+    """A cell's workloads one after the other, the cells in a fixed pseudo-random order (by
+    the hash of the cell's spec): a cell is complete early, so its statistics and MLflow runs are done
+    while the sweep runs (``sweep.cellwise``), and cheap and costly cells still alternate
+    from the start, so the ETA holds."""
+    return sorted(workloads, key=lambda w: (w.cell.key, w.key))
 
 
 def check_size(cells: int, designs: int, replications: int, machine_bytes: int | None = None) -> None:

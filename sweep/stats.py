@@ -388,23 +388,70 @@ def compare_cells(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Metr
 def compare_rows(df: pd.DataFrame, alpha: float = ALPHA, metrics: Iterable[Metric] = KEY_METRICS,
                  pairs: Iterable[tuple[str, str]] | None = None, resamples: int = BOOTSTRAP_RESAMPLES) -> list[dict]:
     """``compare_pair`` of every cell, pair and metric, in (metric, pair, cell) order, before
-    the correction across cells: the metrics are independent, so the rows of a split of
-    ``metrics`` (computed anywhere) concatenated in order are the rows of the whole."""
+    the correction across cells."""
     values = workload_values(df)
     pairs = list(pairs) if pairs is not None else comparisons(values["design"].unique())
-    axes = cell_axes(df)
-    axis_values = dict(zip(axes.index, axes.to_dict("records")))
+    cells = list(cell_axes(df).index)
+    return assemble_rows(df, cell_comparisons(values, cells, alpha, list(metrics), pairs, resamples))
+
+
+def cell_comparisons(values: pd.DataFrame, cells: Iterable[str], alpha: float, metrics: list[Metric],
+                     pairs: list[tuple[str, str]], resamples: int = BOOTSTRAP_RESAMPLES) -> dict[str, list[dict]]:
+    """cell_id -> ``compare_cell`` of its rows of ``values`` (``workload_values``): a cell's
+    comparisons depend on its own workloads only, so they can be computed anywhere, any time
+    after its last workload is stored, and combined by ``assemble_rows``."""
+    by_cell = dict(iter(values.groupby("cell_id", sort=False)))
+    empty = values.iloc[0:0]
+    return {cell_id: compare_cell(by_cell.get(cell_id, empty), alpha, metrics, pairs, resamples)
+            for cell_id in cells}
+
+
+def compare_cell(values: pd.DataFrame, alpha: float, metrics: list[Metric], pairs: list[tuple[str, str]],
+                 resamples: int = BOOTSTRAP_RESAMPLES) -> list[dict]:
+    """One cell's ``compare_pair`` rows, in (metric, pair) order (``values``: its rows of
+    ``workload_values``, paired by seed)."""
+    by_design = {design: part.sort_values("seed") for design, part in values.groupby("design", sort=False)}
     rows = []
     for metric in metrics:
-        wide = _paired_wide(values, metric.name)
         for baseline, candidate in pairs:
-            by_cell = _pairs_by_cell(_pairs(wide, baseline, candidate), baseline, candidate)
-            for cell_id in axes.index:
-                base, cand = by_cell.get(cell_id, ([], []))
-                rows.append({"cell_id": cell_id, **axis_values[cell_id],
-                             "baseline": baseline, "candidate": candidate, "metric": metric.name,
-                             **compare_pair(base, cand, metric, alpha, resamples)})
+            base, cand = _paired_arrays(by_design, metric.name, baseline, candidate)
+            rows.append({"baseline": baseline, "candidate": candidate, "metric": metric.name,
+                         **compare_pair(base, cand, metric, alpha, resamples)})
     return rows
+
+
+def _paired_arrays(by_design: dict, metric: str, baseline: str, candidate: str) -> tuple[np.ndarray, np.ndarray]:
+    """(baseline, candidate) values of one cell at the seeds where both have one, in seed
+    order (a pivot by seed and ``dropna``, as ``_paired_wide`` gives, without its cost)."""
+    if baseline not in by_design or candidate not in by_design:
+        return np.empty(0), np.empty(0)
+    b, c = by_design[baseline], by_design[candidate]
+    _, at_b, at_c = np.intersect1d(b["seed"].to_numpy(), c["seed"].to_numpy(), return_indices=True)
+    x = b[metric].to_numpy(dtype=float)[at_b]
+    y = c[metric].to_numpy(dtype=float)[at_c]
+    both = ~(np.isnan(x) | np.isnan(y))
+    return x[both], y[both]
+
+
+def assemble_rows(df: pd.DataFrame, per_cell: dict[str, list[dict]]) -> list[dict]:
+    """The rows of every cell of ``df`` (``cell_comparisons``, each in (metric, pair) order)
+    with the cell's axes, in (metric, pair, cell) order: the table's order, whichever
+    process computed which cell."""
+    axes = cell_axes(df)
+    axis_values = dict(zip(axes.index, axes.to_dict("records")))
+    width = len(next(iter(per_cell.values()), []))
+    return [{"cell_id": cell_id, **axis_values[cell_id], **per_cell[cell_id][i]}
+            for i in range(width) for cell_id in axes.index]
+
+
+def settled_verdict(p_value: float, alpha: float = ALPHA) -> str | None:
+    """The verdict of one comparison as far as it is known before the correction across
+    cells (``add_verdicts``): "untestable" without a p-value, "indistinguishable" when the
+    raw p is not below alpha (Holm's and BH's adjusted p are never below the raw one);
+    None while only the correction can tell."""
+    if p_value is None or math.isnan(p_value):
+        return "untestable"
+    return "indistinguishable" if p_value >= alpha else None
 
 
 def comparison_table(rows: list[dict], alpha: float = ALPHA, correction: str = "holm") -> pd.DataFrame:

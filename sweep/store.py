@@ -211,17 +211,27 @@ class Store:
             "SELECT cell_id, design, error FROM results WHERE status = 'error' "
             "AND key IN (SELECT key FROM plan) ORDER BY cell_id, design LIMIT ?", (limit,)).fetchall()
 
-    def dataframe(self, all_rows: bool = False) -> pd.DataFrame:
+    def dataframe(self, all_rows: bool = False, cells: Iterable[str] | None = None) -> pd.DataFrame:
         """One row per workload: ids, grid-axis columns, one column per metric.
 
-        Only this sweep's planned workloads unless ``all_rows``; sorted by cell, design,
-        replication so two stores with the same results give equal frames."""
-        where = "" if all_rows else " WHERE key IN (SELECT key FROM plan)"
-        frame = pd.read_sql_query(f"SELECT * FROM results{where}", self._db)
+        Only this sweep's planned workloads unless ``all_rows``, only the ``cells`` given
+        (None: all); sorted by cell, design, replication so two stores with the same results
+        give equal frames.  Metric columns are floats even where every value is NULL (a
+        cell read alone then looks as it does in the whole frame)."""
+        where = [] if all_rows else ["key IN (SELECT key FROM plan)"]
+        args: list[str] = []
+        if cells is not None:
+            args = list(cells)
+            where.append(f"cell_id IN ({', '.join('?' * len(args))})")
+        sql = "SELECT * FROM results" + (" WHERE " + " AND ".join(where) if where else "")
+        frame = pd.read_sql_query(sql, self._db, params=args)
         ordered = [*ID_COLUMNS, *AXIS_COLUMNS, *metric_names(), *INFO_COLUMNS, "key"]
         for name in ordered:
             if name not in frame.columns:
                 frame[name] = pd.NA
+        for name in metric_names():
+            if frame[name].dtype == object:
+                frame[name] = pd.to_numeric(frame[name]).astype(float)
         extra = [c for c in frame.columns if c not in ordered]
         frame = frame[ordered + extra]
         return frame.sort_values(["cell_id", "design", "replication"], ignore_index=True)

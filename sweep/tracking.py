@@ -94,20 +94,21 @@ class TrackingUnavailable(RuntimeError):
 
 # ---------------------------------------------------------------- entry point
 
-def log_sweep(sweep_dir: SweepDir | Path, cfg=None, runs: "Future | None" = None) -> str:
+def log_sweep(sweep_dir: SweepDir | Path, cfg=None, runs: "Future | None" = None, live: "LiveRuns | None" = None) -> str:
     """Log a sweep folder to MLflow; returns the parent run id.
 
     ``cfg`` is the resolved config (DictConfig or mapping); None reads config.yaml.  The
     report folder is logged as it is (none yet: the runs without it).  ``runs``: the
     ``start_runs`` already logging the runs in a thread while the report was drawn; this
-    waits for them, then uploads the report and ends the parent."""
+    waits for them, then uploads the report and ends the parent.  ``live``: the runs
+    logged while the sweep ran (only what changed since is sent)."""
     sweep_dir = SweepDir(SweepDir.of(sweep_dir).path.resolve())
     cfg = sweep_dir.config_dict(cfg)
     uri = tracking_uri(cfg)
     try:
         logged = runs.result() if runs is not None else None      # (its thread sets client_env itself)
         with client_env():
-            logged = logged or _log_runs(sweep_dir, cfg, uri)
+            logged = logged or _log_runs(sweep_dir, cfg, uri, live)
             _upload(logged.client, logged.parent_id, sweep_dir)
             _finish(logged.client, logged.parent_id, logged.existing_parent, logged.end_ms, always=True)
             return logged.parent_id
@@ -115,7 +116,7 @@ def log_sweep(sweep_dir: SweepDir | Path, cfg=None, runs: "Future | None" = None
         raise TrackingUnavailable(_unavailable(uri, sweep_dir.path, err)) from err
 
 
-def start_runs(sweep_dir: SweepDir | Path, cfg=None) -> "Future":
+def start_runs(sweep_dir: SweepDir | Path, cfg=None, live: "LiveRuns | None" = None) -> "Future":
     """The parent and child runs of ``log_sweep`` (all but the report's upload), logged in a
     thread from the cached analysis while the caller draws the report: the MLflow store's
     work overlaps the figures' (which run in processes of their own, ``sweep.pool``).
@@ -130,7 +131,7 @@ def start_runs(sweep_dir: SweepDir | Path, cfg=None) -> "Future":
     def runs() -> None:                  # a daemon: Ctrl-C during the report does not wait for it
         try:
             with client_env():
-                future.set_result(_log_runs(sweep_dir, cfg, tracking_uri(cfg)))
+                future.set_result(_log_runs(sweep_dir, cfg, tracking_uri(cfg), live))
         except BaseException as err:     # handed to log_sweep, which says what failed
             future.set_exception(err)
 
@@ -147,9 +148,89 @@ class Logged:
     end_ms: int | None
 
 
-def _log_runs(sweep_dir: SweepDir, cfg: dict, uri: str) -> Logged:
+class LiveRuns:
+    """The parent run and the child runs of each cell as soon as it finished, logged while
+    the sweep runs (``sweep.cellwise``): each child with its cell's own numbers (params,
+    aggregates, diff and change against each baseline) and the verdicts that the
+    correction across cells cannot change (``stats.settled_verdict``).  At the end,
+    ``log_sweep(live=...)`` sends only what changed: the parent's numbers and note, the
+    verdicts that waited for the correction.  ``runs`` mirrors what MLflow holds, so the
+    end needs no search of the runs."""
+
+    def __init__(self, sweep_dir: SweepDir, cfg, cells: pd.DataFrame):
+        """``cells``: the axes of every planned cell (cell_id and the store's axis columns),
+        which name the child runs as the end will (``child_labels``)."""
+        sweep_dir = SweepDir(sweep_dir.path.resolve())
+        cfg = sweep_dir.config_dict(cfg)
+        self.uri = tracking_uri(cfg)
+        check_reachable(self.uri)
+        meta = sweep_dir.read_meta()
+        with client_env():
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = ensure_experiment(self.client, experiment_name(cfg), _time_order(cfg["designs"]))
+            self.sweep_id = sweep_identity(cfg, meta, sweep_dir.path)
+            self.runs = find_runs(self.client, self.experiment_id, self.sweep_id)    # a resumed sweep's
+            parent = RunContent(name=str(cfg.get("name") or "sweep"), params=parent_params(cfg, meta), metrics={},
+                                tags={**_parent_identity(self.sweep_id, sweep_dir), **parent_tags(cfg, meta)},
+                                times=(_ms(meta.get("started")), None))
+            self.parent_id = self._upsert("", parent)
+        self.labels = child_labels(cells)
+
+    def log_cell(self, frame: pd.DataFrame, rows: list[dict], alpha: float) -> None:
+        """The child runs of one finished cell: ``frame`` its stored rows, ``rows`` its
+        comparisons (``stats.compare_cell``)."""
+        from sweep import regime
+
+        cell_id = str(frame["cell_id"].iloc[0])
+        comparisons = pd.DataFrame(rows).assign(cell_id=cell_id)
+        comparisons["verdict"] = [stats.settled_verdict(p, alpha) for p in comparisons["p_value"]]
+        regime_of = _regime_lookup(regime.classify(frame))
+        times = cell_times(frame)
+        with client_env():
+            for (cell, design), row in stats.aggregate(frame, alpha).set_index(["cell_id", "design"]).iterrows():
+                child = child_content(self.parent_id, self.sweep_id, cell, design, row,
+                                      comparisons[comparisons["candidate"] == design], regime_of.get((cell, design)),
+                                      times.get((cell, design), (None, None)), label=self.labels.get(cell))
+                self._upsert(child.tags[CHILD_KEY_TAG], child)
+
+    def _upsert(self, key: str, content: RunContent) -> str:
+        before = self.runs.get(key)
+        run_id = upsert_run(self.client, self.experiment_id, before, content)
+        self.runs[key] = _Held.after(run_id, before, content)
+        return run_id
+
+
+@dataclass
+class _Held:
+    """A run as MLflow holds it after ``upsert_run`` (the fields ``upsert_run`` and
+    ``_finish`` read of an ``mlflow.entities.Run``)."""
+    info: object
+    data: object
+
+    @classmethod
+    def after(cls, run_id: str, before, content: RunContent) -> "_Held":
+        from types import SimpleNamespace
+
+        old = before.data if before is not None else SimpleNamespace(metrics={}, params={}, tags={})
+        metrics = {k: v for k, v in content.metrics.items() if v is not None and math.isfinite(float(v))}
+        tags = {**content.tags, "mlflow.runName": content.name}
+        finished = content.tags.get(ROLE_TAG) != "parent"
+        info = SimpleNamespace(run_id=run_id, status="FINISHED" if finished else "RUNNING",
+                               end_time=content.times[1] if finished else None)
+        return cls(info, SimpleNamespace(metrics={**old.metrics, **metrics}, params={**old.params, **content.params},
+                                         tags={**old.tags, **tags}))
+
+
+def _parent_identity(sweep_id: str, sweep_dir: SweepDir) -> dict[str, str]:
+    return {SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent", "mlflow.source.name": "python -m sweep",
+            "kmemcg.sweep_dir": str(sweep_dir.path)}
+
+
+def _log_runs(sweep_dir: SweepDir, cfg: dict, uri: str, live: "LiveRuns | None" = None) -> Logged:
     found = analysis.load(sweep_dir, cfg)
     check_reachable(uri)
+    if live is not None and live.uri == uri:
+        return _log(live.client, sweep_dir, cfg, sweep_dir.read_meta(), found, existing=live.runs)
     return _log(MlflowClient(tracking_uri=uri), sweep_dir, cfg, sweep_dir.read_meta(), found)
 
 
@@ -197,18 +278,19 @@ def _unavailable(uri: str, sweep_dir: Path, err: Exception) -> str:
 
 # ---------------------------------------------------------------- the logging itself
 
-def _log(client: MlflowClient, sweep_dir: SweepDir, cfg: dict, meta: dict, found: Analysis) -> Logged:
-    """The parent run (left RUNNING until its artifacts are stored) and every child run."""
+def _log(client: MlflowClient, sweep_dir: SweepDir, cfg: dict, meta: dict, found: Analysis,
+         existing: dict | None = None) -> Logged:
+    """The parent run (left RUNNING until its artifacts are stored) and every child run;
+    ``existing``: this sweep's runs as MLflow holds them (None: looked up)."""
     aggregates, comparisons, summary = found.aggregates, found.table, found.summary()
     experiment_id = ensure_experiment(client, experiment_name(cfg), _time_order(found.designs))
     sweep_id = sweep_identity(cfg, meta, sweep_dir.path)
-    existing = find_runs(client, experiment_id, sweep_id)
+    existing = find_runs(client, experiment_id, sweep_id) if existing is None else existing
     sweep_times = (_ms(meta.get("started")), _ms(meta.get("finished")))
     parent = RunContent(
         name=str(cfg.get("name") or "sweep"), params=parent_params(cfg, meta),
         metrics=parent_metrics(summary, aggregates),
-        tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: "parent", "mlflow.source.name": "python -m sweep",
-              "mlflow.note.content": parent_note(summary, found), "kmemcg.sweep_dir": str(sweep_dir.path),
+        tags={**_parent_identity(sweep_id, sweep_dir), "mlflow.note.content": parent_note(summary, found),
               **parent_tags(cfg, meta)},
         times=sweep_times)
     parent_id = upsert_run(client, experiment_id, existing.get(""), parent)
@@ -489,17 +571,17 @@ def child_metrics(row) -> dict[str, float]:
 
 
 def comparison_metrics(rows: pd.DataFrame) -> dict[str, float]:
-    """vs_<baseline>/<metric>/{diff,change_pct,p_holm,p_bh} of the comparisons where this
-    run's design is the candidate.  diff = candidate - baseline (negative = better, as in
-    the report); change_pct the same in % of the baseline, left out where the baseline is
-    0.  (Raw p and CIs are in the report: every metric key costs ~0.5 ms per run to store.)"""
+    """vs_<baseline>/<metric>/{diff,change_pct} of the comparisons where this run's design
+    is the candidate: diff = candidate - baseline (negative = better, as in the report);
+    change_pct the same in % of the baseline, left out where the baseline is 0.  Both are
+    the cell's own, so they are logged while the sweep runs.  The p-values adjusted across
+    cells decide the ``verdict/`` tags; they and the CIs are in the report (comparisons
+    table): every metric key costs ~0.6 ms per run to store."""
     metrics = {}
     for row in rows.itertuples(index=False):
         prefix = f"vs_{row.baseline}/{row.metric}"
         metrics[f"{prefix}/diff"] = row.diff_mean
         metrics[f"{prefix}/change_pct"] = row.pct_change
-        metrics[f"{prefix}/p_holm"] = row.p_holm
-        metrics[f"{prefix}/p_bh"] = row.p_bh
     return metrics
 
 
@@ -513,7 +595,8 @@ def rounded(value, digits: int = SIGNIFICANT_DIGITS):
 
 def verdict_tags(rows: pd.DataFrame) -> dict[str, str]:
     """verdict/vs_<baseline>/<metric> = better | worse | indistinguishable | untestable."""
-    return {f"verdict/vs_{row.baseline}/{row.metric}": str(row.verdict) for row in rows.itertuples(index=False)}
+    return {f"verdict/vs_{row.baseline}/{row.metric}": row.verdict for row in rows.itertuples(index=False)
+            if isinstance(row.verdict, str)}      # (while the sweep runs: only the settled ones)
 
 
 def parent_note(summary: Mapping, found: Analysis) -> str:

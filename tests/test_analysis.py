@@ -36,6 +36,11 @@ def _sweep(tmp_path):
     return write_sweep_dir(tmp_path / "sweep", synthetic(reps=4, cells=grid_cells(limits=(32 << 20,))))
 
 
+def _analyses(sweep_dir: SweepDir) -> list:
+    """The cached analyses of the folder (not the per-cell cache beside them)."""
+    return [p for p in sweep_dir.analysis_dir.iterdir() if p.name != analysis.CELLS]
+
+
 def test_report_then_log_compute_the_statistics_once(tmp_path, computed, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -46,7 +51,7 @@ def test_report_then_log_compute_the_statistics_once(tmp_path, computed, monkeyp
     assert cli.main(["log", str(sweep_dir)]) == cli.OK         # the report is current: logged as it is
     assert len(computed) == 1                                  # the cached analysis, read
     assert (sweep_dir / "report" / "report.md").stat().st_mtime_ns == report_md
-    assert len(list((sweep_dir / "analysis").iterdir())) == 1
+    assert len(_analyses(SweepDir(sweep_dir))) == 1
 
 
 def test_a_changed_store_or_setting_computes_again(tmp_path, computed):
@@ -61,7 +66,7 @@ def test_a_changed_store_or_setting_computes_again(tmp_path, computed):
     assert not after.aggregates.equals(before.aggregates)
     analysis.load(sweep_dir, {"stats": {"alpha": 0.01}})      # report DIR stats.alpha=0.01
     assert len(computed) == 3 and [c[1] for c in computed] == [0.05, 0.05, 0.01]
-    assert len(list(sweep_dir.analysis_dir.iterdir())) == 1   # stale analyses are removed
+    assert len(_analyses(sweep_dir)) == 1                      # stale analyses are removed
 
 
 def test_the_cached_analysis_equals_a_fresh_one(tmp_path):
@@ -89,7 +94,7 @@ def test_a_killed_writers_half_written_cache_is_removed(tmp_path):
         folder.mkdir()
     analysis.load(sweep_dir)
     assert not killed.exists() and writing.exists()
-    assert len([p for p in sweep_dir.analysis_dir.iterdir() if not p.name.startswith(".")]) == 1
+    assert len([p for p in _analyses(sweep_dir) if not p.name.startswith(".")]) == 1
 
 
 # ---------------------------------------------------------------- the verdict (issue 21.1)
@@ -226,3 +231,54 @@ def test_the_verdict_counts_the_claims_it_rests_on_and_names_only_the_refuted():
     text = analysis._rests_on(dataclasses.replace(found, verdicts=verdicts), [])
     assert text == ("It rests on 6 of the thread's 8 claims: 5 hold, 1 refuted (claim-5); "
                     "the other 2 are inconclusive or untestable.")
+
+
+# ---------------------------------------------------------------- a cell's share, while the sweep runs (issue 24)
+
+def test_cells_analysed_one_by_one_while_the_sweep_runs_give_the_same_analysis(tmp_path, monkeypatch):
+    """``analysis.cache_cell`` on each cell read alone from the store (as sweep.cellwise does
+    when a cell's last workload is stored) + the final ``load``: the same tables, bit for bit,
+    as one analysis of the whole store - and the cached cells are not compared again."""
+    import pandas as pd
+
+    from sweep import stats
+
+    alone = SweepDir(_sweep(tmp_path / "alone"))
+    whole = SweepDir(_sweep(tmp_path / "whole"))
+    expected = analysis.load(whole)
+    with Store(alone.results) as store:
+        cells = sorted(store.dataframe()["cell_id"].unique())
+        for cell in cells:
+            frame = store.dataframe(cells=[cell])
+            assert set(frame["cell_id"]) == {cell}
+            analysis.cache_cell(alone, frame, 0.05, ["v4.3", "way1", "way2"])
+    assert len(list((alone.analysis_dir / analysis.CELLS).glob("*.json"))) == len(cells)
+    compared = []
+    real = stats.compare_cell
+    monkeypatch.setattr(stats, "compare_cell", lambda *a, **k: compared.append(1) or real(*a, **k))
+    found = analysis.load(alone)
+    assert compared == []                                      # every cell came from the cache
+    for name in analysis.TABLES:
+        pd.testing.assert_frame_equal(getattr(found, name), getattr(expected, name), check_exact=True)
+    assert found.verdicts == expected.verdicts
+
+
+def test_a_cached_cell_whose_rows_changed_is_compared_again(tmp_path, monkeypatch):
+    from sweep import stats
+
+    sweep_dir = SweepDir(_sweep(tmp_path))
+    analysis.load(sweep_dir)
+    with Store(sweep_dir.results) as store:                    # one workload's result changes
+        row = store.dataframe().iloc[0].to_dict()
+        store.put([{**row, "overshoot_high_peak_pages": row["overshoot_high_peak_pages"] + 1000.0}])
+    compared = []
+    real = stats.compare_cell
+    monkeypatch.setattr(stats, "compare_cell", lambda values, *a, **k: compared.append(
+        set(values["cell_id"])) or real(values, *a, **k))
+    after = analysis.load(sweep_dir)
+    assert compared == [{row["cell_id"]}]                      # that cell only, the rest cached
+    changed = after.table[(after.table["cell_id"] == row["cell_id"]) & (after.table["candidate"] == row["design"])
+                          & (after.table["metric"] == "overshoot_high_peak_pages")]
+    fresh = analysis.compute(after.df, 0.05, "holm")
+    assert changed["cand_mean"].tolist() == fresh.table.loc[changed.index, "cand_mean"].tolist()
+    assert len(list((sweep_dir.analysis_dir / analysis.CELLS).glob("*.json"))) == after.n_cells   # stale one pruned

@@ -64,12 +64,12 @@ def small(tmp_path, monkeypatch):
     return write_config(tmp_path), SweepDir(tmp_path / "out")
 
 
-def run(small, executor, *overrides):
+def run(small, executor, *overrides, on_cells=None):
     """What ``python -m sweep CONFIG OVERRIDES`` runs on ``executor``, minus the report."""
     path, sweep_dir = small
     cfg = config.load(path, list(overrides))
     cells = grid.build_cells(cfg, config.load_mixes(cfg, path))
-    return campaign.run_sweep(cfg, cells, sweep_dir, executor)
+    return campaign.run_sweep(cfg, cells, sweep_dir, executor, on_cells=on_cells)
 
 
 def meta(small) -> dict:
@@ -144,6 +144,29 @@ def test_the_progress_line_keeps_its_clock_while_a_long_chunk_runs(small, monkey
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("progress:")]
     assert len(lines) >= 3 * 5                  # 3 silent looks per chunk, 5 chunks
     assert all(ln.startswith("progress: 0/144 ") for ln in lines[:3])
+
+
+def test_each_cell_is_announced_once_as_soon_as_its_last_workload_is_stored(small):
+    """sweep.cellwise analyses a cell while the sweep runs: the campaign names each cell
+    when its planned workloads are all stored - once, and (the workloads run cell by cell)
+    most cells long before the last workload; a rerun names the cells already complete."""
+    announced = []
+
+    def on_cells(cells):
+        with Store(small[1].results) as store:
+            rows = store.dataframe()
+        for cell in cells:
+            assert (rows["cell_id"] == cell).sum() == 3 * 2       # designs x replications, all stored
+        announced.append((len(rows), list(cells)))
+
+    summary = run(small, Scripted(), on_cells=on_cells)
+    cells = [cell for _, batch in announced for cell in batch]
+    assert sorted(cells) == sorted(set(cells)) and len(cells) == summary.cells
+    early = sum(len(batch) for stored_then, batch in announced if stored_then < summary.planned)
+    assert early >= summary.cells * 3 // 4      # (in key order, ~1/3 of the cells would be done before the end)
+    again = []
+    run(small, Scripted(), on_cells=lambda cells: again.append(list(cells)))
+    assert sorted(again[0]) == sorted(cells)                      # nothing left to run: all complete
 
 
 def test_the_campaign_and_the_local_executor_import_no_ray():

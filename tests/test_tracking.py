@@ -14,6 +14,9 @@ from mlflow import MlflowClient
 from mlflow_server import free_port, mlflow_server
 from results_data import real, write_sweep_dir
 from sweep import analysis, report, tracking
+from sweep.config import CELL_AXES
+from sweep.outdir import SweepDir
+from sweep.store import Store
 
 pytestmark = pytest.mark.mlflow_server
 REPO = Path(__file__).resolve().parent.parent
@@ -193,7 +196,8 @@ def test_one_child_per_cell_and_design_with_its_aggregates(logged, results):
     assert metrics["p99/overshoot_high_peak_pages"] <= mine["overshoot_high_peak_pages"].max()
     assert 0 <= metrics["rate/enomem_workloads/ci_lo"] <= metrics["rate/enomem_workloads"] \
         <= metrics["rate/enomem_workloads/ci_hi"] <= 1
-    assert "vs_v4.3/overshoot_high_peak_pages/p_holm" in metrics     # way1 is a candidate of v4.3
+    assert "vs_v4.3/overshoot_high_peak_pages/diff" in metrics       # way1 is a candidate of v4.3
+    assert not any(key.endswith(("/p_holm", "/p_bh")) for key in metrics)   # adjusted p: the report's table
     assert client.get_metric_history(child.info.run_id, "n_ok")[0].step == 0
     tags = child.data.tags
     assert tags["kmemcg.design"] == "way1" and tags["kmemcg.regime"] in ("idle", "high-bound", "max-bound",
@@ -235,6 +239,45 @@ def test_logging_the_same_sweep_again_duplicates_nothing(logged):
     child = next(r for r in after if r.info.run_id != parent_id)
     # nothing changed, so nothing new was written into the metric history either
     assert len(client.get_metric_history(child.info.run_id, "n_ok")) == 1
+
+
+def test_runs_logged_while_the_sweep_runs_are_finished_by_sending_only_what_changed(server, results, tmp_path,
+                                                                                     monkeypatch):
+    """sweep.cellwise logs each cell's child runs as the cell finishes (``LiveRuns``); the
+    step after the sweep then sends the parent's numbers and the verdicts that waited for
+    the correction across cells - no child metric again - and every run ends as a run
+    logged after the sweep would: same runs, same verdicts as the report's table."""
+    settings = {"tracking.experiment": "t-live", "tracking.uri": server}
+    sweep_dir = SweepDir(write_sweep_dir(tmp_path, results, **settings))
+    cfg = sweep_dir.config_dict()
+    cells = results.groupby("cell_id", sort=False)[[a for a in CELL_AXES if a in results]].first().reset_index()
+    live = tracking.LiveRuns(sweep_dir, cfg, cells)
+    with Store(sweep_dir.results) as store:
+        for cell in cells["cell_id"]:
+            frame = store.dataframe(cells=[cell])
+            live.log_cell(frame, analysis.cache_cell(sweep_dir, frame, 0.05, cfg["designs"]), 0.05)
+    client = MlflowClient(server)
+    during = _runs(client, "t-live")
+    assert len(during) == 1 + N_CELLS * N_DESIGNS
+    settled = {v for r in during for k, v in r.data.tags.items() if k.startswith("verdict/")}
+    assert settled <= {"indistinguishable", "untestable"}          # better / worse wait for the correction
+    sent = []
+    real = MlflowClient.log_batch
+    monkeypatch.setattr(MlflowClient, "log_batch", lambda self, run_id, metrics=(), params=(), tags=(), **k: (
+        sent.append((run_id, list(metrics), list(tags))), real(self, run_id, metrics=metrics, params=params,
+                                                               tags=tags, **k))[1])
+    parent_id = tracking.log_sweep(sweep_dir, live=live)
+    assert not [m for run_id, metrics, _ in sent if run_id != parent_id for m in metrics]
+    after = _runs(client, "t-live")
+    assert {r.info.run_id for r in after} == {r.info.run_id for r in during}
+    table = analysis.load(sweep_dir).table
+    for run in after:
+        if run.info.run_id == parent_id:
+            assert run.data.metrics and run.info.status == "FINISHED"
+            continue
+        cell, design = run.data.tags["kmemcg.child_key"].split("/")
+        mine = table[(table["cell_id"] == cell) & (table["candidate"] == design)]
+        assert {k: v for k, v in run.data.tags.items() if k.startswith("verdict/")} == tracking.verdict_tags(mine)
 
 
 def test_two_folders_of_the_same_config_are_two_parent_runs(server, one_replication, tmp_path):
