@@ -41,9 +41,10 @@ from sweep.config import OPTIONAL_AXES  # noqa: E402
 
 DPI = 130
 COMPRESS_LEVEL = 3                    # zlib level of the PNGs: level 9 took 3x longer for 5 % less
-# palette of an effect map: ~600 KB -> ~150 KB, and report.html embeds every figure (its
-# colour bar shows the steps, the labels carry the numbers)
-HEATMAP_COLOURS = 96
+# palette of an effect map: ~600 KB -> ~170 KB, and report.html embeds every figure (its
+# colour bar shows the steps, the labels carry the numbers): HEATMAP_STEPS of the colour
+# map, the grey of a missing pair, the rest greys from black to white for the text
+HEATMAP_COLOURS, HEATMAP_STEPS = 96, 64
 FONT = 8
 DESIGN_COLOURS = ("#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
 CLAIM_ROWS_MAX = 48                   # a forest plot beyond that is unreadable: largest effects
@@ -337,6 +338,18 @@ def _font(points: float) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf", points * DPI / 72)
 
 
+@functools.lru_cache(maxsize=None)
+def _heatmap_palette() -> Image.Image:
+    """The fixed palette an effect map is mapped to (an adaptive one merged the missing grey
+    into the white background, and gave the colour bar a pink step)."""
+    steps = matplotlib.colormaps["RdYlGn_r"](np.linspace(0, 1, HEATMAP_STEPS), bytes=True)[:, :3]
+    greys = np.linspace(0, 255, HEATMAP_COLOURS - HEATMAP_STEPS - 1).round()[:, None].repeat(3, axis=1)
+    missing = np.array([matplotlib.colors.to_rgb(MISSING)]) * 255
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(np.concatenate([steps, missing, greys]).round().astype(np.uint8).tobytes())
+    return palette
+
+
 @dataclass(frozen=True)
 class EffectMapLayout:
     """Where an effect map puts things, in pixels: a label column of ``label_px`` then the
@@ -427,7 +440,7 @@ def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, order: lis
     _draw_colour_bar(image, draw, layout.bar(), cmap,
                      "candidate - baseline (pp)" if unit == "pp" else "candidate - baseline, % of baseline")
     draw.multiline_text((MARGIN_PX, caption_y), caption, font=header_font, fill="black")
-    image = image.quantize(colors=HEATMAP_COLOURS, method=Image.Quantize.FASTOCTREE)
+    image = image.quantize(palette=_heatmap_palette(), dither=Image.Dither.NONE)
     image.save(path, dpi=(DPI, DPI), compress_level=COMPRESS_LEVEL)
     return path.name
 
