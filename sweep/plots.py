@@ -10,7 +10,7 @@ effect maps with Pillow).
   columns of 32 - only for metrics with a significant cell, so no plot is blank.  Drawn
   with Pillow in a fixed pixel layout (``EffectMapLayout``), not matplotlib: a map's
   hundreds of labels took ~2 CPU s of matplotlib text drawing and savefig (17 maps on a
-  default sweep, on the critical path after the last workload), ~0.15 s in Pillow;
+  default sweep, on the critical path after the last workload), ~0.13 s in Pillow;
 * ``failure_rate_vs_limit.png``: share of workloads with a user-visible ENOMEM against
   memory.max, per design with Wilson bands, one panel per mix - only when some workload
   saw an ENOMEM.
