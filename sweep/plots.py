@@ -1,4 +1,5 @@
-"""The report's PNG figures (matplotlib, Agg backend: files only, never a display).
+"""The report's PNG figures (matplotlib, Agg backend: files only, never a display; the
+effect maps with Pillow).
 
 * ``summary.png`` (top of the report): one panel per key metric, one bar per design with
   its pooled mean and CI; metrics that are zero everywhere are left out (named in the text);
@@ -6,7 +7,10 @@
   its CI, coloured by whether the cell holds the claim, goes against it, or neither;
 * ``effect_<metric>.png``: the metric's paired effect per cell (down) for each pair of
   designs (across), cells in reading order (block, mix, high, limit, order, nodes) in panel
-  columns of 32 - only for metrics with a significant cell, so no plot is blank;
+  columns of 32 - only for metrics with a significant cell, so no plot is blank.  Drawn
+  with Pillow in a fixed pixel layout (``EffectMapLayout``), not matplotlib: a map's
+  hundreds of labels took ~2 CPU s of matplotlib text drawing and savefig (17 maps on a
+  default sweep, on the critical path after the last workload), ~0.13 s in Pillow;
 * ``failure_rate_vs_limit.png``: share of workloads with a user-visible ENOMEM against
   memory.max, per design with Wilson bands, one panel per mix - only when some workload
   saw an ENOMEM.
@@ -18,6 +22,7 @@ too); each figure is an independent job, drawn in parallel on a large sweep (``s
 """
 from __future__ import annotations
 
+import functools
 import math
 import textwrap
 from dataclasses import dataclass, field
@@ -27,16 +32,19 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt       # noqa: E402
-from matplotlib.transforms import ScaledTranslation  # noqa: E402
 import numpy as np                    # noqa: E402
 import pandas as pd                   # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 from sweep import fmt, pool, stats    # noqa: E402
 from sweep.config import OPTIONAL_AXES  # noqa: E402
 
 DPI = 130
 COMPRESS_LEVEL = 3                    # zlib level of the PNGs: level 9 took 3x longer for 5 % less
-HEATMAP_COLOURS = 96                  # palette of an effect map (the labels carry the numbers)
+# palette of an effect map: ~600 KB -> ~170 KB, and report.html embeds every figure (its
+# colour bar shows the steps, the labels carry the numbers): HEATMAP_STEPS of the colour
+# map, the grey of a missing pair, the rest greys from black to white for the text
+HEATMAP_COLOURS, HEATMAP_STEPS = 96, 64
 FONT = 8
 DESIGN_COLOURS = ("#7f7f7f", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
 CLAIM_ROWS_MAX = 48                   # a forest plot beyond that is unreadable: largest effects
@@ -131,18 +139,12 @@ def _style() -> None:
     plt.rcParams.update({"font.size": FONT})
 
 
-def _save(fig, path: Path, colours: int | None = None) -> None:
-    """Render once and write the PNG; with ``colours``, as a palette image of that many colours
-    (an effect map drops from ~600 KB to ~150 KB, and report.html embeds every figure; its
-    colour bar shows the steps, the labels carry the numbers)."""
-    from PIL import Image
-
+def _save(fig, path: Path) -> None:
+    """Render once and write the PNG."""
     fig.set_dpi(DPI)
     fig.canvas.draw()
     image = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
     plt.close(fig)
-    if colours:
-        image = image.quantize(colors=colours, method=Image.Quantize.FASTOCTREE)
     image.save(path, dpi=(DPI, DPI), compress_level=COMPRESS_LEVEL)
 
 
@@ -315,16 +317,86 @@ def cell_order(df: pd.DataFrame, labels: dict[str, str] | None = None) -> list[t
     return [(c, labels[c]) for c in ordered]
 
 
+# An effect map is drawn with Pillow (see the module docstring): its geometry in pixels at
+# DPI - squares of 0.24 x 0.8 in, text of 7-8 pt in DejaVu Sans, as on the other figures.
 PANEL_ROWS = 32                       # cells per panel column of an effect map
+ROW_PX, COL_PX = 31, 104              # one square: a cell (down) x a pair (across)
+MARGIN_PX = 16                        # around the map
+TEXT_GAP_PX = 6                       # between a label and the grid (3.5 pt)
+HEADER_PX = 40                        # the pair headers above the grid (two lines)
+PANEL_GAP_PX = 32                     # between two panel columns
+BAR_GAP_PX, BAR_PX, BAR_TICK_PX = 24, 20, 5     # colour bar: gap left of it, width, tick length
+BAR_TEXT_PX = 80                      # right of the bar: tick labels and the rotated bar label
+BAR_MIN_PX = 300                      # the bar's least height: its label fits along it
+BAR_TICKS = (-100, -50, 0, 50, 100)
+MISSING = "#f4f4f4"                   # a pair without this cell
+
+
+@functools.lru_cache(maxsize=None)
+def _font(points: float) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans (shipped with matplotlib, as on the other figures) at ``points`` and DPI."""
+    return ImageFont.truetype(Path(matplotlib.get_data_path()) / "fonts/ttf/DejaVuSans.ttf", points * DPI / 72)
+
+
+@functools.lru_cache(maxsize=None)
+def _heatmap_palette() -> Image.Image:
+    """The fixed palette an effect map is mapped to (an adaptive one merged the missing grey
+    into the white background, and gave the colour bar a pink step)."""
+    steps = matplotlib.colormaps["RdYlGn_r"](np.linspace(0, 1, HEATMAP_STEPS), bytes=True)[:, :3]
+    greys = np.linspace(0, 255, HEATMAP_COLOURS - HEATMAP_STEPS - 1).round()[:, None].repeat(3, axis=1)
+    missing = np.array([matplotlib.colors.to_rgb(MISSING)]) * 255
+    palette = Image.new("P", (1, 1))
+    palette.putpalette(np.concatenate([steps, missing, greys]).round().astype(np.uint8).tobytes())
+    return palette
+
+
+@dataclass(frozen=True)
+class EffectMapLayout:
+    """Where an effect map puts things, in pixels: a label column of ``label_px`` then the
+    pairs' squares, per panel column of PANEL_ROWS cells; the colour bar right of the panels."""
+    cells: int
+    pairs: int
+    label_px: int
+
+    @property
+    def panel_px(self) -> int:
+        return self.label_px + TEXT_GAP_PX + COL_PX * self.pairs + PANEL_GAP_PX
+
+    @property
+    def grid_px(self) -> int:                       # height of the tallest (first) panel
+        return ROW_PX * min(PANEL_ROWS, self.cells)
+
+    @property
+    def top(self) -> int:
+        return MARGIN_PX + HEADER_PX
+
+    def square(self, cell: int, pair: int) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) of the ``cell``-th cell's square (reading order) for a pair."""
+        panel, row = divmod(cell, PANEL_ROWS)
+        x = MARGIN_PX + panel * self.panel_px + self.label_px + TEXT_GAP_PX + COL_PX * pair
+        y = self.top + ROW_PX * row
+        return x, y, x + COL_PX, y + ROW_PX
+
+    def bar(self) -> tuple[int, int, int, int]:
+        x = MARGIN_PX + math.ceil(self.cells / PANEL_ROWS) * self.panel_px - PANEL_GAP_PX + BAR_GAP_PX
+        return x, self.top, x + BAR_PX, self.top + max(self.grid_px, BAR_MIN_PX)
+
+    @property
+    def width(self) -> int:
+        return self.bar()[2] + BAR_TEXT_PX + MARGIN_PX
+
+
+def effect_map_layout(labels: list[str], pairs: int) -> EffectMapLayout:
+    """The layout of an effect map with these cell labels (reading order) and pairs."""
+    return EffectMapLayout(len(labels), pairs, math.ceil(max(_font(FONT - 0.5).getlength(t) for t in labels)))
 
 
 def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, order: list[tuple[str, str]]) -> str:
     """One metric's paired effect, cells down x pairs across, in panel columns of
     PANEL_ROWS cells.  Colour: % of the baseline mean (ENOMEM: percentage points); where
     the baseline mean is 0 the label is the absolute difference ('d+3') and the colour full
-    strength by its sign.  Drawn with fixed margins in inches (no tight-layout pass), as a
-    palette PNG.  Returns the file name."""
-    _style()
+    strength by its sign.  Drawn with Pillow (``EffectMapLayout``: fixed pixel geometry),
+    as a palette PNG.  Returns the file name."""
     pairs = list(dict.fromkeys(zip(rows["baseline"], rows["candidate"])))
     colour_values, absolute = effect_values(rows)
     label_values = np.where(absolute, rows["diff_mean"], colour_values)
@@ -336,52 +408,62 @@ def plot_effect_heatmap(rows: pd.DataFrame, path: Path, alpha: float, order: lis
                  rows["cell_id"], rows["baseline"], rows["candidate"], colour_values, label_values, absolute, significant)}
     present = set(rows["cell_id"])
     cells = [(c, label) for c, label in order if c in present]
-    panels = [cells[i:i + PANEL_ROWS] for i in range(0, len(cells), PANEL_ROWS)]
-    label_in = 0.065 * max(len(label) for _, label in cells) + 0.3
-    col_in, row_in = 0.8, 0.24
-    panel_w = label_in + col_in * len(pairs) + 0.25
-    top, bottom = 1.0, 0.9
-    height_in = row_in * min(PANEL_ROWS, len(cells))
-    fig = plt.figure(figsize=(panel_w * len(panels) + 1.3, top + height_in + bottom), dpi=DPI)
-    fig_w, fig_h = fig.get_size_inches()
-    cmap = matplotlib.colormaps["RdYlGn_r"].with_extremes(bad="#f4f4f4")
-    image = None
-    for p, panel in enumerate(panels):
-        grid = np.full((len(panel), len(pairs)), np.nan)
-        h = row_in * len(panel)
-        ax = fig.add_axes(((p * panel_w + label_in) / fig_w, (bottom + height_in - h) / fig_h,
-                           col_in * len(pairs) / fig_w, h / fig_h))
-        texts = []
-        for i, (cell_id, _) in enumerate(panel):
-            for j, pair in enumerate(pairs):
-                if (cell_id, pair) in shown:
-                    grid[i, j], text = shown[(cell_id, pair)]
-                    texts.append((i, j, text))
-        image = ax.imshow(np.clip(grid, -100, 100), cmap=cmap, vmin=-100, vmax=100, aspect="auto")
-        for i, j, text in texts:
-            dark = abs(grid[i, j]) > 60                 # white on the deep ends of the scale
-            ax.text(j, i, text, ha="center", va="center", fontsize=FONT - 1, color="white" if dark else "black")
-        # the labels as plain texts 3.5 pt off the grid, where tick labels would be (a Tick
-        # is five artists: 30 % of an effect map's drawing time)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        left = ax.transData + ScaledTranslation(-3.5 / 72, 0, fig.dpi_scale_trans)
-        above = ax.transData + ScaledTranslation(0, 3.5 / 72, fig.dpi_scale_trans)
-        for i, (_, label) in enumerate(panel):
-            ax.text(-0.5, i, label, transform=left, ha="right", va="center", fontsize=FONT - 0.5)
-        for j, (b, c) in enumerate(pairs):
-            ax.text(j, -0.5, f"{c} vs\n{b}", transform=above, ha="center", va="bottom", fontsize=FONT,
-                    multialignment="center")
-        ax.set_frame_on(False)
-    bar = fig.add_axes(((fig_w - 1.0) / fig_w, bottom / fig_h, 0.15 / fig_w, height_in / fig_h))
-    label = "candidate - baseline (pp)" if unit == "pp" else "candidate - baseline, % of baseline"
-    fig.colorbar(image, cax=bar, label=label)
-    fig.text(0.01, 0.3 / fig_h, textwrap.fill(
+    layout = effect_map_layout([label for _, label in cells], len(pairs))
+    cmap = matplotlib.colormaps["RdYlGn_r"].with_extremes(bad=MISSING)
+    value_font, label_font, header_font = _font(FONT - 1), _font(FONT - 0.5), _font(FONT)
+    caption = textwrap.fill(
         f"{fmt.metric_label(rows['metric'].iloc[0])}: paired effect per cell. Green = the candidate is lower "
         f"(better), red = higher; * significant; d = absolute difference where the baseline mean is 0.",
-        int(fig_w * 14)), fontsize=FONT, va="bottom")
-    _save(fig, path, colours=HEATMAP_COLOURS)
+        int((layout.width - 2 * MARGIN_PX) / header_font.getlength("n")))
+    caption_y = layout.bar()[3] + 2 * MARGIN_PX
+    caption_box = ImageDraw.Draw(Image.new("1", (1, 1))).multiline_textbbox((0, 0), caption, font=header_font)
+    image = Image.new("RGB", (layout.width, caption_y + caption_box[3] + MARGIN_PX), "white")
+    draw = ImageDraw.Draw(image)
+
+    grid = np.array([[shown.get((c, pair), (np.nan, ""))[0] for pair in pairs] for c, _ in cells], dtype=float)
+    colours = cmap(np.clip(grid, -100, 100) / 200 + 0.5, bytes=True)
+    for i, (cell_id, label) in enumerate(cells):
+        x, y, _, y1 = layout.square(i, 0)
+        draw.text((x - TEXT_GAP_PX, (y + y1) / 2), label, fill="black", font=label_font, anchor="rm")
+        for j, pair in enumerate(pairs):
+            box = layout.square(i, j)
+            draw.rectangle((box[0], box[1], box[2] - 1, box[3] - 1), fill=tuple(colours[i, j, :3]))
+            text = shown.get((cell_id, pair), (0, ""))[1]
+            if text:                                    # white on the deep ends of the scale
+                draw.text(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), text, font=value_font, anchor="mm",
+                          fill="white" if abs(grid[i, j]) > 60 else "black")
+    for first in range(0, len(cells), PANEL_ROWS):
+        for j, (b, c) in enumerate(pairs):
+            x0, y0, x1, _ = layout.square(first, j)
+            draw.multiline_text(((x0 + x1) / 2, y0 - TEXT_GAP_PX), f"{c} vs\n{b}", font=header_font, anchor="md",
+                                align="center", fill="black")
+    _draw_colour_bar(image, draw, layout.bar(), cmap,
+                     "candidate - baseline (pp)" if unit == "pp" else "candidate - baseline, % of baseline")
+    draw.multiline_text((MARGIN_PX, caption_y), caption, font=header_font, fill="black")
+    image = image.quantize(palette=_heatmap_palette(), dither=Image.Dither.NONE)
+    image.save(path, dpi=(DPI, DPI), compress_level=COMPRESS_LEVEL)
     return path.name
+
+
+def _draw_colour_bar(image: Image.Image, draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], cmap,
+                     label: str) -> None:
+    """The colour scale -100 (bottom) .. +100 (top) in ``box``, ticks and their values right of
+    it, and ``label`` rotated along it."""
+    x0, y0, x1, y1 = box
+    steps = cmap(np.linspace(1, 0, y1 - y0), bytes=True)[:, :3]
+    image.paste(Image.fromarray(np.repeat(steps[:, None, :], x1 - x0, axis=1)), (x0, y0))
+    draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline="black")
+    font = _font(FONT)
+    for tick in BAR_TICKS:
+        y = round(y1 - 1 - (tick + 100) / 200 * (y1 - y0 - 1))
+        draw.line((x1, y, x1 + BAR_TICK_PX, y), fill="black")
+        draw.text((x1 + BAR_TICK_PX + 3, y), f"{tick}".replace("-", "\u2212"), font=font, anchor="lm", fill="black")
+    length = math.ceil(font.getlength(label))
+    text = Image.new("L", (length, round(font.size * 1.5)), 0)
+    ImageDraw.Draw(text).text((0, 0), label, font=font, fill=255)
+    text = text.rotate(90, expand=True)
+    x = x1 + BAR_TEXT_PX - text.width
+    image.paste((0, 0, 0), (x, (y0 + y1 - text.height) // 2), text)
 
 
 def _unit(rows: pd.DataFrame) -> str:

@@ -384,3 +384,39 @@ def test_python_m_sweep_report_ends_with_the_verdict(tmp_path):
     verdict = json.loads((sweep_dir / "report" / report.SUMMARY).read_text())["verdict"]
     assert done.stdout.rstrip().splitlines()[-1] == "Verdict: " + verdict.replace("**", "")
     assert "report:" in done.stderr                                     # the path, before it
+
+
+def test_an_effect_map_colours_each_square_by_its_effect(tmp_path, monkeypatch):
+    """Sampled where the layout puts each square (in `order`, two cells per panel column):
+    green for a lower candidate, red for a higher one, grey for a pair without the cell."""
+    from PIL import Image
+
+    monkeypatch.setattr(plots, "PANEL_ROWS", 2)
+    pairs = [("v4.3", "way1"), ("v4.3", "way2")]
+    effects = {"lower": (-80.0, -80.0), "higher": (80.0, 5.0), "one-pair": (10.0, None)}
+    rows = pd.DataFrame([
+        {"cell_id": cell, "baseline": base, "candidate": cand, "metric": "overshoot_high_peak_pages",
+         "base_mean": 100.0, "diff_mean": pct, "p_holm": 0.001 if abs(pct) > 50 else 0.5, "correction": "p_holm"}
+        for cell, pcts in effects.items() for (base, cand), pct in zip(pairs, pcts) if pct is not None])
+    order = [("higher", "64M o3 n2 kernel h0.75"), ("one-pair", "16M o0 n1 atomic"), ("lower", "16M o3 n2 nofs")]
+    name = plots.plot_effect_heatmap(rows, tmp_path / "effect_x.png", 0.05, order)
+    layout = plots.effect_map_layout([label for _, label in order], len(pairs))
+    with Image.open(tmp_path / name) as png:
+        assert png.mode == "P" and png.size[0] == layout.width
+        pixels = png.convert("RGB")
+
+    def colour(cell, pair):                       # a corner of the square, clear of its label
+        left, top, _, _ = layout.square(cell, pair)
+        return pixels.getpixel((left + 3, top + 3))
+
+    def green(rgb):
+        return rgb[1] > rgb[0] + 60
+
+    def red(rgb):
+        return rgb[0] > rgb[1] + 60
+
+    assert red(colour(0, 0)) and not (red(colour(0, 1)) or green(colour(0, 1)))    # +80 %, +5 %: pale
+    assert not (red(colour(1, 0)) or green(colour(1, 0)))
+    assert all(abs(c - 0xf4) <= 4 for c in colour(1, 1))                        # no way2 pair: grey
+    assert green(colour(2, 0)) and green(colour(2, 1))                              # second panel column
+    assert layout.square(2, 0)[0] > layout.square(1, 1)[2]
