@@ -18,6 +18,7 @@ reader never sees half of it, and the next write removes the folder of a writer 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -71,11 +72,35 @@ class Analysis:
     def n_cells(self) -> int:
         return int(self.df["cell_id"].nunique())
 
+    # The report and the verdict ask for one metric or one pair hundreds of times; a
+    # boolean filter of the whole frame per question cost seconds on a default sweep, so
+    # each table is split (or indexed) once, on first use.  The tables are not changed
+    # after construction; callers must not modify the frames these return.
+
+    @functools.cached_property
+    def _counts_by_metric(self) -> dict[str, pd.DataFrame]:
+        return dict(tuple(self.counts.groupby("metric", sort=False))) if len(self.counts) else {}
+
+    @functools.cached_property
+    def _pooled_by_metric(self) -> dict[str, pd.DataFrame]:
+        return {metric: part.set_index("design") for metric, part in self.pooled.groupby("metric", sort=False)}
+
+    @functools.cached_property
+    def _effect_rows(self) -> dict[tuple[str, str, str], dict]:
+        return _first_rows(self.effects)
+
+    @functools.cached_property
+    def _count_rows(self) -> dict[tuple[str, str, str], dict]:
+        return _first_rows(self.counts)
+
     def metric_counts(self, metric: str) -> pd.DataFrame:
-        return self.counts[self.counts["metric"] == metric] if len(self.counts) else self.counts
+        if not len(self.counts):
+            return self.counts
+        return self._counts_by_metric.get(metric, self.counts.iloc[0:0])
 
     def pooled_of(self, metric: str) -> pd.DataFrame:
-        return self.pooled[self.pooled["metric"] == metric].set_index("design")
+        part = self._pooled_by_metric.get(metric)
+        return part if part is not None else self.pooled.iloc[0:0].set_index("design")
 
     def all_zero(self, metric: str) -> bool:
         part = self.pooled_of(metric)
@@ -88,11 +113,10 @@ class Analysis:
     def effect(self, baseline: str, candidate: str, metric: str):
         """The ``effects`` row of a pair and metric (either order of the pair is accepted:
         then the signs are flipped so the row reads "candidate - baseline"), None if absent."""
-        e = self.effects
         for base, cand, flip in ((baseline, candidate, 1), (candidate, baseline, -1)):
-            rows = e[(e["baseline"] == base) & (e["candidate"] == cand) & (e["metric"] == metric)]
-            if len(rows) and rows.iloc[0]["n_cells"] > 0:
-                row = rows.iloc[0].to_dict()
+            found = self._effect_rows.get((base, cand, metric))
+            if found is not None and found["n_cells"] > 0:
+                row = dict(found)           # a copy: the flip below must not reach the index
                 if flip < 0:
                     lo, hi = -row["median_hi"], -row["median_lo"]
                     row.update(baseline=baseline, candidate=candidate, base_mean=row["cand_mean"],
@@ -105,13 +129,9 @@ class Analysis:
     def cell_counts(self, baseline: str, candidate: str, metric: str) -> tuple[int, int, int]:
         """(cells where candidate is significantly better, worse, cells compared) of a pair,
         either order."""
-        c = self.counts
-        if c.empty:
-            return 0, 0, 0
         for base, cand, flip in ((baseline, candidate, False), (candidate, baseline, True)):
-            rows = c[(c["baseline"] == base) & (c["candidate"] == cand) & (c["metric"] == metric)]
-            if len(rows):
-                r = rows.iloc[0]
+            r = self._count_rows.get((base, cand, metric))
+            if r is not None:
                 tested = int(r["better"] + r["worse"] + r["indistinguishable"])
                 better, worse = int(r["better"]), int(r["worse"])
                 return (worse, better, tested) if flip else (better, worse, tested)
@@ -162,6 +182,14 @@ class Analysis:
                 "pooled": pooled, "net_cells": net,
                 "claims": [{"id": v.claim.id, "who": v.claim.who, "claim": v.claim.claim, "verdict": v.verdict,
                             "reason": v.reason} for v in self.verdicts]}
+
+
+def _first_rows(frame: pd.DataFrame) -> dict[tuple[str, str, str], dict]:
+    """(baseline, candidate, metric) -> the first row of ``frame`` with that key, as a dict."""
+    index = {}
+    for row in frame.to_dict("records"):
+        index.setdefault((row["baseline"], row["candidate"], row["metric"]), row)
+    return index
 
 
 # ---------------------------------------------------------------- computed once, cached

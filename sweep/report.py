@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import html
 import json
 import math
@@ -98,6 +99,18 @@ class Facts(Analysis):
     def __post_init__(self):
         super().__post_init__()
         self.labels = cell_labels(self.df)
+
+    @functools.cached_property
+    def table_by_metric(self) -> dict[str, pd.DataFrame]:
+        """metric -> its comparison rows (per-cell tables: one filter of the table, not one per metric)."""
+        return dict(tuple(self.table.groupby("metric", sort=False)))
+
+    @functools.cached_property
+    def decided_cells(self) -> dict[tuple[str, str, str, str], pd.DataFrame]:
+        """(baseline, candidate, metric, verdict) -> those comparison rows, for the "where
+        better / worse" columns (the only verdicts they name, so only those are split out)."""
+        decided = self.table[self.table["verdict"].isin(["better", "worse"])]
+        return dict(tuple(decided.groupby(["baseline", "candidate", "metric", "verdict"], sort=False)))
 
     @classmethod
     def of(cls, found: Analysis, cfg: dict, meta: dict) -> "Facts":
@@ -192,13 +205,12 @@ def summary_table(facts: Facts) -> tuple[pd.DataFrame, list[list[str]]]:
             is_best = design == best
             row[design] = f"**{text}**" if is_best else text
             cls.append("best" if is_best else "")
-        counts = facts.metric_counts(metric.name)
-        counts = counts.set_index(["baseline", "candidate"]) if len(counts) else counts
+        counts = {(c.baseline, c.candidate): c for c in facts.metric_counts(metric.name).itertuples(index=False)}
         for baseline, candidate in facts.pairs:
-            if (baseline, candidate) in counts.index:
-                c = counts.loc[(baseline, candidate)]
-                row[f"{candidate} vs {baseline}"] = f"{int(c['better'])} / {int(c['worse'])}"
-                cls.append("better" if c["better"] > c["worse"] else "worse" if c["worse"] > c["better"] else "")
+            c = counts.get((baseline, candidate))
+            if c is not None:
+                row[f"{candidate} vs {baseline}"] = f"{int(c.better)} / {int(c.worse)}"
+                cls.append("better" if c.better > c.worse else "worse" if c.worse > c.better else "")
             else:
                 row[f"{candidate} vs {baseline}"] = "-"
                 cls.append("")
@@ -523,9 +535,8 @@ def differences_section(facts: Facts, figures) -> list:
 
 def _where(facts: Facts, counts, verdict: str) -> str:
     """The axis values of the cells where a pair's verdict on a metric is ``verdict``."""
-    table = facts.table
-    return fmt.where(table[(table["baseline"] == counts.baseline) & (table["candidate"] == counts.candidate)
-                           & (table["metric"] == counts.metric) & (table["verdict"] == verdict)])
+    cells = facts.decided_cells.get((counts.baseline, counts.candidate, counts.metric, verdict))
+    return fmt.where(cells) if cells is not None else ""
 
 
 def regimes_section(facts: Facts) -> list:
@@ -621,7 +632,7 @@ def per_cell_blocks(facts: Facts) -> list:
     blocks = []
     quiet = []
     for metric in facts.metrics_shown():
-        rows = facts.table[facts.table["metric"] == metric.name]
+        rows = facts.table_by_metric.get(metric.name, facts.table.iloc[0:0])
         if facts.all_zero(metric.name) or rows.empty or not facts.differs(metric.name):
             quiet.append(metric.name)
             continue
@@ -640,27 +651,30 @@ def per_cell_table(rows: pd.DataFrame, facts: Facts, metric):
     """Cells x (n, one mean per design, one change per pair)."""
     axes = stats.cell_axes(facts.df)
     significant = rows[rows["correction"].iloc[0]] < facts.alpha
-    rows = rows.assign(significant=significant.to_numpy())
-    by_pair = {pair: part.set_index("cell_id") for pair, part in rows.groupby(["baseline", "candidate"], sort=False)}
-    means = facts.aggregates.set_index(["cell_id", "design"])
+    rows = rows[["baseline", "candidate", "cell_id", "n_pairs", "diff_mean", "base_mean", "verdict"]].assign(
+        significant=significant.to_numpy())          # (only what the table shows: fmt.change reads the means)
+    # plain dicts, not .loc: this looks up every cell x design x pair of every metric
+    by_pair: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in rows.to_dict("records"):
+        by_pair.setdefault((r["baseline"], r["candidate"]), {})[r["cell_id"]] = r
     column = "rate/enomem_workloads" if metric.binary else f"mean/{metric.name}"
+    aggregates = facts.aggregates
+    means = dict(zip(zip(aggregates["cell_id"], aggregates["design"]), aggregates[column])) if column in aggregates else {}
     out, classes = [], []
     for cell_id in axes.index:
         row = {"cell": facts.labels[cell_id],
-               "n": int(min((p.loc[cell_id, "n_pairs"] for p in by_pair.values() if cell_id in p.index), default=0))}
+               "n": int(min((p[cell_id]["n_pairs"] for p in by_pair.values() if cell_id in p), default=0))}
         cls = ["", ""]
         for design in facts.designs:
-            value = means[column].get((cell_id, design), math.nan) if column in means else math.nan
-            row[design] = fmt.mean(value, metric)
+            row[design] = fmt.mean(means.get((cell_id, design), math.nan), metric)
             cls.append("")
         for pair in facts.pairs:
-            part = by_pair.get(pair)
+            r = by_pair.get(pair, {}).get(cell_id)
             label = f"{pair[1]} vs {pair[0]}"
-            if part is None or cell_id not in part.index:
+            if r is None:
                 row[label] = "-"
                 cls.append("")
                 continue
-            r = part.loc[cell_id]
             row[label] = fmt.change(r, metric) + (" *" if r["significant"] else "")
             cls.append(r["verdict"] if r["verdict"] in ("better", "worse") else "")
         out.append(row)
@@ -674,8 +688,9 @@ def rates_blocks(facts: Facts) -> list:
         "cell": [facts.labels[c] for c in aggregates["cell_id"]],
         "design": aggregates["design"], "ok / runs": [
             f"{int(ok)} / {int(n)}" for ok, n in zip(aggregates["n_ok"], aggregates["n_workloads"])]})
+    records = aggregates.to_dict("records")         # once: iterrows per rate was most of this table's time
     for name, label in ((name, rate.label) for name, rate in stats.RATES.items() if rate.label):
-        frame[label] = [fmt.rate(r, name) for _, r in aggregates.iterrows()]
+        frame[label] = [fmt.rate(r, name) for r in records]
     return [Heading(2, "Rates per design (Wilson intervals)", "cells-rates"), Table(frame)]
 
 

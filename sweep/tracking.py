@@ -451,6 +451,7 @@ def child_content(parent_id: str, sweep_id: str, cell_id: str, design: str, row,
                   mine: pd.DataFrame, regime: str | None = None, times=(None, None),
                   label: str | None = None) -> RunContent:
     """``mine``: the comparison rows where ``design`` is the candidate in ``cell_id``."""
+    mine = _as_lists(mine, COMPARED_COLUMNS)       # read once: three helpers below walk them
     tags = {SWEEP_ID_TAG: sweep_id, CHILD_KEY_TAG: f"{cell_id}/{design}", ROLE_TAG: "child",
             "mlflow.parentRunId": parent_id, "kmemcg.cell_id": cell_id, "kmemcg.design": design,
             **verdict_tags(mine)}
@@ -547,7 +548,7 @@ def child_params(cell_id: str, design: str, row) -> dict[str, str]:
     return params
 
 
-def headline_metrics(row, comparisons: pd.DataFrame) -> dict[str, float]:
+def headline_metrics(row, comparisons: pd.DataFrame | Mapping[str, list]) -> dict[str, float]:
     """The few numbers a reader compares first (``0_headline/``, sorted before the rest):
     the cell's ENOMEM share and the means of the headline metrics, and the change of each
     against the baseline (% of its mean, negative = better)."""
@@ -556,21 +557,41 @@ def headline_metrics(row, comparisons: pd.DataFrame) -> dict[str, float]:
         column = "rate/enomem_workloads" if name == "enomem" else f"mean/{name}"
         if column in row:
             out[f"{HEADLINE_PREFIX}{name}"] = row[column]
-    for r in comparisons[comparisons["metric"].isin(stats.HEADLINE)].itertuples(index=False):
-        if r.baseline == stats.BASELINE:
-            out[f"{HEADLINE_PREFIX}{r.metric}_change_pct_vs_{r.baseline}"] = r.pct_change
+    for baseline, metric, pct_change in _columns(comparisons, "baseline", "metric", "pct_change"):
+        if baseline == stats.BASELINE and metric in stats.HEADLINE:
+            out[f"{HEADLINE_PREFIX}{metric}_change_pct_vs_{baseline}"] = pct_change
     return out
+
+
+# what the comparison helpers read of a child's comparison rows
+COMPARED_COLUMNS = ("baseline", "metric", "diff_mean", "pct_change", "verdict")
+
+
+def _as_lists(rows: pd.DataFrame, names) -> dict[str, list]:
+    """Column -> its values as iterating the column (and itertuples) gives them."""
+    return {name: list(rows[name]) for name in names}
+
+
+def _columns(rows: pd.DataFrame | Mapping[str, list], *names: str):
+    """The rows' values of ``names``, row by row, as itertuples gives them - without its
+    cost: itertuples takes every column (33) and builds a namedtuple class per call, which
+    made these helpers most of the time of logging a few hundred child runs."""
+    return zip(*(rows[name] for name in names))
 
 
 def child_metrics(row) -> dict[str, float]:
     """Every numeric aggregate of the (cell, design): counts, mean/, p50/, p99/, rate/
     (not the raw count/ columns behind the rates: they are in report/aggregates.parquet)."""
     return {key: float(value) for key, value in row.items()
-            if key not in stats.AXES and not key.startswith("count/")
-            and isinstance(value, numbers.Real) and not isinstance(value, bool)}
+            if key not in stats.AXES and not key.startswith("count/") and _is_number(value)}
 
 
-def comparison_metrics(rows: pd.DataFrame) -> dict[str, float]:
+def _is_number(value) -> bool:
+    """A real number but not a bool (float and int tested first: the ABC check is slow)."""
+    return not isinstance(value, bool) and (isinstance(value, (float, int)) or isinstance(value, numbers.Real))
+
+
+def comparison_metrics(rows: pd.DataFrame | Mapping[str, list]) -> dict[str, float]:
     """vs_<baseline>/<metric>/{diff,change_pct} of the comparisons where this run's design
     is the candidate: diff = candidate - baseline (negative = better, as in the report);
     change_pct the same in % of the baseline, left out where the baseline is 0.  Both are
@@ -578,10 +599,10 @@ def comparison_metrics(rows: pd.DataFrame) -> dict[str, float]:
     cells decide the ``verdict/`` tags; they and the CIs are in the report (comparisons
     table): every metric key costs ~0.6 ms per run to store."""
     metrics = {}
-    for row in rows.itertuples(index=False):
-        prefix = f"vs_{row.baseline}/{row.metric}"
-        metrics[f"{prefix}/diff"] = row.diff_mean
-        metrics[f"{prefix}/change_pct"] = row.pct_change
+    for baseline, metric, diff, change in _columns(rows, "baseline", "metric", "diff_mean", "pct_change"):
+        prefix = f"vs_{baseline}/{metric}"
+        metrics[f"{prefix}/diff"] = diff
+        metrics[f"{prefix}/change_pct"] = change
     return metrics
 
 
@@ -593,10 +614,11 @@ def rounded(value, digits: int = SIGNIFICANT_DIGITS):
     return float(f"{value:.{digits}g}") if math.isfinite(value) and value else value
 
 
-def verdict_tags(rows: pd.DataFrame) -> dict[str, str]:
+def verdict_tags(rows: pd.DataFrame | Mapping[str, list]) -> dict[str, str]:
     """verdict/vs_<baseline>/<metric> = better | worse | indistinguishable | untestable."""
-    return {f"verdict/vs_{row.baseline}/{row.metric}": row.verdict for row in rows.itertuples(index=False)
-            if isinstance(row.verdict, str)}      # (while the sweep runs: only the settled ones)
+    return {f"verdict/vs_{baseline}/{metric}": verdict
+            for baseline, metric, verdict in _columns(rows, "baseline", "metric", "verdict")
+            if isinstance(verdict, str)}      # (while the sweep runs: only the settled ones)
 
 
 def parent_note(summary: Mapping, found: Analysis) -> str:
