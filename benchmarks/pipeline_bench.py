@@ -6,6 +6,7 @@ last workload, against the sweep itself (issue 24: at most 15 % of the sweep's w
     .venv/bin/python benchmarks/pipeline_bench.py --local         # no Ray (in-process executor)
     .venv/bin/python benchmarks/pipeline_bench.py --repo ../main  # another checkout (before/after)
     .venv/bin/python benchmarks/pipeline_bench.py --stored sweeps/grid   # only what follows the sweep
+    .venv/bin/python benchmarks/pipeline_bench.py --keep /tmp/run1       # keep the folder (its analysis)
 
 ``--stored DIR`` times only what follows the last workload, on a copy of a finished sweep
 folder (its store, config and claims; no analysis cache, no report): the driver's
@@ -154,10 +155,14 @@ def main() -> None:
     parser.add_argument("--local", action="store_true", help="run the workloads in the driver (no Ray)")
     parser.add_argument("--stored", type=Path, help="time only the report and MLflow of this finished sweep")
     parser.add_argument("--repo", type=Path, default=REPO, help="the checkout (with its .venv) to run")
+    parser.add_argument("--keep", type=Path, help="run in this (new) folder and keep it, e.g. to compare analyses")
     parser.add_argument("overrides", nargs="*", help="key=value for python -m sweep")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        if args.keep:
+            args.keep.mkdir(parents=True)
+            folder = args.keep.resolve()
         repo = args.repo.resolve()
         command = stored_command(args.stored.resolve(), folder, repo) if args.stored else None
         result = run(scaled_config(folder, args.scale), folder, args.local, args.overrides, repo, command)

@@ -89,7 +89,14 @@ class Cellwise:
         cell = self._queue.get()       # the store is opened once the sweep has (re)made it
         if cell is None:
             return
-        with Store(self.sweep_dir.results) as store:
+        try:
+            store = Store(self.sweep_dir.results)
+        except Exception as err:       # e.g. the disk turned read-only: the sweep says so itself
+            self._say(f"statistics and MLflow runs left to the end of the sweep: {type(err).__name__}: {err}")
+            while self._queue.get() is not None:
+                pass
+            return
+        with store:
             while cell is not None:
                 try:
                     frame = store.dataframe(cells=[cell])
