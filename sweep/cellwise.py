@@ -22,7 +22,7 @@ import pandas as pd
 
 from sweep.outdir import SweepDir
 
-STOP_WAIT_S = 10.0       # an interrupted sweep waits this long for the cell in hand
+STOP_WAIT_S = 2.0        # an interrupted sweep waits this long for the cell in hand (the rest: redone later)
 
 
 class CellWatch:

@@ -181,9 +181,7 @@ class LiveRuns:
         comparisons (``stats.compare_cell``)."""
         from sweep import regime
 
-        cell_id = str(frame["cell_id"].iloc[0])
-        comparisons = pd.DataFrame(rows).assign(cell_id=cell_id)
-        comparisons["verdict"] = [stats.settled_verdict(p, alpha) for p in comparisons["p_value"]]
+        comparisons = settled_comparisons(rows, alpha)
         regime_of = _regime_lookup(regime.classify(frame))
         times = cell_times(frame)
         with client_env():
@@ -198,6 +196,19 @@ class LiveRuns:
         run_id = upsert_run(self.client, self.experiment_id, before, content)
         self.runs[key] = _Held.after(run_id, before, content)
         return run_id
+
+
+def settled_comparisons(rows: list[dict], alpha: float) -> pd.DataFrame:
+    """A finished cell's comparisons (``stats.compare_cell``) as the child runs read them,
+    with the verdicts known before the correction across cells (``stats.settled_verdict``;
+    None where only the correction can tell).  Every column the runs read is there even
+    when no pair of the cell had a workload to compare (no ``pct_change`` then)."""
+    comparisons = pd.DataFrame(rows)
+    for column in ("baseline", "candidate", "metric", "diff_mean", "pct_change", "p_value"):
+        if column not in comparisons:
+            comparisons[column] = math.nan
+    comparisons["verdict"] = [stats.settled_verdict(p, alpha) for p in comparisons["p_value"]]
+    return comparisons
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """sweep.tracking against a real ``mlflow server`` on loopback (and the sqlite default)."""
 import datetime
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -278,6 +279,22 @@ def test_runs_logged_while_the_sweep_runs_are_finished_by_sending_only_what_chan
         cell, design = run.data.tags["kmemcg.child_key"].split("/")
         mine = table[(table["cell_id"] == cell) & (table["candidate"] == design)]
         assert {k: v for k, v in run.data.tags.items() if k.startswith("verdict/")} == tracking.verdict_tags(mine)
+
+
+def test_a_cell_whose_workloads_all_failed_still_gives_its_children_their_columns(results):
+    """A cell with no successful workload has nothing to compare (no pct_change at all):
+    its child runs are still logged while the sweep runs, every verdict 'untestable'."""
+    from sweep import stats
+
+    none_ok = stats.workload_values(results).iloc[0:0]
+    rows = stats.compare_cell(none_ok, 0.05, list(stats.KEY_METRICS), stats.comparisons(["v4.3", "way1", "way2"]))
+    frame = tracking.settled_comparisons(rows, 0.05)
+    assert len(frame) == len(stats.KEY_METRICS) * 3 and set(frame["verdict"]) == {"untestable"}
+    content = tracking.child_content("p", "s", "c", "way1", {"limit": 1 << 25, "high": 0.75, "order": 3, "nodes": 1,
+                                                               "mix": "kernel", "n_ok": 0.0},
+                                     frame[frame["candidate"] == "way1"])
+    assert content.tags["verdict/vs_v4.3/enomem"] == "untestable"
+    assert not any(key.startswith("vs_") and math.isfinite(value) for key, value in content.metrics.items())
 
 
 def test_two_folders_of_the_same_config_are_two_parent_runs(server, one_replication, tmp_path):
