@@ -16,6 +16,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from collections.abc import Iterable
 
 import pandas as pd
@@ -74,10 +75,15 @@ class Cellwise:
         for cell in cells:
             self._queue.put(cell)
 
-    def close(self, wait: bool = True):
+    def close(self, wait: bool = True, stop=lambda: False):
+        """Wait for the cells handed so far (``wait`` False: STOP_WAIT_S at most; ``stop()``
+        True: no longer).  Returns the MLflow runs logged, None if the thread is not done
+        with them (the end then looks them up)."""
         self._queue.put(None)
-        self._thread.join(None if wait else STOP_WAIT_S)
-        return self.live
+        deadline = None if wait else time.monotonic() + STOP_WAIT_S
+        while self._thread.is_alive() and not stop() and (deadline is None or time.monotonic() < deadline):
+            self._thread.join(0.2)
+        return None if self._thread.is_alive() else self.live
 
     def _run(self) -> None:
         from sweep import analysis

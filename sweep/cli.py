@@ -126,7 +126,6 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command
         with interrupt.polling():       # a first Ctrl-C in here is the campaign's to answer
             summary = campaign.run_sweep(cfg, cells, sweep_dir, _executor(cfg, sweep_dir, local), fresh=fresh,
                                          shard=shard, on_cells=cellwise.finished if cellwise else None)
-            live = cellwise.close(wait=not (summary.interrupted or summary.failure)) if cellwise else None
             if command and summary.meta_written:
                 try:
                     sweep_dir.update_meta(**command)
@@ -136,8 +135,12 @@ def _run(cfg, cells, sweep_dir: SweepDir, fresh: bool, shard, claims=(), command
                     summary.failure = summary.failure or str(err)
             _print_summary(cfg, summary, sweep_dir)
             if summary.interrupted or summary.failure:
+                if cellwise:
+                    cellwise.close(wait=False)
                 return _stopped_early(summary, sweep_dir)
             _print_regimes(sweep_dir, claims)
+            # the cells that finished last: their share is part of what follows the last workload
+            live = cellwise.close(stop=interrupt.stop_requested) if cellwise else None
             stopped = interrupt.stop_requested()     # Ctrl-C after the last workload
         if stopped:
             raise KeyboardInterrupt
