@@ -59,6 +59,10 @@ class Executor(Protocol):
     cpus: int | None        # CPUs the chunks run on (None until started)
     max_in_flight: int      # chunks pending at once (set by start)
 
+    def prepare(self) -> None:
+        """Begin getting ready, if that takes a while, without waiting (a local Ray's head
+        boots while the campaign calibrates); never raises: ``start`` says what failed."""
+
     def start(self, out) -> None:
         """Be ready to run chunks (idempotent; messages go to ``out``).  May raise
         :class:`Interrupted` or :class:`ExecutorLost`."""
@@ -234,6 +238,8 @@ def _run_missing(cfg, missing, store, executor, summary, seconds_per_workload, l
     on_kernel = [w for w in missing if is_kernel_row(w.design)]    # a boot per chunk: never timed
     missing = [w for w in missing if not is_kernel_row(w.design)]
     try:
+        if len(missing) > plan.CALIBRATION_RUNS or on_kernel:    # (else the calibration may run them all)
+            executor.prepare()          # a local Ray boots while the calibration runs
         if seconds_per_workload is None and missing:
             calibration = plan.calibrate(missing, stop=interrupt.stop_requested)
             store_chunk(calibration.workloads, calibration.results)

@@ -24,6 +24,9 @@ class LocalExecutor:
         self._queue: deque = deque()
         self._handles = itertools.count()
 
+    def prepare(self) -> None:
+        pass
+
     def start(self, out) -> None:
         pass
 

@@ -169,6 +169,36 @@ def test_each_cell_is_announced_once_as_soon_as_its_last_workload_is_stored(smal
     assert sorted(again[0]) == sorted(cells)                      # nothing left to run: all complete
 
 
+class Recording(LocalExecutor):
+    """The local executor, noting when the campaign asks it to prepare and to start."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.calls = calls
+
+    def prepare(self):
+        self.calls.append("prepare")
+
+    def start(self, out):
+        self.calls.append("start")
+
+
+def test_the_executor_prepares_before_the_calibration_so_a_local_ray_boots_meanwhile(small, monkeypatch):
+    """A local Ray's head takes ~10 s to boot: the campaign has it spawned (``prepare``)
+    before the calibration, and waits for it only after (``start``) - unless the
+    calibration may run every missing workload itself (then no Ray is started at all)."""
+    calls = []
+    monkeypatch.setattr(plan, "calibrate", lambda missing, stop: calls.append("calibrate") or plan.Calibration(
+        0.01, [], []))
+    run(small, Recording(calls))
+    assert calls == ["prepare", "calibrate", "start"]
+    calls.clear()
+    other = small[1].path.parent / "few"
+    run((small[0], SweepDir(other)), Recording(calls), "grid.limit=[32M]", "grid.order=[3]", "grid.nodes=[1]",
+        "replications=1", f"output.dir={other}")
+    assert calls == ["calibrate", "start"]             # 3 cells x 3 designs x 1: the calibration's 21 may do
+
+
 def test_the_campaign_and_the_local_executor_import_no_ray():
     code = ("import sys, sweep.campaign, sweep.local, sweep.cli; "
             "print(sorted(m for m in ('ray', 'sweep.runner') if m in sys.modules))")
