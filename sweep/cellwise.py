@@ -66,7 +66,7 @@ class Cellwise:
         self.axes = pd.DataFrame([{"cell_id": cell.cell_id, **cell.axes} for cell in cells])
         self.out = out or sys.stderr
         self.live = None
-        self.cells_done = 0
+        self._failed = False
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="cellwise", daemon=True)
         self._thread.start()
@@ -108,9 +108,11 @@ class Cellwise:
                     frame = store.dataframe(cells=[cell])
                     rows = analysis.cache_cell(self.sweep_dir, frame, alpha, designs)
                 except Exception as err:     # the final analysis computes it: only time is lost
-                    self._say(f"statistics of cell {cell} left to the end: {type(err).__name__}: {err}")
+                    if not self._failed:
+                        self._say(f"statistics of cell {cell} (and any other that fails) left to the end of the "
+                                  f"sweep: {type(err).__name__}: {err}")
+                    self._failed = True
                 else:
-                    self.cells_done += 1
                     if self.log:
                         self._log(frame, rows, alpha)
                 cell = self._queue.get()
