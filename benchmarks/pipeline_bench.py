@@ -1,8 +1,8 @@
 """The default sweep end to end: how long the user waits for the report and MLflow after the
 last workload, against the sweep itself (issue 24: at most 15 % of the sweep's wall time).
 
-    .venv/bin/python benchmarks/pipeline_bench.py                 # default grid (~4 min)
-    .venv/bin/python benchmarks/pipeline_bench.py --scale 10      # 10x the cells (~20+ min)
+    .venv/bin/python benchmarks/pipeline_bench.py                 # default grid (~3 min)
+    .venv/bin/python benchmarks/pipeline_bench.py --scale 10      # 10x the cells (~30 min)
     .venv/bin/python benchmarks/pipeline_bench.py --local         # no Ray (in-process executor)
     .venv/bin/python benchmarks/pipeline_bench.py --repo ../main  # another checkout (before/after)
     .venv/bin/python benchmarks/pipeline_bench.py --stored sweeps/grid   # only what follows the sweep
