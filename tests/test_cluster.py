@@ -29,11 +29,12 @@ from test_faults import Driver, assert_complete_and_equal
 pytestmark = pytest.mark.cluster
 
 RAY = str(Path(sys.executable).with_name("ray"))
-# chunks of ~1 s (~14 workloads of 0.02-0.15 s): a chunk out on a node when the driver pauses is
-# still out when the test kills that node (with 0.2 s chunks of cheap cells, run cell by cell,
-# the worker's chunks could all finish between the pause and the kill)
+# chunks of ~1 s (~14 workloads of 0.02-0.15 s), nearly all of them out at once: when the driver
+# pauses, each node still has seconds of chunks queued, so killing one loses some for sure (with
+# 0.2 s chunks and 4 in flight, the worker's chunks of cheap cells - run cell by cell - could all
+# finish between the pause and the kill)
 CLUSTER_SWEEP = {"name": "cluster", "workload": {"length": {"kernel_entries": 15000}},
-                 "ray": {"chunk_seconds": 1.0}, "output": {"report": False}}
+                 "ray": {"chunk_seconds": 1.0, "max_in_flight": 8}, "output": {"report": False}}
 
 
 def free_ports(count: int) -> list[int]:

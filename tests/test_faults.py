@@ -162,11 +162,20 @@ def _interrupted_at(args, cwd, point) -> tuple[int, str]:
     return driver.finish()
 
 
-def test_ctrl_c_before_ray_is_up_starts_no_ray(fault_config, tmp_path):
+def test_ctrl_c_before_ray_is_up_connects_nothing_and_leaves_no_ray(fault_config, tmp_path):
+    """The local Ray's head boots while the campaign calibrates (``RayExecutor.prepare``); a
+    Ctrl-C before the driver connects to it ends the run with no Ray line and no Ray process
+    left behind, and keeps the calibration's results."""
     out = tmp_path / "out"
-    code, stderr = _interrupted_at([fault_config, f"output.dir={out}"], tmp_path, "ray-start")
+    driver = Driver([fault_config, f"output.dir={out}"], tmp_path, pause="ray-start")
+    driver.wait_paused("ray-start")
+    heads = [p for p in descendants(driver.proc.pid) if "sweep.rayhead" in _command(p)]
+    assert len(heads) == 1, "the head was not spawned before the calibration"
+    driver.ctrl_c()
+    code, stderr = driver.finish()
     assert code == 130, stderr
-    assert "started a local Ray" not in stderr and not (out / "ray-head.log").exists()
+    assert "started a local Ray" not in stderr
+    wait_until(lambda: not group_members(heads[0]), timeout=10, what="the Ray head's process group to exit")
     assert meta(out)["status"] == "interrupted" and meta(out)["counts"]["ran"] == stored_rows(out) > 0
 
 
