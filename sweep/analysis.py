@@ -24,7 +24,6 @@ import json
 import os
 import shutil
 import threading
-from functools import lru_cache
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -291,13 +290,13 @@ def cell_key(values: pd.DataFrame, alpha: float, pairs: list[tuple[str, str]]) -
 def _cached_cells(folder: Path | None, keys: dict[str, str]) -> dict[str, list[dict]]:
     """name -> the cached rows of the cells of ``keys`` (name -> key) found in ``folder``."""
     found = {}
+    if folder is None:
+        return found
     for name, key in keys.items():
-        path = folder / f"{key}.json" if folder is not None else None
-        if path is not None and path.exists():
-            try:
-                found[name] = json.loads(path.read_text())
-            except (OSError, ValueError):        # cut short: computed again
-                pass
+        try:
+            found[name] = json.loads((folder / f"{key}.json").read_text())
+        except (OSError, ValueError):            # not cached, or cut short: computed again
+            pass
     return found
 
 
@@ -353,7 +352,7 @@ def cache_key(df: pd.DataFrame, alpha: float, correction: str, registry: bytes) 
     return digest.hexdigest()[:16]
 
 
-@lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=1)
 def _code_version() -> list[str]:
     import importlib
 
